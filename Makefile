@@ -1,0 +1,31 @@
+# The two commands: `make setup` prepares everything (run as root on Debian/Ubuntu), `make test` runs
+# the whole suite. `make demo` runs the main job; `make bench` writes build/bench/report.{json,md}.
+SHELL := /bin/bash
+PY314 := scripts/py314
+PY311 := .venv311/bin/python
+
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench demo e2e faults check-wheels clean
+
+setup:
+	bash scripts/toolchain.sh
+
+test:
+	bash scripts/run-tests.sh
+
+test-edge311:
+	$(PY311) -m pytest tests/edge -p no:cacheprovider
+
+test-edge314:
+	$(PY314) python -m pytest tests/edge -p no:cacheprovider -p no:homeassistant
+
+test-integration:
+	$(PY314) python -m pytest tests/integration -p no:cacheprovider
+
+lint:
+	$(PY314) ruff check custom_components edge_addon tests
+	$(PY314) ruff format --check custom_components edge_addon tests
+	$(PY314) mypy
+	$(PY311) -m mypy --config-file pyproject.toml edge_addon/asset_tracker_edge
+
+clean:
+	rm -rf build .venv311 .venv314
