@@ -29,3 +29,19 @@ lint:
 
 clean:
 	rm -rf build .venv311 .venv314
+
+# Targets whose scripts are owned by the parts they exercise.
+bench:
+	$(PY314) python bench/report.py
+
+demo:
+	bash scripts/demo.sh
+
+e2e:
+	$(PY314) python -m pytest tests/e2e -p no:cacheprovider -p no:homeassistant
+
+faults:
+	$(PY314) python -m pytest tests/faults -p no:cacheprovider -p no:homeassistant
+
+check-wheels:
+	bash scripts/check-wheels.sh
