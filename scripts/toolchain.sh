@@ -10,6 +10,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${ASSET_TRACKER_CACHE:-/var/cache/asset-tracker}
 root="$cache/sid-root"
 mkdir -p "$cache" "$here/build"
+# one setup at a time on a machine: concurrent runs would rebuild the same root
+exec 9>"$cache/setup.lock"
+flock 9
 
 log() { printf '[setup] %s\n' "$*"; }
 need_root() { [ "$(id -u)" = 0 ] || { echo "make setup needs root for apt-get and debootstrap" >&2; exit 1; }; }
@@ -21,7 +24,7 @@ apt_install_host() {
   [ ${#missing[@]} -eq 0 ] && return
   need_root
   log "apt-get install ${missing[*]}"
-  apt-get update -qq
+  apt-get -o Acquire::Check-Valid-Until=false update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
@@ -48,7 +51,7 @@ build_sid_root() {
   debootstrap --variant=minbase --include="$sid_packages" sid "$root" >"$cache/debootstrap.log" 2>&1 \
     || { tail -20 "$cache/debootstrap.log"; exit 1; }
   cp /etc/resolv.conf "$root/etc/resolv.conf"
-  "$here/scripts/py314" --no-venv bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $sid_extra" \
+  "$here/scripts/py314" --no-venv bash -c "apt-get -o Acquire::Check-Valid-Until=false update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $sid_extra" \
     >>"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log"; exit 1; }
   echo "$sid_packages" >"$root/.asset-tracker-root"
 }
