@@ -17,7 +17,8 @@ flock 9
 log() { printf '[setup] %s\n' "$*"; }
 need_root() { [ "$(id -u)" = 0 ] || { echo "make setup needs root for apt-get and debootstrap" >&2; exit 1; }; }
 
-host_packages="mosquitto dbus debootstrap ca-certificates"
+# libdbus/glib headers: python-dbusmock needs dbus-python, which builds from source
+host_packages="mosquitto mosquitto-clients dbus debootstrap ca-certificates openssl libdbus-1-dev libglib2.0-dev pkg-config"
 apt_install_host() {
   local missing=()
   for p in $host_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -38,10 +39,10 @@ native314() {
 }
 
 sid_packages="python3.14,python3.14-venv,python3.14-dev,gcc,libc6-dev,ca-certificates,mosquitto,dbus,git,make,procps,openssl"
-# installed after the bootstrap: chromium's desktop dependencies do not configure inside debootstrap
-sid_extra="chromium fonts-dejavu-core"
+# installed after the bootstrap (chromium's desktop dependencies do not configure inside debootstrap)
+sid_extra="chromium fonts-dejavu-core libdbus-1-dev libglib2.0-dev pkg-config mosquitto-clients"
 sid_root_ok() {
-  [ -x "$root/usr/bin/python3.14" ] && [ -x "$root/usr/sbin/mosquitto" ] && [ -x "$root/usr/bin/chromium" ] \
+  [ -x "$root/usr/bin/python3.14" ] && [ -x "$root/usr/sbin/mosquitto" ] \
     && [ -f "$root/.asset-tracker-root" ] && [ "$(cat "$root/.asset-tracker-root")" = "$sid_packages" ]
 }
 build_sid_root() {
@@ -50,10 +51,16 @@ build_sid_root() {
   rm -rf "$root"
   debootstrap --variant=minbase --include="$sid_packages" sid "$root" >"$cache/debootstrap.log" 2>&1 \
     || { tail -20 "$cache/debootstrap.log"; exit 1; }
-  cp /etc/resolv.conf "$root/etc/resolv.conf"
-  "$here/scripts/py314" --no-venv bash -c "apt-get -o Acquire::Check-Valid-Until=false update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $sid_extra" \
-    >>"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log"; exit 1; }
   echo "$sid_packages" >"$root/.asset-tracker-root"
+}
+
+install_sid_extras() {
+  local missing
+  missing=$("$here/scripts/py314" --no-venv bash -c "for p in $sid_extra; do dpkg -s \$p >/dev/null 2>&1 || echo \$p; done" | tr '\n' ' ')
+  [ -z "${missing// /}" ] && return
+  log "installing into the sid root: $missing"
+  "$here/scripts/py314" --no-venv bash -c "apt-get -o Acquire::Check-Valid-Until=false update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing" \
+    >>"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log"; exit 1; }
 }
 
 req_hash() { cat "$here/requirements-test.txt" "$here/edge_addon/pyproject.toml" | sha256sum | cut -c1-16; }
@@ -75,6 +82,7 @@ setup_314() {
     sid_root_ok || build_sid_root
     cp /etc/resolv.conf "$root/etc/resolv.conf"
     cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    install_sid_extras
     if [ "$(cat "$root/opt/venv/.stamp" 2>/dev/null)" != "$(req_hash)" ]; then
       log "installing the Python 3.14 test environment in the sid root"
       "$here/scripts/py314" --no-venv bash -c "
