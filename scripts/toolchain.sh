@@ -63,10 +63,20 @@ install_sid_extras() {
     >>"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log"; exit 1; }
 }
 
-req_hash() { cat "$here/requirements-test.txt" "$here/edge_addon/pyproject.toml" | sha256sum | cut -c1-16; }
+# The 3.14 environment lives outside the checkout and serves every clone, so it gets the edge's
+# dependencies only; the package itself is imported from the checkout (scripts/py314 sets PYTHONPATH).
+edge_deps() {
+  python3 - "$here/edge_addon/pyproject.toml" >"$here/build/edge-deps.txt" <<'PY'
+import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))
+PY
+}
+
+req_hash() { echo deps-only-v2; cat "$here/requirements-test.txt" "$here/edge_addon/pyproject.toml" | sha256sum | cut -c1-16; }
 
 setup_314() {
   local py
+  edge_deps
   if py=$(native314); then
     log "using native $py"
     echo native >"$here/build/py314-mode"
@@ -74,7 +84,7 @@ setup_314() {
     if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$(req_hash)" ]; then
       "$py" -m venv "$venv"
       "$venv/bin/pip" install -q --upgrade pip
-      "$venv/bin/pip" install -q -r "$here/requirements-test.txt" -e "$here/edge_addon"
+      "$venv/bin/pip" install -q -r "$here/requirements-test.txt" -r "$here/build/edge-deps.txt"
       req_hash >"$venv/.stamp"
     fi
   else
@@ -89,8 +99,13 @@ setup_314() {
         set -e
         [ -x /opt/venv/bin/python ] || python3.14 -m venv /opt/venv
         /opt/venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-        PIP_CONSTRAINT= /opt/venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt -e edge_addon
+        /opt/venv/bin/pip uninstall -q -y asset-tracker-edge 2>/dev/null || true
+        /opt/venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt -r build/edge-deps.txt
       "
+      # the edge CLI, resolved from whichever checkout is on PYTHONPATH
+      printf '#!/opt/venv/bin/python\nimport sys\nfrom asset_tracker_edge.cli import main\nsys.exit(main())\n' \
+        >"$root/opt/venv/bin/asset-tracker-edge"
+      chmod +x "$root/opt/venv/bin/asset-tracker-edge"
       req_hash >"$root/opt/venv/.stamp"
     fi
     log "Python 3.14 via Debian sid root at $root: $("$here/scripts/py314" python --version)"
