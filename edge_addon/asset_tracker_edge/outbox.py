@@ -1,0 +1,684 @@
+"""Durable, bounded outbox: every event lives here from `append` until the integration acknowledges it.
+
+Storage is SQLite in WAL mode, one table per priority class keyed by an explicit `seq` (the rowid,
+no AUTOINCREMENT, no extra index), so that replay reads, acknowledgement deletes and the purge
+policy (oldest routine first, critical last) are all rowid range operations. Appends are buffered in
+memory and committed in groups, one transaction per commit window; a critical event cuts the window
+short. All SQLite work runs on one writer thread, in submission order, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .events import Priority
+from .hlc import MAX_WALL_MS, Timestamp, wall_clock_ms
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+CLASSES: tuple[Priority, Priority] = (Priority.CRITICAL, Priority.ROUTINE)
+_TABLE = {Priority.CRITICAL: "critical", Priority.ROUTINE: "routine"}
+# purge and ack deletes work in chunks so one long statement never holds the writer thread
+_DELETE_CHUNK = 20_000
+MAX_EVENT_BYTES = 65_536
+
+
+class OutboxCorrupt(Exception):
+    """The store on disk is unusable; it will be moved aside."""
+
+
+@dataclass(slots=True)
+class Record:
+    """An appended event: its identity, the wall part of its HLC and its wire encoding."""
+
+    seq: int
+    priority: Priority
+    wall_ms: int
+    body: bytes
+
+
+@dataclass(slots=True)
+class ClassState:
+    """What the loop knows about one priority table (a snapshot taken by the writer thread)."""
+
+    count: int = 0
+    bytes: int = 0
+    min_seq: int | None = None
+    min_wall: int | None = None
+    max_seq: int = 0
+
+
+@dataclass(slots=True)
+class CommitInfo:
+    """Handed to listeners after each committed group."""
+
+    high_seq: int
+    max_seq: dict[Priority, int]
+    appended: dict[Priority, int]
+    dropped: dict[Priority, int]
+
+
+@dataclass(slots=True)
+class Recovery:
+    """A store that was moved aside at start-up."""
+
+    reason: str
+    moved_to: str
+    at_ms: int
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    states: dict[Priority, ClassState]
+    high_seq: int
+    acked: int
+    dropped: dict[Priority, int]
+
+
+@dataclass(slots=True)
+class _Waiter:
+    seq: int
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class OutboxOptions:
+    max_bytes: int = 64 * 1024 * 1024
+    max_events: int = 1_000_000
+    commit_window_ms: int = 50
+    sync: str = "normal"
+    high_watermark: int = 20_000
+    # critical events wait at most this long for company in their commit
+    critical_window_ms: float = 0.0
+
+
+class Outbox:
+    """The node's durable event log with an ack cursor, a purge policy and backpressure."""
+
+    def __init__(self, path: Path, options: OutboxOptions | None = None) -> None:
+        self.path = path
+        self.options = options or OutboxOptions()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="outbox-writer"
+        )
+        self._db: sqlite3.Connection | None = None
+        self.epoch = 0
+        self.recovery: Recovery | None = None
+        self.newest_hlc: Timestamp | None = None
+        self._states: dict[Priority, ClassState] = {p: ClassState() for p in CLASSES}
+        self._dropped: dict[Priority, int] = dict.fromkeys(CLASSES, 0)
+        self.high_seq = 0  # highest committed seq
+        self.acked = 0  # ack watermark received (deletion may lag behind)
+        self._deleted_through = 0
+        self._next_seq = 1
+        self._pending: list[Record] = []
+        self._committing = 0
+        self._critical_pending = False
+        self._has_pending: asyncio.Event | None = None
+        self._urgent: asyncio.Event | None = None
+        self._writable: asyncio.Event | None = None
+        self._flush_waiters: list[_Waiter] = []
+        self._listeners: list[Callable[[CommitInfo], None]] = []
+        self._state_listeners: list[Callable[[], None]] = []
+        self._commit_task: asyncio.Task[None] | None = None
+        self._delete_task: asyncio.Task[None] | None = None
+        self.commit_errors = 0
+        self.commits = 0
+        self.rejected_oversize = 0
+        # the writer thread's own view of the tables (only touched on that thread)
+        self._db_states: dict[Priority, ClassState] = {p: ClassState() for p in CLASSES}
+        self._db_high = 0
+        self._db_acked = 0
+        self._db_dropped: dict[Priority, int] = dict.fromkeys(CLASSES, 0)
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Opens (or recovers) the store and starts the group-commit task."""
+        snap, epoch, recovery, newest = await self._run(self._open_db)
+        self.epoch = epoch
+        self.recovery = recovery
+        self.newest_hlc = newest
+        self._apply(snap)
+        self._deleted_through = snap.acked
+        self._next_seq = self.high_seq + 1
+        self._has_pending = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._commit_task = asyncio.create_task(self._commit_loop(), name="outbox-commit")
+
+    async def close(self) -> None:
+        """Commits what is buffered, then closes the database."""
+        if self._commit_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.flush()
+            self._commit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commit_task
+            self._commit_task = None
+        if self._delete_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delete_task
+        await self._run(self._close_db)
+        self._executor.shutdown(wait=True)
+
+    # appending ---------------------------------------------------------------------------------
+
+    def append(self, event: dict[str, Any], priority: Priority, hlc: Timestamp) -> Record:
+        """Gives `event` its seq, encodes it and buffers it for the next group commit.
+
+        `event` holds the wire fields other than `seq`, `hlc` and `prio`. Raises ValueError when
+        it cannot be encoded or is too large; nothing is assigned then.
+        """
+        seq = self._next_seq
+        body = json.dumps(
+            {"seq": seq, "hlc": [hlc.wall_ms, hlc.counter], "prio": priority.value, **event},
+            separators=(",", ":"),
+            allow_nan=False,
+            ensure_ascii=False,
+        ).encode()
+        if len(body) > MAX_EVENT_BYTES:
+            self.rejected_oversize += 1
+            raise ValueError(f"event of {len(body)} bytes exceeds {MAX_EVENT_BYTES}")
+        self._next_seq = seq + 1
+        record = Record(seq, priority, hlc.wall_ms, body)
+        self._pending.append(record)
+        assert self._has_pending is not None and self._urgent is not None
+        self._has_pending.set()
+        if priority is Priority.CRITICAL:
+            self._critical_pending = True
+            self._urgent.set()
+        if self.buffered >= self.options.high_watermark:
+            assert self._writable is not None
+            self._writable.clear()
+            self._urgent.set()
+        return record
+
+    @property
+    def buffered(self) -> int:
+        """Events appended but not yet committed (memory the producer is holding)."""
+        return len(self._pending) + self._committing
+
+    async def wait_writable(self) -> None:
+        """Backpressure: returns once the uncommitted buffer is below the high watermark."""
+        assert self._writable is not None
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    async def flush(self) -> None:
+        """Waits until everything appended so far is committed."""
+        target = self._next_seq - 1
+        if target <= self.high_seq:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append(_Waiter(target, future))
+        assert self._urgent is not None
+        self._urgent.set()
+        await future
+
+    def add_listener(self, callback: Callable[[CommitInfo], None]) -> None:
+        self._listeners.append(callback)
+
+    def add_state_listener(self, callback: Callable[[], None]) -> None:
+        """Called when depth changes other than by appends (acks, purges)."""
+        self._state_listeners.append(callback)
+
+    async def _commit_loop(self) -> None:
+        assert self._has_pending is not None and self._urgent is not None
+        window = self.options.commit_window_ms / 1000
+        while True:
+            await self._has_pending.wait()
+            if not self._critical_pending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), window)
+            elif self.options.critical_window_ms > 0:
+                await asyncio.sleep(self.options.critical_window_ms / 1000)
+            batch, self._pending = self._pending, []
+            self._committing = len(batch)
+            self._critical_pending = False
+            self._has_pending.clear()
+            self._urgent.clear()
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[Record]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                info, snap = await self._run(self._commit_db, batch)
+                break
+            except sqlite3.Error as err:
+                # the records keep their seqs and are retried; nothing was published from them
+                self.commit_errors += 1
+                _LOGGER.error("outbox commit of %d events failed: %s; retrying", len(batch), err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.commits += 1
+        self._committing = 0
+        self._apply(snap)
+        self._release_waiters()
+        for listener in self._listeners:
+            listener(info)
+        if any(info.dropped.values()):
+            self._notify_state()
+
+    def _release_waiters(self) -> None:
+        assert self._writable is not None
+        if self.buffered < self.options.high_watermark:
+            self._writable.set()
+        still = []
+        for waiter in self._flush_waiters:
+            if waiter.seq <= self.high_seq:
+                if not waiter.future.done():
+                    waiter.future.set_result(None)
+            else:
+                still.append(waiter)
+        self._flush_waiters = still
+
+    # reading and acknowledging -----------------------------------------------------------------
+
+    async def read(
+        self, priority: Priority, after_seq: int, limit: int, max_bytes: int
+    ) -> list[tuple[int, bytes]]:
+        """Committed events of one class with seq > after_seq, in seq order."""
+        return await self._run(self._read_db, priority, after_seq, limit, max_bytes)
+
+    def ack(self, epoch: int, seq: int) -> bool:
+        """Applies the integration's watermark; deletion runs in the background. False if ignored."""
+        if epoch != self.epoch or seq <= self.acked:
+            return False
+        if seq > self.high_seq:
+            # an ack beyond what we hold means the store lost commits (power cut with sync=normal):
+            # never hand out an identity the integration has already applied
+            _LOGGER.error(
+                "acknowledgement seq %d is beyond the outbox's newest seq %d", seq, self.high_seq
+            )
+            if not self._pending and self._committing == 0:
+                self._next_seq = max(self._next_seq, seq + 1)
+            seq = self.high_seq
+            if seq <= self.acked:
+                return False
+        self.acked = seq
+        if self._delete_task is None or self._delete_task.done():
+            self._delete_task = asyncio.create_task(self._delete_loop(), name="outbox-ack")
+        return True
+
+    async def _delete_loop(self) -> None:
+        while self._deleted_through < self.acked:
+            through = min(self.acked, self._deleted_through + _DELETE_CHUNK)
+            try:
+                snap = await self._run(self._delete_db, through)
+            except sqlite3.Error as err:
+                _LOGGER.error("outbox delete through %d failed: %s", through, err)
+                await asyncio.sleep(1.0)
+                continue
+            self._deleted_through = through
+            self._apply(snap)
+            self._notify_state()
+
+    def _notify_state(self) -> None:
+        for listener in self._state_listeners:
+            listener()
+
+    # what the rest of the node reads -----------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    def max_seq(self, priority: Priority) -> int:
+        return self._states[priority].max_seq
+
+    @property
+    def floor(self) -> int:
+        """Every seq below this is acknowledged or purged (the `floor` of an events message)."""
+        mins = [s.min_seq for s in self._states.values() if s.min_seq is not None]
+        low = min(mins) if mins else self.high_seq + 1
+        return max(low, self.acked + 1)
+
+    @property
+    def depth(self) -> int:
+        return sum(s.count for s in self._states.values()) + self.buffered
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(s.bytes for s in self._states.values())
+
+    @property
+    def oldest_ms(self) -> int | None:
+        walls = [s.min_wall for s in self._states.values() if s.min_wall is not None]
+        if walls:
+            return min(walls)
+        return self._pending[0].wall_ms if self._pending else None
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return {p.value: n for p, n in self._dropped.items()}
+
+    def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "depth": self.depth,
+            "bytes": self.stored_bytes,
+            "oldest_ms": self.oldest_ms,
+            "dropped": self.dropped,
+            "epoch": self.epoch,
+            "commit_errors": self.commit_errors,
+        }
+        if self.recovery is not None:
+            body["recovered"] = {
+                "reason": self.recovery.reason,
+                "moved_to": self.recovery.moved_to,
+                "at_ms": self.recovery.at_ms,
+            }
+        return body
+
+    def _apply(self, snap: _Snapshot) -> None:
+        self._states = snap.states
+        self.high_seq = max(self.high_seq, snap.high_seq)
+        self._dropped = snap.dropped
+        if snap.acked > self.acked:
+            self.acked = snap.acked
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # writer thread -----------------------------------------------------------------------------
+    # Everything below runs only on the single writer thread.
+
+    def _open_db(self) -> tuple[_Snapshot, int, Recovery | None, Timestamp | None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        recovery = None
+        try:
+            db, epoch = self._connect_checked()
+        except (sqlite3.DatabaseError, OutboxCorrupt) as err:
+            recovery = self._move_aside(str(err))
+            db, epoch = self._connect_checked()
+        self._db = db
+        self._db_states = {p: self._class_state(p) for p in CLASSES}
+        self._db_high = self._db_meta("high_seq")
+        self._db_acked = self._db_meta("acked")
+        self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
+        snap = self._snapshot()
+        return snap, epoch, recovery, self._newest_hlc()
+
+    def _connect_checked(self) -> tuple[sqlite3.Connection, int]:
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            if not fresh:
+                self._check(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            sync = "FULL" if self.options.sync == "full" else "NORMAL"
+            db.execute(f"PRAGMA synchronous={sync}")
+            db.execute("PRAGMA temp_store=MEMORY")
+            if fresh:
+                epoch = self._create_schema(db)
+            else:
+                epoch = int(db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
+        except BaseException:
+            db.close()
+            raise
+        return db, epoch
+
+    @staticmethod
+    def _check(db: sqlite3.Connection) -> None:
+        result = db.execute("PRAGMA quick_check").fetchone()
+        if result is None or result[0] != "ok":
+            raise OutboxCorrupt(f"integrity check failed: {result[0] if result else 'no result'}")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "critical", "routine"} <= tables:
+            raise OutboxCorrupt(f"missing tables (found {sorted(tables)})")
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema") != SCHEMA_VERSION:
+            raise OutboxCorrupt(f"unknown schema {meta.get('schema')!r}")
+        epoch = meta.get("epoch")
+        if not isinstance(epoch, int) or not 1 <= epoch <= MAX_WALL_MS:
+            raise OutboxCorrupt(f"invalid epoch {epoch!r}")
+        for key in ("high_seq", "acked", "dropped_routine", "dropped_critical"):
+            if not isinstance(meta.get(key), int) or meta[key] < 0:
+                raise OutboxCorrupt(f"invalid {key} {meta.get(key)!r}")
+
+    def _create_schema(self, db: sqlite3.Connection) -> int:
+        epoch = min(max(wall_clock_ms(), 1), MAX_WALL_MS)
+        db.execute("BEGIN")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        for table in _TABLE.values():
+            db.execute(
+                f"CREATE TABLE {table} (seq INTEGER PRIMARY KEY, wall_ms INTEGER NOT NULL, "
+                "body BLOB NOT NULL)"
+            )
+        db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [
+                ("schema", SCHEMA_VERSION),
+                ("epoch", epoch),
+                ("high_seq", 0),
+                ("acked", 0),
+                ("dropped_routine", 0),
+                ("dropped_critical", 0),
+            ],
+        )
+        db.execute("COMMIT")
+        return epoch
+
+    def _move_aside(self, reason: str) -> Recovery:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(target) + suffix))
+        _LOGGER.error(
+            "outbox %s is corrupt (%s); moved aside to %s and starting a new epoch",
+            self.path,
+            reason,
+            target,
+        )
+        return Recovery(reason=reason, moved_to=str(target), at_ms=wall_clock_ms())
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        assert self._db is not None
+        return self._db
+
+    def _db_meta(self, key: str) -> int:
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0])
+
+    def _newest_hlc(self) -> Timestamp | None:
+        newest: Timestamp | None = None
+        for table in _TABLE.values():
+            row = (
+                self._conn()
+                .execute(
+                    f"SELECT body FROM {table} ORDER BY seq DESC LIMIT 1"  # noqa: S608
+                )
+                .fetchone()
+            )
+            if row is None:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                ts = Timestamp.from_wire(json.loads(row[0])["hlc"])
+                newest = ts if newest is None else max(newest, ts)
+        return newest
+
+    def _class_state(self, priority: Priority) -> ClassState:
+        db = self._conn()
+        table = _TABLE[priority]
+        count, size = db.execute(
+            f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {table}"  # noqa: S608
+        ).fetchone()
+        state = ClassState(count=int(count), bytes=int(size))
+        self._refresh_bounds(priority, state)
+        return state
+
+    def _refresh_bounds(self, priority: Priority, state: ClassState) -> None:
+        db = self._conn()
+        table = _TABLE[priority]
+        first = db.execute(
+            f"SELECT seq, wall_ms FROM {table} ORDER BY seq LIMIT 1"  # noqa: S608
+        ).fetchone()
+        state.min_seq, state.min_wall = (int(first[0]), int(first[1])) if first else (None, None)
+        last = db.execute(f"SELECT max(seq) FROM {table}").fetchone()  # noqa: S608
+        state.max_seq = max(state.max_seq, int(last[0]) if last[0] is not None else 0)
+
+    def _snapshot(self) -> _Snapshot:
+        states = {
+            p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
+            for p, s in self._db_states.items()
+        }
+        return _Snapshot(states, self._db_high, self._db_acked, dict(self._db_dropped))
+
+    def _commit_db(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
+        db = self._conn()
+        states = {
+            p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
+            for p, s in self._db_states.items()
+        }
+        appended = dict.fromkeys(CLASSES, 0)
+        high = self._db_high
+        db.execute("BEGIN")
+        try:
+            for priority in CLASSES:
+                rows = [(r.seq, r.wall_ms, r.body) for r in batch if r.priority is priority]
+                if not rows:
+                    continue
+                db.executemany(
+                    f"INSERT INTO {_TABLE[priority]} (seq, wall_ms, body) VALUES (?, ?, ?)",  # noqa: S608
+                    rows,
+                )
+                state = states[priority]
+                state.count += len(rows)
+                state.bytes += sum(len(r[2]) for r in rows)
+                if state.min_seq is None:
+                    state.min_seq, state.min_wall = rows[0][0], rows[0][1]
+                state.max_seq = max(state.max_seq, rows[-1][0])
+                appended[priority] = len(rows)
+                high = max(high, rows[-1][0])
+            dropped = self._purge_db(states)
+            db.execute("UPDATE meta SET value=? WHERE key='high_seq'", (high,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._db_states = states
+        self._db_high = high
+        for priority, n in dropped.items():
+            self._db_dropped[priority] += n
+        info = CommitInfo(
+            high_seq=high,
+            max_seq={p: s.max_seq for p, s in states.items()},
+            appended=appended,
+            dropped=dropped,
+        )
+        return info, self._snapshot()
+
+    def _purge_db(self, states: dict[Priority, ClassState]) -> dict[Priority, int]:
+        """Drops the oldest routine events, then the oldest critical ones, until within bounds."""
+        db = self._conn()
+        dropped = dict.fromkeys(CLASSES, 0)
+        for priority in (Priority.ROUTINE, Priority.CRITICAL):
+            state = states[priority]
+            while True:
+                over_count = sum(s.count for s in states.values()) - self.options.max_events
+                over_bytes = sum(s.bytes for s in states.values()) - self.options.max_bytes
+                if (over_count <= 0 and over_bytes <= 0) or state.count == 0:
+                    break
+                table = _TABLE[priority]
+                limit = _DELETE_CHUNK if over_bytes > 0 else min(over_count, _DELETE_CHUNK)
+                rows = db.execute(
+                    f"SELECT seq, length(body) FROM {table} ORDER BY seq LIMIT ?",  # noqa: S608
+                    (limit,),
+                ).fetchall()
+                if not rows:
+                    break
+                n = size = last = 0
+                for seq, length in rows:
+                    if over_count - n <= 0 and over_bytes - size <= 0:
+                        break
+                    n += 1
+                    size += int(length)
+                    last = int(seq)
+                db.execute(f"DELETE FROM {table} WHERE seq <= ?", (last,))  # noqa: S608
+                state.count -= n
+                state.bytes -= size
+                dropped[priority] += n
+                self._refresh_bounds(priority, state)
+        for priority, n in dropped.items():
+            if n:
+                db.execute(
+                    "UPDATE meta SET value = value + ? WHERE key = ?",
+                    (n, f"dropped_{priority.value}"),
+                )
+        if any(dropped.values()):
+            _LOGGER.warning(
+                "outbox full: dropped %d routine and %d critical events",
+                dropped[Priority.ROUTINE],
+                dropped[Priority.CRITICAL],
+            )
+        return dropped
+
+    def _read_db(
+        self, priority: Priority, after_seq: int, limit: int, max_bytes: int
+    ) -> list[tuple[int, bytes]]:
+        rows = self._conn().execute(
+            f"SELECT seq, body FROM {_TABLE[priority]} WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+            (after_seq, limit),
+        )
+        out: list[tuple[int, bytes]] = []
+        total = 0
+        for seq, body in rows:
+            total += len(body) + 1
+            if out and total > max_bytes:
+                break
+            out.append((int(seq), bytes(body)))
+        return out
+
+    def _delete_db(self, through: int) -> _Snapshot:
+        db = self._conn()
+        states = {
+            p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
+            for p, s in self._db_states.items()
+        }
+        db.execute("BEGIN")
+        try:
+            for priority, state in states.items():
+                if state.min_seq is None or state.min_seq > through:
+                    continue
+                table = _TABLE[priority]
+                count, size = db.execute(
+                    f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {table} "  # noqa: S608
+                    "WHERE seq <= ?",
+                    (through,),
+                ).fetchone()
+                db.execute(f"DELETE FROM {table} WHERE seq <= ?", (through,))  # noqa: S608
+                state.count -= int(count)
+                state.bytes -= int(size)
+                self._refresh_bounds(priority, state)
+            db.execute(
+                "UPDATE meta SET value=? WHERE key='acked' AND value < ?", (through, through)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._db_states = states
+        self._db_acked = max(self._db_acked, through)
+        return self._snapshot()

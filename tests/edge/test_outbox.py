@@ -1,0 +1,228 @@
+"""Durable outbox: group commit, identity, ack cursor, purge policy, backpressure, corrupt stores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from asset_tracker_edge.events import Priority
+from asset_tracker_edge.hlc import Timestamp
+from asset_tracker_edge.outbox import CommitInfo, Outbox, OutboxOptions
+
+C, R = Priority.CRITICAL, Priority.ROUTINE
+
+
+def _event(n: int) -> dict:
+    return {"kind": "telemetry", "asset": "tag", "data": {"n": n}}
+
+
+async def _open(path: Path, **opts) -> Outbox:
+    box = Outbox(path, OutboxOptions(**opts))
+    await box.open()
+    return box
+
+
+def _append(box: Outbox, n: int, prio: Priority = R) -> int:
+    return box.append(_event(n), prio, Timestamp(1_000_000 + n, 0)).seq
+
+
+async def _all(box: Outbox, prio: Priority) -> list[int]:
+    rows = await box.read(prio, 0, 10_000_000, 1 << 40)
+    return [json.loads(body)["data"]["n"] for _, body in rows]
+
+
+async def test_seq_is_gapless_and_survives_restart(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db")
+    epoch = box.epoch
+    seqs = [_append(box, i, C if i % 7 == 0 else R) for i in range(1, 101)]
+    assert seqs == list(range(1, 101))
+    await box.flush()
+    await box.close()
+    again = await _open(tmp_path / "o.db")
+    assert again.epoch == epoch
+    assert again.next_seq == 101
+    assert again.depth == 100
+    assert await _all(again, C) == [i for i in range(1, 101) if i % 7 == 0]
+    assert await _all(again, R) == [i for i in range(1, 101) if i % 7]
+    rows = await again.read(R, 0, 1, 1 << 20)
+    body = json.loads(rows[0][1])
+    assert body == {
+        "seq": 1,
+        "hlc": [1_000_001, 0],
+        "prio": "routine",
+        "kind": "telemetry",
+        "asset": "tag",
+        "data": {"n": 1},
+    }
+    await again.close()
+
+
+async def test_group_commit_one_transaction_per_window(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db", commit_window_ms=200)
+    infos: list[CommitInfo] = []
+    box.add_listener(infos.append)
+    for i in range(1, 1001):
+        _append(box, i)
+    await asyncio.sleep(0.05)
+    assert box.high_seq == 0  # still inside the window: nothing committed yet
+    await asyncio.sleep(0.3)
+    assert box.high_seq == 1000
+    assert box.commits == 1
+    assert infos[0].appended == {C: 0, R: 1000}
+    await box.close()
+
+
+async def test_critical_event_cuts_the_window_short(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db", commit_window_ms=5_000)
+    _append(box, 1)
+    seq = _append(box, 2, C)
+    await asyncio.wait_for(box.flush(), 1.0)
+    assert box.high_seq == seq
+    await box.close()
+
+
+async def test_ack_deletes_by_range_and_floor_follows(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db")
+    for i in range(1, 51):
+        _append(box, i, C if i in (10, 20) else R)
+    await box.flush()
+    assert box.floor == 1
+    assert not box.ack(box.epoch + 1, 30)  # another epoch: ignored
+    assert box.ack(box.epoch, 30)
+    assert not box.ack(box.epoch, 20)  # older watermark: ignored
+    await asyncio.sleep(0.2)
+    assert box.depth == 20
+    assert box.floor == 31
+    assert await _all(box, C) == []
+    assert await _all(box, R) == list(range(31, 51))
+    await box.close()
+    again = await _open(tmp_path / "o.db")
+    assert again.acked == 30
+    assert again.depth == 20
+    await again.close()
+
+
+async def test_ack_beyond_newest_never_reuses_identities(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db")
+    _append(box, 1)
+    await box.flush()
+    # the integration applied seq 5 before a power cut lost our last commits
+    assert box.ack(box.epoch, 5)
+    assert box.acked == 1
+    assert _append(box, 2) == 6
+    await box.close()
+
+
+async def test_purge_drops_oldest_routine_first_then_critical(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db", max_events=100)
+    critical = []
+    for i in range(1, 301):
+        prio = C if i % 10 == 0 else R
+        _append(box, i, prio)
+        if prio is C:
+            critical.append(i)
+        if i % 50 == 0:
+            await box.flush()
+    assert box.depth == 100
+    # 30 critical kept, the 70 newest routine kept
+    assert await _all(box, C) == critical
+    routine = [i for i in range(1, 301) if i % 10]
+    assert await _all(box, R) == routine[-70:]
+    assert box.dropped == {"critical": 0, "routine": 200}
+    await box.close()
+    again = await _open(tmp_path / "o.db", max_events=100)
+    assert again.dropped == {"critical": 0, "routine": 200}
+    # only critical left to drop: the oldest critical go, counted
+    for i in range(301, 401):
+        _append(again, i, C)
+    await again.flush()
+    assert await _all(again, R) == []
+    assert again.dropped == {"critical": 30, "routine": 270}
+    assert await _all(again, C) == list(range(301, 401))
+    assert again.floor == 301
+    await again.close()
+
+
+async def test_purge_by_bytes(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db", max_bytes=20_000)
+    for i in range(1, 1001):
+        _append(box, i)
+    await box.flush()
+    assert box.stored_bytes <= 20_000
+    assert box.dropped["routine"] == 1000 - box.depth
+    kept = await _all(box, R)
+    assert kept == list(range(1001 - len(kept), 1001))
+    await box.close()
+
+
+async def test_backpressure_above_high_watermark(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db", high_watermark=100, commit_window_ms=10_000)
+    for i in range(1, 100):
+        _append(box, i)
+    await asyncio.wait_for(box.wait_writable(), 0.1)  # below the watermark: no wait
+    _append(box, 100)
+    waiter = asyncio.ensure_future(box.wait_writable())
+    await asyncio.sleep(0)
+    # reaching the watermark forces a commit; the producer resumes once it is durable
+    await asyncio.wait_for(waiter, 2.0)
+    assert box.high_seq == 100
+    await box.close()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_schema"])
+async def test_corrupt_store_is_moved_aside_and_a_new_epoch_starts(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "o.db"
+    box = await _open(path)
+    for i in range(1, 3001):
+        _append(box, i)
+    await box.flush()
+    old_epoch = box.epoch
+    await box.close()
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 3])
+    elif damage == "garbage":
+        path.write_bytes(data[:100] + b"\xde\xad" * 4000 + data[8100:])
+    else:
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE meta SET value = 99 WHERE key = 'schema'")
+    await asyncio.sleep(0.002)
+    again = await _open(path)
+    assert again.recovery is not None
+    assert again.epoch != old_epoch
+    assert again.next_seq == 1
+    assert again.depth == 0
+    moved = Path(again.recovery.moved_to)
+    assert moved.exists()
+    assert "corrupt" in caplog.text
+    assert again.health()["recovered"]["moved_to"] == str(moved)
+    _append(again, 1)
+    await again.flush()
+    await again.close()
+    # the fresh store is healthy on the next start
+    third = await _open(path)
+    assert third.recovery is None
+    assert third.depth == 1
+    await third.close()
+
+
+async def test_oversized_or_unencodable_event_is_refused_without_using_a_seq(
+    tmp_path: Path,
+) -> None:
+    box = await _open(tmp_path / "o.db")
+    with pytest.raises(ValueError, match="exceeds"):
+        box.append(
+            {"kind": "telemetry", "asset": None, "data": {"x": "a" * 70_000}}, R, Timestamp(1, 0)
+        )
+    with pytest.raises(ValueError):
+        box.append(
+            {"kind": "telemetry", "asset": None, "data": {"x": float("nan")}}, R, Timestamp(1, 0)
+        )
+    assert _append(box, 1) == 1
+    await box.close()
