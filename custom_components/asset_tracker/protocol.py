@@ -1,0 +1,842 @@
+"""The v1 wire codec of the integration: topics, decode and encode of every payload in PROTOCOL.md.
+
+The edge has its own codec (the two halves are deployed separately and never import each other);
+both are pinned by the shared vectors in tests/vectors/, so they cannot drift. Home Assistant
+aliases `voluptuous` to its validation library; only the voluptuous surface is used here.
+
+Decoding applies the rejection reasons in the order PROTOCOL.md gives them and returns a
+*canonical* message: unknown fields dropped, absent optional fields filled with their default
+(null where PROTOCOL.md states none), HLC timestamps as `[wall_ms, counter]` lists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import voluptuous as vol
+
+PROTOCOL_VERSION: Final = 1
+MAX_PAYLOAD_BYTES: Final = 262_144
+MAX_EVENTS_PER_MESSAGE: Final = 500
+MAX_ASSETS: Final = 1_000
+MAX_SET_KEYS: Final = 64
+MAX_SAFE_INT: Final = 2**53 - 1
+MAX_HLC_COUNTER: Final = 65_535
+DEFAULT_ROOT: Final = "asset_tracker"
+HOST_NODE: Final = "host"
+
+KINDS: Final = (
+    "status",
+    "config",
+    "events",
+    "snapshot",
+    "health",
+    "cmd/result",
+    "ack",
+    "cmd",
+    "host/status",
+)
+EDGE_KINDS: Final = KINDS[:6]  # published by edge nodes, consumed by the integration
+HOST_KINDS: Final = KINDS[6:]  # published by the integration, consumed by edge nodes
+REASONS: Final = (
+    "too_large",
+    "not_json",
+    "not_object",
+    "unsupported_version",
+    "bad_topic",
+    "node_mismatch",
+    "invalid",
+)
+EVENT_REASONS: Final = ("invalid", "unknown_kind")
+EVENT_KINDS: Final = ("presence", "telemetry", "anomaly", "node_alert")
+
+_NODE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_ASSET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_IDENT = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_CMD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SETTING_KEY = re.compile(r"(?=.{1,64}$)[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
+_ROOT = re.compile(r"[^/+#\x00]+(?:/[^/+#\x00]+)*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAME_LEN = 128
+_MESSAGE_LEN = 256
+
+
+class ProtocolError(ValueError):
+    """A payload or topic this codec rejects; `reason` is one of REASONS (PROTOCOL.md order)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class UnknownTopic(ProtocolError):
+    """A sub-topic v1 does not define under a valid `{root}/{node}`.
+
+    PROTOCOL.md says such a payload is ignored, not counted: catch this before ProtocolError.
+    It still carries the reason `bad_topic`, so a caller that does not tell them apart counts it.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("bad_topic", detail)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """An event of a valid `events` envelope that was skipped (but still counts as processed)."""
+
+    index: int
+    seq: int | None
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A decoded payload: its kind (from the topic), its node and its canonical message."""
+
+    kind: str
+    node: str | None
+    message: dict[str, Any]
+    invalid_events: tuple[InvalidEvent, ...] = ()
+
+
+class _UnknownKind(vol.Invalid):  # type: ignore[misc]
+    """An event kind newer than this codec: skipped as processed, counted apart from invalid."""
+
+
+# --- field validators: strict JSON types (a bool is not a number, a float is not an integer) ---
+
+Validator = Callable[[Any], Any]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int(lo: int = 0, hi: int = MAX_SAFE_INT) -> Validator:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise vol.Invalid("expected an integer")
+        if not lo <= value <= hi:
+            raise vol.Invalid(f"expected an integer in {lo}..{hi}")
+        return value
+
+    return check
+
+
+def _number(lo: float = -math.inf, hi: float = math.inf) -> Validator:
+    def check(value: Any) -> float:
+        if not _is_number(value) or not math.isfinite(value):
+            raise vol.Invalid("expected a finite number")
+        if not lo <= value <= hi:
+            raise vol.Invalid(f"expected a number in {lo:g}..{hi:g}")
+        return value  # type: ignore[no-any-return]
+
+    return check
+
+
+def _text(max_len: int, min_len: int = 0) -> Validator:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or _SURROGATE.search(value):
+            raise vol.Invalid("expected a string")
+        if not min_len <= len(value) <= max_len:
+            raise vol.Invalid(f"expected {min_len}..{max_len} characters")
+        return value
+
+    return check
+
+
+def _match(pattern: re.Pattern[str], what: str) -> Validator:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise vol.Invalid(f"expected {what}")
+        return value
+
+    return check
+
+
+def _one_of(*choices: str) -> Validator:
+    def check(value: Any) -> str:
+        for choice in choices:
+            if isinstance(value, str) and value == choice:
+                return choice  # the plain str, also for a str enum member
+        raise vol.Invalid(f"expected one of {', '.join(choices)}")
+
+    return check
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise vol.Invalid("expected true or false")
+    return value
+
+
+def _hlc(value: Any) -> list[int]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise vol.Invalid("expected [wall_ms, counter]")
+    wall, counter = value
+    for part, hi in ((wall, MAX_SAFE_INT), (counter, MAX_HLC_COUNTER)):
+        if not isinstance(part, int) or isinstance(part, bool) or not 0 <= part <= hi:
+            raise vol.Invalid(
+                f"expected [wall_ms, counter] within 0..{MAX_SAFE_INT}, 0..{MAX_HLC_COUNTER}"
+            )
+    return [wall, counter]
+
+
+def _node_id(value: Any) -> str:
+    if not isinstance(value, str) or not _NODE_ID.fullmatch(value) or value == HOST_NODE:
+        raise vol.Invalid("expected a node id")
+    return value
+
+
+def _first(err: vol.Invalid) -> vol.Invalid:
+    return err.errors[0] if isinstance(err, vol.MultipleInvalid) else err
+
+
+def _items(item: Validator, lo: int, hi: int) -> Validator:
+    def check(value: Any) -> list[Any]:
+        if not isinstance(value, list | tuple):
+            raise vol.Invalid("expected a list")
+        if not lo <= len(value) <= hi:
+            raise vol.Invalid(f"expected {lo}..{hi} items")
+        out = []
+        for index, entry in enumerate(value):
+            try:
+                out.append(item(entry))
+            except vol.Invalid as err:
+                first = _first(err)
+                first.prepend([index])
+                raise first from None
+        return out
+
+    return check
+
+
+def _mapping(key: Validator, value: Validator, lo: int = 0, hi: int = MAX_SAFE_INT) -> Validator:
+    def check(raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise vol.Invalid("expected an object")
+        if not lo <= len(raw) <= hi:
+            raise vol.Invalid(f"expected {lo}..{hi} entries")
+        out = {}
+        for name, entry in raw.items():
+            try:
+                out[key(name)] = value(entry)
+            except vol.Invalid as err:
+                first = _first(err)
+                first.prepend([str(name)])
+                raise first from None
+        return out
+
+    return check
+
+
+def _obj(fields: dict[Any, Any]) -> vol.Schema:
+    """An object schema; unknown fields are dropped, per PROTOCOL.md."""
+    return vol.Schema(fields, extra=vol.REMOVE_EXTRA)
+
+
+def _opt(key: str, default: Any = None) -> vol.Optional:
+    return vol.Optional(key, default=default)
+
+
+def _nullable(validator: Validator) -> Validator:
+    def check(value: Any) -> Any:
+        return None if value is None else validator(value)
+
+    return check
+
+
+# --- shared field types ---
+
+_COUNT = _int()
+_SAFE = _int(1)
+_ASSET = _match(_ASSET_ID, "an asset id")
+_METRIC = _match(_IDENT, "a metric name")
+_NAME = _text(_NAME_LEN)
+_MESSAGE = _text(_MESSAGE_LEN)
+_RSSI = _number(-127, 20)
+_DISTANCE = _number(0, 1000)
+_BATTERY = _number(0, 100)
+_SETTING = _match(_SETTING_KEY, "a settings key")
+
+# Known metrics and their physical ranges; a value outside makes its event invalid.
+METRIC_RANGES: Final[Mapping[str, tuple[float, float]]] = {
+    "temperature": (-60, 150),
+    "humidity": (0, 100),
+    "pressure": (300, 1100),
+    "battery_voltage": (0, 5),
+    "acceleration": (0, 200),
+    "moisture": (0, 100),
+    "illuminance": (0, 200_000),
+    "co2": (0, 10_000),
+    "pm25": (0, 1000),
+}
+_METRIC_CHECKS = {name: _number(lo, hi) for name, (lo, hi) in METRIC_RANGES.items()}
+_ANY_METRIC = _number()
+
+
+def _readings(raw: Any) -> dict[str, float]:
+    def reading(name: str) -> Validator:
+        return _METRIC_CHECKS.get(name, _ANY_METRIC)
+
+    if not isinstance(raw, dict):
+        raise vol.Invalid("expected an object")
+    out = {}
+    for name, value in raw.items():
+        try:
+            out[_METRIC(name)] = reading(name)(value)
+        except vol.Invalid as err:
+            err.prepend([str(name)])
+            raise
+    return out
+
+
+def _setting_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _MESSAGE(value)
+    return _number()(value)
+
+
+_SETTINGS = _mapping(_SETTING, _setting_value)
+
+# --- payload schemas, one per kind (v and node are checked before, but also here for encode) ---
+
+_V = vol.Required("v")
+_HEAD: Final[dict[Any, Any]] = {_V: _int(PROTOCOL_VERSION, PROTOCOL_VERSION)}
+_NODE_HEAD: Final[dict[Any, Any]] = {**_HEAD, vol.Required("node"): _node_id}
+
+_STATUS = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("state"): _one_of("online", "offline"),
+        vol.Required("boot"): _COUNT,
+        _opt("epoch"): _nullable(_SAFE),
+        _opt("sw", ""): _NAME,
+        _opt("caps", list): _items(_match(_IDENT, "a capability name"), 0, 64),
+        _opt("hlc"): _nullable(_hlc),
+    }
+)
+
+_CONFIG_ASSET = _obj(
+    {
+        vol.Required("id"): _ASSET,
+        _opt("name"): _nullable(_NAME),
+        vol.Required("type"): _one_of("tag", "sensor"),
+        _opt("model"): _nullable(_NAME),
+    }
+)
+
+_CONFIG = _obj(
+    {
+        **_NODE_HEAD,
+        _opt("name"): _nullable(_NAME),
+        _opt("area"): _nullable(_NAME),
+        _opt("sw", ""): _NAME,
+        vol.Required("assets"): _items(_CONFIG_ASSET, 0, MAX_ASSETS),
+        _opt("settings", dict): _SETTINGS,
+        _opt("settings_version", 0): _COUNT,
+    }
+)
+
+_SNAPSHOT_ASSET = _obj(
+    {
+        vol.Required("asset"): _ASSET,
+        vol.Required("state"): _one_of("present", "away", "unknown"),
+        vol.Required("hlc"): _hlc,
+        _opt("rssi"): _nullable(_RSSI),
+        _opt("distance_m"): _nullable(_DISTANCE),
+        _opt("battery"): _nullable(_BATTERY),
+        _opt("readings", dict): _readings,
+    }
+)
+
+_SNAPSHOT = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("hlc"): _hlc,
+        vol.Required("assets"): _items(_SNAPSHOT_ASSET, 0, MAX_ASSETS),
+    }
+)
+
+
+def _section(fields: dict[str, Validator]) -> Validator:
+    return _nullable(_obj({_opt(name): _nullable(check) for name, check in fields.items()}))
+
+
+_RATE = _number(0)
+_HEALTH = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("hlc"): _hlc,
+        vol.Required("uptime_s"): _RATE,
+        _opt("outbox"): _section(
+            {
+                "depth": _COUNT,
+                "bytes": _COUNT,
+                "oldest_ms": _COUNT,
+                "dropped": _section({"routine": _COUNT, "critical": _COUNT}),
+                "replay_rate": _RATE,
+            }
+        ),
+        _opt("transport"): _section(
+            {"publish_latency_ms": _RATE, "inflight": _COUNT, "reconnects": _COUNT}
+        ),
+        _opt("clock"): _section(
+            {"offset_ms": _int(-MAX_SAFE_INT), "rejected": _COUNT, "synced": _flag}
+        ),
+        _opt("scanner"): _section(
+            {
+                "state": _match(_IDENT, "a scanner state"),
+                "adverts_per_s": _RATE,
+                "decode_errors": _COUNT,
+                "assets_tracked": _COUNT,
+                "transitions": _COUNT,
+                "unknown_tags": _COUNT,
+            }
+        ),
+        _opt("rejected"): _nullable(_mapping(_match(_IDENT, "a counter name"), _COUNT)),
+    }
+)
+
+_ACK = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("epoch"): _SAFE,
+        vol.Required("seq"): _COUNT,
+        vol.Required("hlc"): _hlc,
+    }
+)
+
+_CMD = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("id"): _match(_CMD_ID, "a command id"),
+        vol.Required("op"): _one_of("set", "rebirth", "snapshot"),
+        _opt("version"): _nullable(_COUNT),
+        vol.Required("hlc"): _hlc,
+        _opt("set", dict): _mapping(_SETTING, _setting_value, 0, MAX_SET_KEYS),
+    }
+)
+
+_CMD_RESULT = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("id"): _match(_CMD_ID, "a command id"),
+        vol.Required("ok"): _flag,
+        vol.Required("settings_version"): _COUNT,
+        _opt("errors", dict): _mapping(_SETTING, _MESSAGE),
+        _opt("settings", dict): _SETTINGS,
+        vol.Required("hlc"): _hlc,
+    }
+)
+
+_HOST_STATUS = _obj(
+    {
+        **_HEAD,
+        vol.Required("state"): _one_of("online", "offline"),
+        _opt("protocols", lambda: [PROTOCOL_VERSION]): _items(_SAFE, 1, 16),
+        _opt("hlc"): _nullable(_hlc),
+    }
+)
+
+_EVENTS = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("epoch"): _SAFE,
+        vol.Required("floor"): _SAFE,
+        _opt("sent"): _nullable(_hlc),
+        _opt("replay", False): _flag,
+        vol.Required("events"): _items(lambda event: event, 1, MAX_EVENTS_PER_MESSAGE),
+    }
+)
+
+# --- events: a common part, then the kind's data and its priority and asset rules ---
+
+_EVENT = _obj(
+    {
+        vol.Required("seq"): _SAFE,
+        vol.Required("hlc"): _hlc,
+        _opt("obs_ms"): _nullable(_COUNT),
+        vol.Required("kind"): _text(64, 1),
+        vol.Required("prio"): _one_of("critical", "routine"),
+        vol.Required("asset"): _nullable(_ASSET),
+        vol.Required("data"): dict,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _KindRule:
+    data: vol.Schema
+    prio: Callable[[dict[str, Any]], str]  # the priority PROTOCOL.md gives this kind (from data)
+    asset: bool | None  # True: an asset id is required, False: must be null, None: either
+
+
+_EVENT_KINDS: Final[Mapping[str, _KindRule]] = {
+    "presence": _KindRule(
+        _obj(
+            {
+                vol.Required("state"): _one_of("present", "away"),
+                _opt("rssi"): _nullable(_RSSI),
+                _opt("distance_m"): _nullable(_DISTANCE),
+            }
+        ),
+        lambda data: "critical",
+        True,
+    ),
+    "telemetry": _KindRule(
+        _obj(
+            {
+                _opt("rssi"): _nullable(_RSSI),
+                _opt("distance_m"): _nullable(_DISTANCE),
+                _opt("battery"): _nullable(_BATTERY),
+                _opt("readings", dict): _readings,
+            }
+        ),
+        lambda data: "routine",
+        True,
+    ),
+    "anomaly": _KindRule(
+        _obj(
+            {
+                vol.Required("rule"): _match(_IDENT, "a rule name"),
+                vol.Required("severity"): _one_of("info", "warning", "critical"),
+                vol.Required("message"): _MESSAGE,
+                _opt("metric"): _nullable(_METRIC),
+                _opt("value"): _nullable(_number()),
+            }
+        ),
+        lambda data: "routine" if data["severity"] == "info" else "critical",
+        None,
+    ),
+    "node_alert": _KindRule(
+        _obj(
+            {
+                vol.Required("reason"): _match(_IDENT, "a reason name"),
+                vol.Required("count"): _COUNT,
+                vol.Required("message"): _MESSAGE,
+            }
+        ),
+        lambda data: "critical",
+        False,
+    ),
+}
+
+
+def validate_event(raw: Any) -> dict[str, Any]:
+    """One event of an `events` message, canonical; raises ProtocolError("invalid", ...)."""
+    try:
+        return _event(raw)
+    except vol.Invalid as err:
+        raise ProtocolError("invalid", _detail(err)) from None
+
+
+def _event(raw: Any) -> dict[str, Any]:
+    """Raises _UnknownKind for a well-formed event of a kind newer than v1, else vol.Invalid."""
+    if not isinstance(raw, dict):
+        raise vol.Invalid("expected an object")
+    event: dict[str, Any] = _EVENT(raw)
+    rule = _EVENT_KINDS.get(event["kind"])
+    if rule is None:
+        raise _UnknownKind(f"unknown event kind {event['kind']!r}", path=["kind"])
+    try:
+        event["data"] = rule.data(event["data"])
+    except vol.Invalid as err:
+        first = _first(err)
+        first.prepend(["data"])
+        raise first from None
+    if event["prio"] != rule.prio(event["data"]):
+        raise vol.Invalid(f"expected {rule.prio(event['data'])} for this event", path=["prio"])
+    if rule.asset is not None and (event["asset"] is not None) != rule.asset:
+        raise vol.Invalid("expected an asset id" if rule.asset else "expected null", path=["asset"])
+    return event
+
+
+def _seq_of(raw: Any) -> int | None:
+    try:
+        return _SAFE(raw.get("seq")) if isinstance(raw, dict) else None  # type: ignore[no-any-return]
+    except vol.Invalid:
+        return None
+
+
+# --- cross-field rules and defaults that depend on other fields ---
+
+
+def _unique_assets(assets: list[dict[str, Any]], key: str) -> None:
+    seen: set[str] = set()
+    for index, asset in enumerate(assets):
+        if asset[key] in seen:
+            raise vol.Invalid("duplicate asset id", path=["assets", index, key])
+        seen.add(asset[key])
+
+
+def _finish_config(message: dict[str, Any]) -> None:
+    if message["name"] is None:
+        message["name"] = message["node"]
+    for asset in message["assets"]:
+        if asset["name"] is None:
+            asset["name"] = asset["id"]
+    _unique_assets(message["assets"], "id")
+
+
+def _finish_snapshot(message: dict[str, Any]) -> None:
+    _unique_assets(message["assets"], "asset")
+
+
+def _finish_cmd(message: dict[str, Any]) -> None:
+    if message["op"] == "set" and not message["set"]:
+        raise vol.Invalid("expected a non-empty object for op set", path=["set"])
+    if message["op"] != "set" and message["set"]:
+        raise vol.Invalid("only allowed with op set", path=["set"])
+
+
+def _finish_nothing(message: dict[str, Any]) -> None:
+    return None
+
+
+_KINDS: Final[Mapping[str, tuple[vol.Schema, Callable[[dict[str, Any]], None]]]] = {
+    "status": (_STATUS, _finish_nothing),
+    "config": (_CONFIG, _finish_config),
+    "events": (_EVENTS, _finish_nothing),
+    "snapshot": (_SNAPSHOT, _finish_snapshot),
+    "health": (_HEALTH, _finish_nothing),
+    "cmd/result": (_CMD_RESULT, _finish_nothing),
+    "ack": (_ACK, _finish_nothing),
+    "cmd": (_CMD, _finish_cmd),
+    "host/status": (_HOST_STATUS, _finish_nothing),
+}
+
+
+def _detail(err: vol.Invalid) -> str:
+    first = _first(err)
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.path).lstrip(".")
+    return f"{path}: {first.msg}" if path else str(first.msg)
+
+
+def _event_detail(index: int, err: vol.Invalid) -> str:
+    separator = "." if _first(err).path else ": "
+    return f"events[{index}]{separator}{_detail(err)}"
+
+
+def _validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    schema, finish = _KINDS[kind]
+    try:
+        message: dict[str, Any] = schema(obj)
+        finish(message)
+    except vol.Invalid as err:
+        raise ProtocolError("invalid", _detail(err)) from None
+    return message
+
+
+# --- topics ---
+
+
+def _check_root(root: str) -> None:
+    if not isinstance(root, str) or not _ROOT.fullmatch(root):
+        raise ProtocolError("bad_topic", f"invalid root topic {root!r}")
+
+
+def topic_for(root: str, node: str | None, kind: str) -> str:
+    """The topic of `kind` for `node`; node None names the integration's `{root}/host/status`."""
+    _check_root(root)
+    if node is None:
+        if kind not in ("host/status", "status"):
+            raise ProtocolError("bad_topic", f"kind {kind!r} has no host topic")
+        return f"{root}/host/status"
+    if kind not in KINDS[:-1]:
+        raise ProtocolError("bad_topic", f"unknown kind {kind!r}")
+    if not _NODE_ID.fullmatch(node) or node == HOST_NODE:
+        raise ProtocolError("bad_topic", f"invalid node id {node!r}")
+    return f"{root}/{node}/{kind}"
+
+
+def parse_topic(root: str, topic: str) -> tuple[str | None, str]:
+    """`(node, kind)` of a protocol topic (node None for host status).
+
+    Raises ProtocolError("bad_topic") for a topic outside `{root}` or with an invalid node id,
+    and its subclass UnknownTopic for a sub-topic v1 does not define (to be ignored).
+    """
+    _check_root(root)
+    prefix = root + "/"
+    if not isinstance(topic, str) or not topic.startswith(prefix):
+        raise ProtocolError("bad_topic", f"topic {topic!r} is not under {root!r}")
+    node, _, kind = topic[len(prefix) :].partition("/")
+    if not kind:
+        raise ProtocolError("bad_topic", f"topic {topic!r} has no sub-topic")
+    if node == HOST_NODE:
+        if kind != "status":
+            raise UnknownTopic(f"unknown host sub-topic {kind!r}")
+        return None, "host/status"
+    if not _NODE_ID.fullmatch(node):
+        raise ProtocolError("bad_topic", f"invalid node id {node!r}")
+    if kind not in KINDS[:-1]:
+        raise UnknownTopic(f"unknown sub-topic {kind!r}")
+    return node, kind
+
+
+def subscription(root: str) -> str:
+    """The one filter a consumer needs: `{root}/+/#`.
+
+    It matches every node's topics and `{root}/host/status`, including what the subscriber
+    publishes itself; `Decoded.kind` tells them apart (EDGE_KINDS / HOST_KINDS).
+    """
+    _check_root(root)
+    return f"{root}/+/#"
+
+
+def edge_subscriptions(root: str, node: str) -> tuple[str, ...]:
+    """The topics one edge node subscribes to: its ack and cmd, and the host status."""
+    return (
+        topic_for(root, node, "ack"),
+        topic_for(root, node, "cmd"),
+        topic_for(root, None, "host/status"),
+    )
+
+
+# --- decode ---
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load(payload: bytes | str) -> dict[str, Any]:
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("too_large", f"{len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ProtocolError("not_json", "payload is not UTF-8") from None
+    except RecursionError:
+        raise ProtocolError("not_json", "JSON nested too deeply") from None
+    except ValueError as err:
+        raise ProtocolError("not_json", str(err)) from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _check_version(obj: dict[str, Any]) -> None:
+    if "v" not in obj:
+        raise ProtocolError("unsupported_version", "v: missing")
+    version = obj["v"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ProtocolError("unsupported_version", "v: expected an integer")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "unsupported_version", f"v: major version {version} not supported (knows 1)"
+        )
+
+
+def _decode_events(node: str, obj: dict[str, Any]) -> Decoded:
+    message = _validate("events", obj)
+    valid: list[dict[str, Any]] = []
+    invalid: list[InvalidEvent] = []
+    for index, raw in enumerate(message["events"]):
+        try:
+            valid.append(_event(raw))
+        except _UnknownKind as err:
+            detail = _event_detail(index, err)
+            invalid.append(InvalidEvent(index, _seq_of(raw), "unknown_kind", detail))
+        except vol.Invalid as err:
+            invalid.append(InvalidEvent(index, _seq_of(raw), "invalid", _event_detail(index, err)))
+    message["events"] = valid
+    return Decoded("events", node, message, tuple(invalid))
+
+
+def decode(root: str, topic: str, payload: bytes | str) -> Decoded:
+    """Decodes one MQTT message; raises ProtocolError with the first reason in PROTOCOL.md order."""
+    topic_error: ProtocolError | None = None
+    node: str | None = None
+    kind = ""
+    try:
+        node, kind = parse_topic(root, topic)
+    except UnknownTopic:
+        raise
+    except ProtocolError as err:
+        topic_error = err
+    obj = _load(payload)
+    _check_version(obj)
+    if topic_error is not None:
+        raise topic_error
+    if node is not None and "node" in obj and obj["node"] != node:
+        raise ProtocolError("node_mismatch", f"node: {obj['node']!r} on the topic of {node!r}")
+    if kind == "events":
+        assert node is not None
+        return _decode_events(node, obj)
+    return Decoded(kind, node, _validate(kind, obj))
+
+
+# --- encode ---
+
+
+def _dump(message: Any) -> bytes:
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        data = text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as err:
+        raise ProtocolError("invalid", f"not serialisable as JSON: {err}") from None
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("too_large", f"{len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    return data
+
+
+def encode(kind: str, message: Mapping[str, Any]) -> bytes:
+    """Validates `message` as a `kind` payload and returns it as compact UTF-8 JSON.
+
+    `v` is added when missing. Every event of an `events` message must be valid and of a known
+    kind. Raises ProtocolError("invalid") for a schema violation and ("too_large") when the
+    encoding exceeds MAX_PAYLOAD_BYTES. The payload is the message as given (defaults are not
+    added), so a caller controls how compact it is.
+    """
+    if kind not in _KINDS:
+        raise ProtocolError("invalid", f"unknown message kind {kind!r}")
+    body = dict(message)
+    body.setdefault("v", PROTOCOL_VERSION)
+    checked = _validate(kind, body)
+    if kind == "events":
+        for index, raw in enumerate(checked["events"]):
+            try:
+                _event(raw)
+            except vol.Invalid as err:
+                raise ProtocolError("invalid", _event_detail(index, err)) from None
+    return _dump(body)
+
+
+def encode_event_batch(
+    node: str,
+    epoch: int,
+    floor: int,
+    bodies: Sequence[bytes],
+    *,
+    sent: Sequence[int] | None = None,
+    replay: bool = False,
+) -> bytes:
+    """An `events` payload spliced from already encoded events (the outbox stores them encoded).
+
+    The envelope is validated here; each body must be the JSON of an event accepted by
+    `validate_event` (not re-checked, which keeps a 500-event batch cheap). `sent` and `replay`
+    are written only when set.
+    """
+    if not 1 <= len(bodies) <= MAX_EVENTS_PER_MESSAGE:
+        raise ProtocolError("invalid", f"events: expected 1..{MAX_EVENTS_PER_MESSAGE} items")
+    envelope: dict[str, Any] = {"v": PROTOCOL_VERSION, "node": node, "epoch": epoch, "floor": floor}
+    if sent is not None:
+        envelope["sent"] = list(sent)
+    if replay:
+        envelope["replay"] = True
+    _validate("events", {**envelope, "events": [{}]})
+    data = _dump(envelope)[:-1] + b',"events":[' + b",".join(bodies) + b"]}"
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("too_large", f"{len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    return data
