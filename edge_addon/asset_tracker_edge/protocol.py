@@ -302,7 +302,9 @@ def _setting_value(value: Any) -> Any:
         return value
     if isinstance(value, str):
         return _MESSAGE(value)
-    return _number()(value)
+    if not _is_number(value):
+        raise vol.Invalid("expected a boolean, a finite number or a string")
+    return _ANY_METRIC(value)
 
 
 _SETTINGS = _mapping(_SETTING, _setting_value)
@@ -721,8 +723,18 @@ def _load(payload: bytes | str) -> dict[str, Any]:
     except ValueError as err:
         raise ProtocolError("not_json", str(err)) from None
     if not isinstance(obj, dict):
-        raise ProtocolError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+        raise ProtocolError("not_object", f"expected a JSON object, got {_json_type(obj)}")
     return obj
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "a number"
 
 
 def _check_version(obj: dict[str, Any]) -> None:
