@@ -279,19 +279,16 @@ METRIC_RANGES: Final[Mapping[str, tuple[float, float]]] = {
     "pm25": (0, 1000),
 }
 _METRIC_CHECKS = {name: _number(lo, hi) for name, (lo, hi) in METRIC_RANGES.items()}
-_ANY_METRIC = _number()
+_FINITE = _number()
 
 
 def _readings(raw: Any) -> dict[str, float]:
-    def reading(name: str) -> Validator:
-        return _METRIC_CHECKS.get(name, _ANY_METRIC)
-
     if not isinstance(raw, dict):
         raise vol.Invalid("expected an object")
     out = {}
     for name, value in raw.items():
         try:
-            out[_METRIC(name)] = reading(name)(value)
+            out[_METRIC(name)] = _METRIC_CHECKS.get(name, _FINITE)(value)
         except vol.Invalid as err:
             err.prepend([str(name)])
             raise
@@ -305,7 +302,7 @@ def _setting_value(value: Any) -> Any:
         return _MESSAGE(value)
     if not _is_number(value):
         raise vol.Invalid("expected a boolean, a finite number or a string")
-    return _ANY_METRIC(value)
+    return _FINITE(value)
 
 
 _SETTINGS = _mapping(_SETTING, _setting_value)
@@ -605,7 +602,7 @@ def _finish_nothing(message: dict[str, Any]) -> None:
     return None
 
 
-_KINDS: Final[Mapping[str, tuple[vol.Schema, Callable[[dict[str, Any]], None]]]] = {
+_SCHEMAS: Final[Mapping[str, tuple[vol.Schema, Callable[[dict[str, Any]], None]]]] = {
     "status": (_STATUS, _finish_nothing),
     "config": (_CONFIG, _finish_config),
     "events": (_EVENTS, _finish_nothing),
@@ -630,7 +627,7 @@ def _event_detail(index: int, err: vol.Invalid) -> str:
 
 
 def _validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
-    schema, finish = _KINDS[kind]
+    schema, finish = _SCHEMAS[kind]
     try:
         message: dict[str, Any] = schema(obj)
         finish(message)
@@ -811,7 +808,7 @@ def encode(kind: str, message: Mapping[str, Any]) -> bytes:
     encoding exceeds MAX_PAYLOAD_BYTES. The payload is the message as given (defaults are not
     added), so a caller controls how compact it is.
     """
-    if kind not in _KINDS:
+    if kind not in _SCHEMAS:
         raise ProtocolError("invalid", f"unknown message kind {kind!r}")
     body = dict(message)
     body.setdefault("v", PROTOCOL_VERSION)
