@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .durable_file import write_json_atomic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -210,25 +211,8 @@ class HybridClock:
         lease = min(wall_ms + self._lease_ms, MAX_WALL_MS)
         if self._path is not None:
             try:
-                _atomic_write(self._path, {"lease_ms": lease, "pt_ms": self._last_pt})
+                write_json_atomic(self._path, {"lease_ms": lease, "pt_ms": self._last_pt})
             except OSError as err:
                 self.persist_errors += 1
                 _LOGGER.error("could not persist the clock to %s: %s", self._path, err)
         self._lease = lease
-
-
-def _atomic_write(path: Path, body: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    data = json.dumps(body).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

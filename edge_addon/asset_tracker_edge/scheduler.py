@@ -101,6 +101,9 @@ class DeliveryScheduler:
         self._generation = 0
         self._replay_until = 0
         self._routine_since: float | None = None
+        # the highest `floor` the integration has been sent: purge gaps above its watermark only
+        # close when it hears a higher floor
+        self._floor_sent = 0
         self._routine_unsent = 0
         self._ack_timeout = self.options.ack_timeout_s
         self._last_progress = time.monotonic()
@@ -133,6 +136,7 @@ class DeliveryScheduler:
         self._generation += 1
         acked = self.outbox.acked
         self._cursor = {C: acked, R: acked}
+        self._floor_sent = 0
         self._replay_until = self.outbox.high_seq
         self._routine_unsent = max(0, self.outbox.max_seq(R) - acked)
         self._last_progress = time.monotonic()
@@ -165,6 +169,8 @@ class DeliveryScheduler:
                     self._check_ack_progress()
                     if self._critical_ready():
                         await self._send_next(C)
+                    elif self._floor_behind():
+                        await self._send_floor()
                     elif self._routine_ready():
                         await self._send_next(R)
                     else:
@@ -187,6 +193,28 @@ class DeliveryScheduler:
             self._cursor[C] < self.outbox.max_seq(C)
             and self._inflight[C] < self.options.critical_inflight
         )
+
+    def _floor_behind(self) -> bool:
+        """Purged events sit right above the watermark and no message has said so yet."""
+        floor = self.outbox.floor
+        return (
+            floor > self.outbox.acked + 1
+            and floor > self._floor_sent
+            and self._inflight[C] < self.options.critical_inflight
+        )
+
+    async def _send_floor(self) -> None:
+        """Re-sends the oldest stored event alone, so its message carries the new floor."""
+        generation = self._generation
+        floor = self.outbox.floor
+        for priority in (C, R):
+            rows = await self.outbox.read(priority, floor - 1, 1, MAX_BATCH_BYTES)
+            if generation != self._generation or not self.active:
+                return
+            if rows and rows[0][0] == floor:
+                self._dispatch(Batch(priority, rows, replay=True), generation)
+                break
+        self._floor_sent = max(self._floor_sent, floor)
 
     def _backlog(self) -> bool:
         return self._cursor[R] < self._replay_until or self._routine_unsent >= 2 * (
@@ -241,8 +269,11 @@ class DeliveryScheduler:
             self._routine_unsent = max(0, self._routine_unsent - len(rows))
             if rows[-1][0] >= self.outbox.max_seq(R):
                 self._caught_up()
-        batch = Batch(priority, rows, replay=rows[0][0] <= self._replay_until)
-        self._inflight[priority] += 1
+        self._floor_sent = max(self._floor_sent, self.outbox.floor)
+        self._dispatch(Batch(priority, rows, replay=rows[0][0] <= self._replay_until), generation)
+
+    def _dispatch(self, batch: Batch, generation: int) -> None:
+        self._inflight[batch.priority] += 1
         task = asyncio.create_task(self._deliver(batch, generation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,497 @@
+"""`EdgeNode`: the delivery core. Stamps and stores events, lets the scheduler batch them onto the
+MQTT link, and reacts to what the integration says (ack watermark, commands, host status).
+
+Only the integration's acknowledgement deletes events; a broker PUBACK only frees an in-flight slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import __version__, protocol
+from .durable_file import next_boot
+from .events import EdgeEvent
+from .hlc import HybridClock, Timestamp
+from .outbox import Outbox, OutboxOptions
+from .scheduler import Batch, BatchPolicy, DeliveryScheduler, SchedulerOptions
+from .transport import LinkDown, LinkOptions, LinkOwner, MqttLink, Will
+
+_LOGGER = logging.getLogger(__name__)
+
+CAPS = ["ble", "anomaly", "cmd"]
+HEALTH_INTERVAL_S = 10.0
+# health changes of interest are published at most this often
+HEALTH_MIN_INTERVAL_S = 1.0
+
+
+class RuntimeSettingsLike(Protocol):
+    """The part of `settings.RuntimeSettings` the delivery core uses."""
+
+    version: int
+
+    def values(self) -> dict[str, Any]: ...
+
+    def get(self, key: str) -> Any: ...
+
+    def apply(self, changes: dict[str, Any], version: int | None) -> dict[str, str]: ...
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
+
+
+class EdgeNode(LinkOwner):
+    """One edge node's delivery core; see DESIGN.md for the interface."""
+
+    def __init__(self, config: dict[str, Any], settings: RuntimeSettingsLike) -> None:
+        self.config = config
+        self.settings = settings
+        node = config["node"]
+        self.node_id: str = node["id"]
+        self.name: str = node.get("name") or self.node_id
+        self.area: str | None = node.get("area")
+        mqtt = config.get("mqtt", {})
+        self.root: str = mqtt.get("root_topic", "asset_tracker")
+        storage = config.get("storage", {})
+        self.data_dir = Path(storage.get("path", "/data"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.boot = next_boot(self.data_dir / "boot.json")
+        self.clock = HybridClock(
+            self.data_dir / "clock.json",
+            max_offset_ms=int(config.get("clock", {}).get("max_offset_ms", 60_000)),
+        )
+        self.outbox = Outbox(
+            self.data_dir / "outbox.db",
+            OutboxOptions(
+                max_bytes=int(storage.get("outbox_max_bytes", 64 * 1024 * 1024)),
+                max_events=int(storage.get("outbox_max_events", 1_000_000)),
+                commit_window_ms=int(storage.get("commit_window_ms", 50)),
+                sync=str(storage.get("sync", "normal")),
+            ),
+        )
+        batching = config.get("batching", {})
+        max_inflight = int(batching.get("max_inflight", 20))
+        self.link = MqttLink(
+            LinkOptions.from_config(mqtt, f"asset-tracker-edge-{self.node_id}", max_inflight + 12),
+            Will(self.topic("status"), self._status_payload("offline")),
+            [self.topic("ack"), self.topic("cmd"), self.topic("status"), self.host_topic],
+            self,
+        )
+        self.scheduler = DeliveryScheduler(
+            self.outbox,
+            self._send_batch,
+            BatchPolicy(
+                lambda: int(self._setting("batching.window_ms", batching.get("window_ms", 1000))),
+                lambda: int(self._setting("batching.max_events", batching.get("max_events", 200))),
+                lambda: self.link.publish_latency_ms,
+            ),
+            SchedulerOptions(
+                max_inflight=max_inflight,
+                max_unacked=int(batching.get("max_unacked", 50_000)),
+                ack_timeout_s=float(batching.get("ack_timeout_s", 10.0)),
+            ),
+        )
+        self._snapshot_provider: Callable[[], list[dict[str, Any]]] | None = None
+        self._announcement_provider: Callable[[], dict[str, Any]] | None = None
+        self._health_providers: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.host_online: bool | None = None
+        self.rejected: dict[str, int] = {"bad_ack": 0, "bad_cmd": 0, "bad_host_status": 0}
+        self.rejected_events = 0
+        self._logged_rejections: set[tuple[str, str]] = set()
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+        self._started_at = time.monotonic()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._health_dirty: asyncio.Event | None = None
+        self._health_marks: tuple[int, ...] = ()
+        self._last_rebirth = 0.0
+        self._unsubscribe_settings = settings.subscribe(self._on_settings_changed)
+        self.outbox.add_state_listener(self._check_interest)
+        self.outbox.add_listener(lambda _info: self._check_interest())
+
+    # topics ------------------------------------------------------------------------------------
+
+    def topic(self, kind: str) -> str:
+        return f"{self.root}/{self.node_id}/{kind}"
+
+    @property
+    def host_topic(self) -> str:
+        return f"{self.root}/host/status"
+
+    # public interface --------------------------------------------------------------------------
+
+    def set_snapshot_provider(self, provider: Callable[[], list[dict[str, Any]]]) -> None:
+        self._snapshot_provider = provider
+
+    def set_announcement_provider(self, provider: Callable[[], dict[str, Any]]) -> None:
+        self._announcement_provider = provider
+
+    def add_health_provider(self, section: str, provider: Callable[[], dict[str, Any]]) -> None:
+        self._health_providers[section] = provider
+
+    async def open(self) -> None:
+        """Opens the outbox (idempotent); `emit` and `run` call it."""
+        async with self._open_lock:
+            if self._opened:
+                return
+            await self.outbox.open()
+            if self.outbox.newest_hlc is not None:
+                # never stamp below what is already stored, whatever the clock file says
+                self.clock.observe(self.outbox.newest_hlc)
+            if self.outbox.recovery is not None:
+                self._mark_health()
+            self._opened = True
+
+    async def emit(self, event: EdgeEvent) -> None:
+        """Appends durably (within the commit window); awaits above the outbox high watermark."""
+        if not self._opened:
+            await self.open()
+        await self.outbox.wait_writable()
+        body: dict[str, Any] = {"kind": event.kind, "asset": event.asset, "data": event.data}
+        if event.obs_ms is not None:
+            body["obs_ms"] = event.obs_ms
+        # no await between stamping and appending: seq order is HLC order
+        stamp = self.clock.now()
+        try:
+            self.outbox.append(body, event.priority, stamp)
+        except (ValueError, TypeError) as err:
+            self.rejected_events += 1
+            self._log_rejection("event", type(err).__name__, f"{event.kind}: {err}")
+
+    async def flush(self) -> None:
+        """Waits until every emitted event is committed."""
+        await self.outbox.flush()
+
+    async def run(self) -> None:
+        """Runs until cancelled; reconnects forever; never raises on a broker outage."""
+        await self.open()
+        self._health_dirty = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self.link.run(), name="edge-link"),
+            asyncio.create_task(self.scheduler.run(), name="edge-scheduler"),
+            asyncio.create_task(self._health_loop(), name="edge-health"),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        self.scheduler.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                self.link.publish_final(self.topic("status"), self._status_payload("offline"))
+            )
+        for task in [*tasks, *self._tasks]:
+            task.cancel()
+        for task in [*tasks, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._unsubscribe_settings()
+        await self.outbox.close()
+
+    # link callbacks ----------------------------------------------------------------------------
+
+    async def on_connected(self, link: MqttLink) -> None:
+        self.host_online = None
+        await self._publish_birth()
+        await self._publish_config()
+        self._mark_health()
+
+    def on_ready(self) -> None:
+        self.scheduler.start()
+
+    def on_disconnected(self) -> None:
+        self.scheduler.stop()
+        self._mark_health()
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            decoded = protocol.decode(self.root, topic, payload)
+        except protocol.UnknownTopic:
+            return  # a sub-topic this version does not define: ignored, not an error
+        except protocol.ProtocolError as err:
+            self._reject(topic, err.reason, err.detail)
+            return
+        kind = decoded.kind
+        message = decoded.message
+        if kind == "ack":
+            self._on_ack(message)
+        elif kind == "cmd":
+            self._spawn(self._on_cmd(message))
+        elif kind == "host/status":
+            self._on_host_status(message, live=not retained)
+        elif kind == "status":
+            self._on_own_status(message)
+
+    # integration messages ----------------------------------------------------------------------
+
+    def _counter_for(self, topic: str) -> str:
+        if topic == self.host_topic:
+            return "bad_host_status"
+        if topic.endswith("/cmd"):
+            return "bad_cmd"
+        return "bad_ack"
+
+    def _reject(self, topic: str, reason: str, detail: str) -> None:
+        if topic == self.topic("status"):
+            return  # our own retained status; not an integration message
+        counter = self._counter_for(topic)
+        self.rejected[counter] += 1
+        self._log_rejection(counter, reason, f"{topic}: {detail}")
+        self._mark_health()
+
+    def _log_rejection(self, what: str, reason: str, detail: str) -> None:
+        key = (what, reason)
+        level = logging.DEBUG if key in self._logged_rejections else logging.WARNING
+        self._logged_rejections.add(key)
+        _LOGGER.log(level, "rejected %s (%s): %s", what, reason, detail)
+
+    def _merge(self, message: dict[str, Any]) -> None:
+        hlc = message.get("hlc")
+        if hlc is None:
+            return
+        rejected_before = self.clock.rejected
+        self.clock.receive(Timestamp.from_wire(hlc))
+        if self.clock.rejected != rejected_before:
+            self._mark_health()
+
+    def _on_ack(self, message: dict[str, Any]) -> None:
+        self._merge(message)
+        if self.outbox.ack(int(message["epoch"]), int(message["seq"])):
+            self.scheduler.on_ack()
+
+    def _on_host_status(self, message: dict[str, Any], *, live: bool) -> None:
+        self._merge(message)
+        online = message.get("state") == "online"
+        previous = self.host_online
+        self.host_online = online
+        if not online:
+            if previous is not False:
+                _LOGGER.info("integration offline: holding events in the outbox")
+            self.scheduler.stop()
+            return
+        # a live (not retained) "online" is a fresh host session that missed what we sent while
+        # it was away; the retained one seen at subscribe time follows our own fresh start
+        if previous is not True or live:
+            _LOGGER.info("integration online: rebirth and replay from the ack watermark")
+            self._spawn(self._rebirth(snapshot=True))
+            if previous is False or live or not self.scheduler.active:
+                self.scheduler.start()
+
+    def _on_own_status(self, message: dict[str, Any]) -> None:
+        # a will from an earlier session (takeover after a crash) can overwrite our retained birth
+        if message.get("state") == "online" and message.get("boot") == self.boot:
+            return
+        if time.monotonic() - self._last_rebirth < 1.0:
+            return
+        self._spawn(self._publish_birth())
+
+    async def _on_cmd(self, message: dict[str, Any]) -> None:
+        self._merge(message)
+        op = message.get("op")
+        ok, errors = True, {}
+        if op == "set":
+            version = message.get("version")
+            if version is not None and int(version) <= self.settings.version:
+                _LOGGER.info(
+                    "cmd %s: settings version %s is not newer; unchanged",
+                    message.get("id"),
+                    version,
+                )
+            else:
+                errors = self.settings.apply(dict(message.get("set") or {}), version)
+                ok = not errors
+        elif op == "rebirth":
+            await self._rebirth(snapshot=True)
+        elif op == "snapshot":
+            await self._publish_snapshot()
+        else:
+            ok, errors = False, {"op": f"unknown op {op!r}"}
+        result = {
+            "v": 1,
+            "node": self.node_id,
+            "id": message.get("id"),
+            "ok": ok,
+            "settings_version": self.settings.version,
+            "errors": errors,
+            "settings": self.settings.values(),
+            "hlc": self.clock.now().to_wire(),
+        }
+        await self._publish("cmd/result", result, retain=True)
+
+    def _on_settings_changed(self, _values: dict[str, Any]) -> None:
+        self.scheduler.wake()
+        if self.link.connected:
+            self._spawn(self._publish_config())
+
+    # publishing --------------------------------------------------------------------------------
+
+    def _status_payload(self, state: str) -> bytes:
+        if state == "offline":
+            body: dict[str, Any] = {
+                "v": 1,
+                "node": self.node_id,
+                "state": "offline",
+                "boot": self.boot,
+            }
+        else:
+            body = {
+                "v": 1,
+                "node": self.node_id,
+                "state": "online",
+                "boot": self.boot,
+                "epoch": self.outbox.epoch,
+                "sw": __version__,
+                "caps": CAPS,
+                "hlc": self.clock.now().to_wire(),
+            }
+        return protocol.encode("status", body)
+
+    async def _publish(
+        self, kind: str, body: dict[str, Any], *, retain: bool, qos: int = 1
+    ) -> None:
+        try:
+            payload = protocol.encode(kind, body)
+        except protocol.ProtocolError as err:
+            # our own message failed the codec (e.g. a provider returned something invalid)
+            _LOGGER.error("%s message not published: %s", kind, err)
+            return
+        try:
+            await self.link.publish(self.topic(kind), payload, qos=qos, retain=retain)
+        except LinkDown as err:
+            _LOGGER.debug("%s not published: %s", kind, err)
+
+    async def _publish_birth(self) -> None:
+        self._last_rebirth = time.monotonic()
+        try:
+            await self.link.publish(
+                self.topic("status"), self._status_payload("online"), qos=1, retain=True
+            )
+        except LinkDown as err:
+            _LOGGER.debug("birth not published: %s", err)
+
+    def announcement(self) -> dict[str, Any]:
+        if self._announcement_provider is not None:
+            body = dict(self._announcement_provider())
+        else:
+            body = {
+                "name": self.name,
+                "area": self.area,
+                "assets": [
+                    {k: a[k] for k in ("id", "name", "type", "model") if a.get(k) is not None}
+                    for a in self.config.get("assets", [])
+                ],
+                "settings": self.settings.values(),
+                "settings_version": self.settings.version,
+            }
+        body.setdefault("name", self.name)
+        body.setdefault("area", self.area)
+        body.setdefault("sw", __version__)
+        body["v"] = 1
+        body["node"] = self.node_id
+        return body
+
+    async def _publish_config(self) -> None:
+        await self._publish("config", self.announcement(), retain=True)
+
+    async def _publish_snapshot(self) -> None:
+        assets = self._snapshot_provider() if self._snapshot_provider is not None else []
+        body = {
+            "v": 1,
+            "node": self.node_id,
+            "hlc": self.clock.now().to_wire(),
+            "assets": assets[:1000],
+        }
+        await self._publish("snapshot", body, retain=False)
+
+    async def _rebirth(self, *, snapshot: bool) -> None:
+        await self._publish_birth()
+        await self._publish_config()
+        if snapshot:
+            await self._publish_snapshot()
+
+    def events_payload(self, batch: Batch) -> bytes:
+        """The `events` message for a batch, spliced from the stored wire encoding of each event
+        (each was encoded once, when it was appended)."""
+        return protocol.encode_event_batch(
+            self.node_id,
+            self.outbox.epoch,
+            self.outbox.floor,
+            [body for _, body in batch.rows],
+            sent=self.clock.now().to_wire(),
+            replay=batch.replay,
+        )
+
+    async def _send_batch(self, batch: Batch) -> None:
+        await self.link.publish(self.topic("events"), self.events_payload(batch), qos=1)
+
+    # health ------------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        outbox = self.outbox.health()
+        outbox["replay_rate"] = self.scheduler.replay_rate()
+        outbox["retransmits"] = self.scheduler.retransmits
+        body: dict[str, Any] = {
+            "v": 1,
+            "node": self.node_id,
+            "hlc": self.clock.now().to_wire(),
+            "uptime_s": int(time.monotonic() - self._started_at),
+            "outbox": outbox,
+            "transport": self.link.health(),
+            "clock": self.clock.health(),
+            "rejected": {**self.rejected, "bad_event": self.rejected_events},
+        }
+        for section, provider in self._health_providers.items():
+            try:
+                body[section] = provider()
+            except Exception:
+                _LOGGER.exception("health provider %s failed", section)
+        return body
+
+    def _mark_health(self) -> None:
+        if self._health_dirty is not None:
+            self._health_dirty.set()
+
+    def _check_interest(self) -> None:
+        if self._interest() != self._health_marks:
+            self._mark_health()
+
+    def _interest(self) -> tuple[int, ...]:
+        dropped = self.outbox.dropped
+        return (
+            dropped["routine"],
+            dropped["critical"],
+            self.clock.rejected,
+            sum(self.rejected.values()),
+            self.link.reconnects,
+        )
+
+    async def _health_loop(self) -> None:
+        assert self._health_dirty is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._health_dirty.wait(), HEALTH_INTERVAL_S)
+            self._health_dirty.clear()
+            self._health_marks = self._interest()
+            if self.link.connected:
+                await self._publish("health", self.health(), retain=True, qos=0)
+            await asyncio.sleep(HEALTH_MIN_INTERVAL_S)
+            if self._interest() != self._health_marks:
+                self._health_dirty.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _setting(self, key: str, default: Any) -> Any:
+        try:
+            value = self.settings.get(key)
+        except KeyError:
+            return default
+        return default if value is None else value
