@@ -176,16 +176,17 @@ class EdgeNode(LinkOwner):
             asyncio.create_task(self._health_loop(), name="edge-health"),
         ]
         try:
-            await asyncio.gather(*tasks)
+            # asyncio.wait, not gather: cancelling run() must leave the link up for the goodbye
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
         finally:
             await self._shutdown(tasks)
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         self.scheduler.stop()
         with contextlib.suppress(Exception):
-            await asyncio.shield(
-                self.link.publish_final(self.topic("status"), self._status_payload("offline"))
-            )
+            await self.link.publish_final(self.topic("status"), self._status_payload("offline"))
         for task in [*tasks, *self._tasks]:
             task.cancel()
         for task in [*tasks, *self._tasks]:
