@@ -132,7 +132,11 @@ def _int(lo: int = 0, hi: int = MAX_SAFE_INT) -> Validator:
 
 def _number(lo: float = -math.inf, hi: float = math.inf) -> Validator:
     def check(value: Any) -> float:
-        if not _is_number(value) or not math.isfinite(value):
+        if not _is_number(value):
+            raise vol.Invalid("expected a finite number")
+        if isinstance(value, int) and not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            raise vol.Invalid(f"expected an integer within +-{MAX_SAFE_INT}")
+        if not math.isfinite(value):
             raise vol.Invalid("expected a finite number")
         if not lo <= value <= hi:
             raise vol.Invalid(f"expected a number in {lo:g}..{hi:g}")
