@@ -22,8 +22,8 @@ test-integration:
 	$(PY314) python -m pytest tests/integration -p no:cacheprovider
 
 lint:
-	$(PY314) ruff check custom_components edge_addon tests
-	$(PY314) ruff format --check custom_components edge_addon tests
+	$(PY314) ruff check custom_components edge_addon tests bench
+	$(PY314) ruff format --check custom_components edge_addon tests bench
 	$(PY314) mypy
 	$(PY311) -m mypy --config-file pyproject.toml edge_addon/asset_tracker_edge
 

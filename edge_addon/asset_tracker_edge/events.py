@@ -7,11 +7,11 @@ everything upstream of the outbox deals only in these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     """Critical events skip the batch window and are never purged before routine ones."""
 
     CRITICAL = "critical"
