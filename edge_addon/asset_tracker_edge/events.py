@@ -1,4 +1,4 @@
-"""What the sensing pipeline hands to the delivery core: one domain event, before it has an identity.
+"""What the sensing pipeline hands to the delivery core: one domain event without an identity yet.
 
 The outbox gives each event its identity (epoch, seq) and its HLC timestamp when it is appended;
 everything upstream of the outbox deals only in these.
