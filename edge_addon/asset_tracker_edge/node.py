@@ -91,8 +91,9 @@ class EdgeNode(LinkOwner):
             ),
             SchedulerOptions(
                 max_inflight=max_inflight,
-                max_unacked=int(batching.get("max_unacked", 50_000)),
+                max_unacked=int(batching.get("max_unacked", 4_000)),
                 ack_timeout_s=float(batching.get("ack_timeout_s", 10.0)),
+                replay_rate=float(batching.get("replay_rate", 30_000)),
             ),
         )
         self._snapshot_provider: Callable[[], list[dict[str, Any]]] | None = None

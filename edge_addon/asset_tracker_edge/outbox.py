@@ -34,6 +34,11 @@ _TABLE = {Priority.CRITICAL: "critical", Priority.ROUTINE: "routine"}
 # purge and ack deletes work in chunks so one long statement never holds the writer thread
 _DELETE_CHUNK = 20_000
 MAX_EVENT_BYTES = 65_536
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+# a checkpoint (copying the WAL into the database, with fsync) every this many write transactions
+_CHECKPOINT_EVERY = 20
+# commits at most this large may run inline on the event loop (see Outbox._can_inline)
+_INLINE_MAX = 64
 
 
 class OutboxCorrupt(Exception):
@@ -69,6 +74,10 @@ class CommitInfo:
     max_seq: dict[Priority, int]
     appended: dict[Priority, int]
     dropped: dict[Priority, int]
+    # the committed events themselves, so live traffic is sent without reading them back
+    records: dict[Priority, list[tuple[int, bytes]]]
+    # each class's newest seq before this commit
+    prev_max_seq: dict[Priority, int]
 
 
 @dataclass(slots=True)
@@ -143,6 +152,8 @@ class Outbox:
         self._db_high = 0
         self._db_acked = 0
         self._db_dropped: dict[Priority, int] = dict.fromkeys(CLASSES, 0)
+        self._writes_since_checkpoint = 0
+        self._busy = 0  # operations submitted to the writer thread and not finished
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -185,11 +196,12 @@ class Outbox:
         it cannot be encoded or is too large; nothing is assigned then.
         """
         seq = self._next_seq
-        body = json.dumps(
-            {"seq": seq, "hlc": [hlc.wall_ms, hlc.counter], "prio": priority.value, **event},
-            separators=(",", ":"),
-            allow_nan=False,
-            ensure_ascii=False,
+        if not event:
+            raise ValueError("empty event")
+        # identity first, then the event's own fields: one encoder call per event, no dict copy
+        body = (
+            f'{{"seq":{seq},"hlc":[{hlc.wall_ms},{hlc.counter}],"prio":"{priority.value}",'
+            + _ENCODER.encode(event)[1:]
         ).encode()
         if len(body) > MAX_EVENT_BYTES:
             self.rejected_oversize += 1
@@ -258,7 +270,10 @@ class Outbox:
         delay = 0.05
         while True:
             try:
-                info, snap = await self._run(self._commit_db, batch)
+                if self._can_inline(batch):
+                    info, snap = self._commit_db(batch)
+                else:
+                    info, snap = await self._run(self._commit_db, batch)
                 break
             except sqlite3.Error as err:
                 # the records keep their seqs and are retried; nothing was published from them
@@ -267,6 +282,8 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.commits += 1
+        if self._writes_since_checkpoint >= _CHECKPOINT_EVERY and self._busy == 0:
+            self._submit(self._checkpoint_db)
         self._committing = 0
         self._apply(snap)
         self._release_waiters()
@@ -393,7 +410,29 @@ class Outbox:
             self.acked = snap.acked
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.wrap_future(self._submit(fn, *args))
+
+    def _submit(self, fn: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
+        loop = asyncio.get_running_loop()
+        work = self._executor.submit(fn, *args)
+        self._busy += 1
+        # counted until the thread is really done, even if an awaiting task is cancelled
+        work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._done_one))
+        return work
+
+    def _done_one(self) -> None:
+        self._busy -= 1
+
+    def _can_inline(self, batch: list[Record]) -> bool:
+        """A small commit may run on the event loop when the writer thread is idle (so nothing
+        runs concurrently on the connection) and it cannot block: with synchronous=NORMAL a WAL
+        commit does not fsync, and checkpoints (which do) only ever run on the writer thread."""
+        return (
+            self._busy == 0
+            and self.options.sync != "full"
+            and len(batch) <= _INLINE_MAX
+            and any(r.priority is Priority.CRITICAL for r in batch)
+        )
 
     # writer thread -----------------------------------------------------------------------------
     # Everything below runs only on the single writer thread.
@@ -424,6 +463,8 @@ class Outbox:
             sync = "FULL" if self.options.sync == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
             db.execute("PRAGMA temp_store=MEMORY")
+            # checkpoints run explicitly on the writer thread (see _checkpoint_db)
+            db.execute("PRAGMA wal_autocheckpoint=0")
             if fresh:
                 epoch = self._create_schema(db)
             else:
@@ -546,13 +587,20 @@ class Outbox:
         }
         return _Snapshot(states, self._db_high, self._db_acked, dict(self._db_dropped))
 
+    def _checkpoint_db(self) -> None:
+        self._writes_since_checkpoint = 0
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def _commit_db(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
+        self._writes_since_checkpoint += 1
         db = self._conn()
         states = {
             p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
             for p, s in self._db_states.items()
         }
         appended = dict.fromkeys(CLASSES, 0)
+        prev_max = {p: s.max_seq for p, s in states.items()}
+        committed: dict[Priority, list[tuple[int, bytes]]] = {p: [] for p in CLASSES}
         high = self._db_high
         db.execute("BEGIN")
         try:
@@ -571,6 +619,7 @@ class Outbox:
                     state.min_seq, state.min_wall = rows[0][0], rows[0][1]
                 state.max_seq = max(state.max_seq, rows[-1][0])
                 appended[priority] = len(rows)
+                committed[priority] = [(r[0], r[2]) for r in rows]
                 high = max(high, rows[-1][0])
             dropped = self._purge_db(states)
             db.execute("UPDATE meta SET value=? WHERE key='high_seq'", (high,))
@@ -587,6 +636,8 @@ class Outbox:
             max_seq={p: s.max_seq for p, s in states.items()},
             appended=appended,
             dropped=dropped,
+            records=committed,
+            prev_max_seq=prev_max,
         )
         return info, self._snapshot()
 
@@ -652,6 +703,7 @@ class Outbox:
         return out
 
     def _delete_db(self, through: int) -> _Snapshot:
+        self._writes_since_checkpoint += 1
         db = self._conn()
         states = {
             p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)

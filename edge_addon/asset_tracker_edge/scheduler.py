@@ -28,6 +28,8 @@ C, R = Priority.CRITICAL, Priority.ROUTINE
 PROTOCOL_MAX_EVENTS = 500
 # payload limit is 256 KiB; leave room for the envelope
 MAX_BATCH_BYTES = 250_000
+# committed events kept in memory for sending without a read-back; beyond this, the store is read
+MAX_TAIL = 10_000
 
 
 @dataclass(slots=True)
@@ -52,9 +54,12 @@ class SchedulerOptions:
     max_inflight: int = 20  # routine batches awaiting PUBACK
     critical_inflight: int = 4  # reserved for critical batches
     # routine events sent beyond the ack watermark before waiting for the integration
-    max_unacked: int = 50_000
+    max_unacked: int = 4_000
     ack_timeout_s: float = 10.0
     ack_timeout_max_s: float = 120.0
+    # backlog replay pace (events/s, 0 = as fast as possible): leaves the node and the link room
+    # for live critical events, which a replay at full speed would queue behind it
+    replay_rate: float = 30_000
 
 
 class BatchPolicy:
@@ -98,6 +103,8 @@ class DeliveryScheduler:
         self.active = False
         self._cursor = {C: 0, R: 0}
         self._inflight = {C: 0, R: 0}
+        # per class, the committed events right after the cursor (exactly those), when known
+        self._tail: dict[Priority, deque[tuple[int, bytes]]] = {C: deque(), R: deque()}
         self._generation = 0
         self._replay_until = 0
         self._routine_since: float | None = None
@@ -111,6 +118,7 @@ class DeliveryScheduler:
         # after a failed publish, wait a little before retrying so a sick link is not hammered
         self._hold_until = 0.0
         self._hold_s = 0.0
+        self._replay_next = 0.0
         self.retransmits = 0
         self.sent_batches = 0
         self.sent_events = 0
@@ -137,12 +145,21 @@ class DeliveryScheduler:
         acked = self.outbox.acked
         self._cursor = {C: acked, R: acked}
         self._floor_sent = 0
+        for tail in self._tail.values():
+            tail.clear()
         self._replay_until = self.outbox.high_seq
         self._routine_unsent = max(0, self.outbox.max_seq(R) - acked)
         self._last_progress = time.monotonic()
         self.wake()
 
     def on_commit(self, info: CommitInfo) -> None:
+        for priority, records in info.records.items():
+            tail = self._tail[priority]
+            # contiguous with what is sent (or already in the tail): keep them for the next send
+            if records and (tail or self._cursor[priority] >= info.prev_max_seq[priority]):
+                tail.extend(records)
+                if len(tail) > MAX_TAIL:
+                    tail.clear()  # the store has them; the cursor now trails, so reads take over
         if info.appended[R]:
             self._routine_unsent += info.appended[R]
             if self._routine_since is None:
@@ -181,8 +198,10 @@ class DeliveryScheduler:
 
     def _sleep_s(self) -> float:
         delays = [1.0]
-        if self._hold_until:
-            delays.append(max(self._hold_until - time.monotonic(), 0.001))
+        now = time.monotonic()
+        for moment in (self._hold_until, self._replay_next):
+            if moment > now:
+                delays.append(moment - now + 0.0005)
         if self._routine_since is not None:
             due = self._routine_since + self.policy.window_s() - time.monotonic()
             delays.append(max(due, 0.001))
@@ -228,7 +247,9 @@ class DeliveryScheduler:
             return False
         if self._cursor[R] - self.outbox.acked >= self.options.max_unacked:
             return False
-        if self._backlog() or self._routine_unsent >= self.policy.batch_size(backlog=False):
+        if self._backlog():
+            return time.monotonic() >= self._replay_next
+        if self._routine_unsent >= self.policy.batch_size(backlog=False):
             return True
         since = self._routine_since
         return since is not None and time.monotonic() - since >= self.policy.window_s()
@@ -255,9 +276,11 @@ class DeliveryScheduler:
         ceiling = self.outbox.max_seq(priority)
         backlog = priority is R and self._backlog()
         limit = self.policy.batch_size(backlog) if priority is R else PROTOCOL_MAX_EVENTS
-        rows = await self.outbox.read(priority, cursor, limit, MAX_BATCH_BYTES)
-        if generation != self._generation or not self.active:
-            return  # rewound or stopped while reading: the cursors moved on without this read
+        rows = self._from_tail(priority, cursor, limit)
+        if rows is None:
+            rows = await self.outbox.read(priority, cursor, limit, MAX_BATCH_BYTES)
+            if generation != self._generation or not self.active:
+                return  # rewound or stopped while reading: the cursors moved on without it
         if not rows:
             # everything up to the ceiling was acknowledged or purged meanwhile
             self._cursor[priority] = max(cursor, ceiling)
@@ -266,6 +289,9 @@ class DeliveryScheduler:
             return
         self._cursor[priority] = rows[-1][0]
         if priority is R:
+            if backlog and self.options.replay_rate > 0:
+                start = max(time.monotonic(), self._replay_next)
+                self._replay_next = start + len(rows) / self.options.replay_rate
             self._routine_unsent = max(0, self._routine_unsent - len(rows))
             if rows[-1][0] >= self.outbox.max_seq(R):
                 self._caught_up()
@@ -277,6 +303,23 @@ class DeliveryScheduler:
         task = asyncio.create_task(self._deliver(batch, generation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _from_tail(
+        self, priority: Priority, cursor: int, limit: int
+    ) -> list[tuple[int, bytes]] | None:
+        tail = self._tail[priority]
+        while tail and tail[0][0] <= cursor:
+            tail.popleft()
+        if not tail:
+            return None
+        rows: list[tuple[int, bytes]] = []
+        size = 0
+        while tail and len(rows) < limit:
+            size += len(tail[0][1]) + 1
+            if rows and size > MAX_BATCH_BYTES:
+                break
+            rows.append(tail.popleft())
+        return rows
 
     def _caught_up(self) -> None:
         self._routine_since = None
