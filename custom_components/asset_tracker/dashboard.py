@@ -1,0 +1,500 @@
+"""The "Asset Tracker" dashboard every user gets without writing YAML.
+
+A storage-mode Lovelace dashboard whose configuration is generated from the device and entity
+registries each time it is opened, so new assets and nodes appear on their own. As soon as the user
+edits it in the UI ("take control"), the saved configuration wins and nothing is generated any more;
+deleting the saved configuration (raw editor, empty) brings the generated one back.
+
+Views: fleet (assets by area, every asset as a tile, a map for assets with zones), alerts (active
+anomalies with an acknowledge button, recent anomalies), one drill-down subview per asset (area,
+signal and readings history) and edge health (per node outbox, latency, clock, connectivity).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from homeassistant.components import frontend
+from homeassistant.components.lovelace.const import LOVELACE_DATA, ConfigNotFound
+from homeassistant.components.lovelace.dashboard import LovelaceStorage
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import EVENT_LOVELACE_UPDATED
+from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.helpers import area_registry as ar
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.debounce import Debouncer
+from homeassistant.helpers.json import json_bytes, json_fragment
+from homeassistant.util import slugify
+
+_LOGGER = logging.getLogger(__name__)
+
+DOMAIN: Final = "asset_tracker"
+URL_PATH: Final = "asset-tracker"
+TITLE: Final = "Asset Tracker"
+ICON: Final = "mdi:radar"
+ACKNOWLEDGE_SERVICE: Final = f"{DOMAIN}.acknowledge"
+READING_CLASSES: Final = frozenset(
+    {
+        "temperature",
+        "humidity",
+        "pressure",
+        "atmospheric_pressure",
+        "voltage",
+        "moisture",
+        "illuminance",
+        "carbon_dioxide",
+        "pm25",
+    }
+)
+NODE_ROLE_ORDER: Final = (
+    "connectivity",
+    "outbox_depth",
+    "oldest_unacked",
+    "latency",
+    "clock_offset",
+    "dropped",
+    "replay_rate",
+    "events_per_minute",
+    "anomaly_rate",
+)
+
+
+@dataclass
+class DeviceEntities:
+    """The entities of one device, by role (see `entity_role`)."""
+
+    device: dr.DeviceEntry | Any
+    roles: dict[str, str] = field(default_factory=dict)
+    readings: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.device.name_by_user or self.device.name or self.device.id
+
+    @property
+    def is_node(self) -> bool:
+        return "connectivity" in self.roles
+
+    @property
+    def is_asset(self) -> bool:
+        return not self.is_node and bool(
+            {"tracker", "area", "presence", "event"} & self.roles.keys()
+        )
+
+
+_DOMAIN_ROLES: Final = {"device_tracker": "tracker", "event": "event"}
+# (needle in the translation key or unique id, role), first match wins
+_BINARY_KEYS: Final = (("anomal", "anomaly"), ("presen", "presence"))
+_BINARY_CLASSES: Final = {
+    "connectivity": "connectivity",
+    "problem": "anomaly",
+    "presence": "presence",
+    "occupancy": "presence",
+}
+_SENSOR_KEYS: Final = (
+    ("outbox_depth", "outbox_depth"),
+    ("oldest", "oldest_unacked"),
+    ("latency", "latency"),
+    ("clock_offset", "clock_offset"),
+    ("dropped", "dropped"),
+    ("replay", "replay_rate"),
+    ("events_per_min", "events_per_minute"),
+    ("anomaly_rate", "anomaly_rate"),
+    ("dwell", "dwell"),
+    ("visits", "visits"),
+    ("last_seen", "last_seen"),
+    ("rssi", "rssi"),
+    ("distance", "distance"),
+    ("reading", "reading"),
+)
+_SENSOR_CLASSES: Final = {
+    "battery": "battery",
+    "signal_strength": "rssi",
+    "distance": "distance",
+    **dict.fromkeys(READING_CLASSES, "reading"),
+}
+
+
+def entity_role(entry: er.RegistryEntry) -> str | None:
+    """What an entity shows, from its domain, translation key and device class."""
+    key = (entry.translation_key or entry.unique_id or "").lower()
+    dclass = entry.device_class or entry.original_device_class
+    if entry.domain in _DOMAIN_ROLES:
+        return _DOMAIN_ROLES[entry.domain]
+    if entry.domain == "binary_sensor":
+        if dclass == "connectivity":
+            return "connectivity"
+        return _first(key, _BINARY_KEYS) or _BINARY_CLASSES.get(dclass or "")
+    if entry.domain != "sensor":
+        return None
+    area = "area" if key == "area" or key.endswith("_area") else None
+    return _first(key, _SENSOR_KEYS) or area or _SENSOR_CLASSES.get(dclass or "")
+
+
+def _first(key: str, table: tuple[tuple[str, str], ...]) -> str | None:
+    return next((role for needle, role in table if needle in key), None)
+
+
+def collect(hass: HomeAssistant, entry_id: str) -> list[DeviceEntities]:
+    """Devices of the config entry with their enabled entities, sorted by name."""
+    devices = dr.async_get(hass)
+    by_device: dict[str, DeviceEntities] = {}
+    for ent in er.async_entries_for_config_entry(er.async_get(hass), entry_id):
+        if ent.disabled_by is not None or ent.device_id is None:
+            continue
+        device = devices.async_get(ent.device_id)
+        if device is None:
+            continue
+        item = by_device.setdefault(device.id, DeviceEntities(device))
+        role = entity_role(ent)
+        if role == "reading":
+            item.readings.append(ent.entity_id)
+        elif role is not None and role not in item.roles:
+            item.roles[role] = ent.entity_id
+        else:
+            item.others.append(ent.entity_id)
+    return sorted(by_device.values(), key=lambda d: d.name.lower())
+
+
+def asset_path(asset: DeviceEntities) -> str:
+    return f"asset-{slugify(asset.name, separator='-') or asset.device.id}"
+
+
+def build_dashboard(hass: HomeAssistant, entry_id: str) -> dict[str, Any]:
+    """The whole dashboard configuration for the devices of one config entry."""
+    devices = collect(hass, entry_id)
+    assets = [d for d in devices if d.is_asset]
+    nodes = [d for d in devices if d.is_node]
+    return {
+        "title": TITLE,
+        "views": [
+            fleet_view(hass, assets, nodes),
+            alerts_view(assets, nodes),
+            edge_health_view(nodes),
+            *(asset_view(asset) for asset in assets),
+        ],
+    }
+
+
+def _asset_entity(asset: DeviceEntities) -> str:
+    for role in ("tracker", "area", "presence", "event"):
+        if role in asset.roles:
+            return asset.roles[role]
+    raise ValueError(asset.name)  # unreachable: is_asset requires one of these
+
+
+def _area_names(
+    hass: HomeAssistant, assets: list[DeviceEntities], nodes: list[DeviceEntities]
+) -> list[str]:
+    """Areas an asset can be in: the nodes' areas and whatever the area sensors show now."""
+    areas = ar.async_get(hass)
+    names: set[str] = set()
+    for node in nodes:
+        if node.device.area_id and (area := areas.async_get_area(node.device.area_id)):
+            names.add(area.name)
+        elif node.device.suggested_area:
+            names.add(node.device.suggested_area)
+    for asset in assets:
+        state = hass.states.get(asset.roles["area"]) if "area" in asset.roles else None
+        if state is not None and state.state not in ("unknown", "unavailable", "", "not_home"):
+            names.add(state.state)
+    return sorted(names, key=str.lower)
+
+
+def fleet_view(
+    hass: HomeAssistant, assets: list[DeviceEntities], nodes: list[DeviceEntities]
+) -> dict[str, Any]:
+    cards: list[dict[str, Any]] = []
+    area_sensors = [a.roles["area"] for a in assets if "area" in a.roles]
+    for name in _area_names(hass, assets, nodes):
+        cards.append(
+            {
+                "type": "entity-filter",
+                "entities": area_sensors,
+                "conditions": [{"condition": "state", "state": name}],
+                "card": {"type": "entities", "title": name, "state_color": True},
+                "show_empty": False,
+            }
+        )
+    presence = [a.roles["presence"] for a in assets if "presence" in a.roles]
+    if presence:
+        cards.append(
+            {
+                "type": "entity-filter",
+                "entities": presence,
+                "conditions": [{"condition": "state", "state": "off"}],
+                "card": {"type": "entities", "title": "Away"},
+                "show_empty": False,
+            }
+        )
+    tiles = [
+        {
+            "type": "tile",
+            "entity": _asset_entity(asset),
+            "name": asset.name,
+            "vertical": False,
+            "tap_action": {
+                "action": "navigate",
+                "navigation_path": f"/{URL_PATH}/{asset_path(asset)}",
+            },
+        }
+        for asset in assets
+    ]
+    trackers = [a.roles["tracker"] for a in assets if "tracker" in a.roles]
+    view_cards: list[dict[str, Any]] = [
+        {"type": "heading", "heading": "Assets", "heading_style": "title"},
+        {"type": "grid", "columns": 3, "square": False, "cards": tiles}
+        if tiles
+        else {"type": "markdown", "content": "No assets yet: start an edge node."},
+        *cards,
+    ]
+    if trackers:
+        view_cards.append(
+            {"type": "map", "title": "Zones", "entities": trackers, "hours_to_show": 0}
+        )
+    return {"title": "Fleet", "path": "fleet", "icon": ICON, "cards": view_cards}
+
+
+def _acknowledge(asset: DeviceEntities) -> dict[str, Any]:
+    return {
+        "action": "perform-action",
+        "perform_action": ACKNOWLEDGE_SERVICE,
+        "data": {"device_id": asset.device.id},
+        "confirmation": {"text": f"Acknowledge the anomaly of {asset.name}?"},
+    }
+
+
+def alerts_view(assets: list[DeviceEntities], nodes: list[DeviceEntities]) -> dict[str, Any]:
+    anomalies = [a.roles["anomaly"] for a in assets if "anomaly" in a.roles]
+    cards: list[dict[str, Any]] = [
+        {
+            "type": "entity-filter",
+            "entities": anomalies,
+            "conditions": [{"condition": "state", "state": "on"}],
+            "card": {"type": "entities", "title": "Active anomalies"},
+            "show_empty": True,
+        }
+    ]
+    for asset in assets:
+        if "anomaly" not in asset.roles:
+            continue
+        cards.append(
+            {
+                "type": "conditional",
+                "conditions": [
+                    {"condition": "state", "entity": asset.roles["anomaly"], "state": "on"}
+                ],
+                "card": {
+                    "type": "horizontal-stack",
+                    "cards": [
+                        {"type": "tile", "entity": asset.roles["anomaly"], "name": asset.name},
+                        {
+                            "type": "button",
+                            "name": "Acknowledge",
+                            "icon": "mdi:check-circle-outline",
+                            "show_state": False,
+                            "tap_action": _acknowledge(asset),
+                        },
+                    ],
+                },
+            }
+        )
+    history = [a.roles["event"] for a in assets if "event" in a.roles]
+    history += [n.roles["connectivity"] for n in nodes]
+    if history:
+        cards.append(
+            {
+                "type": "logbook",
+                "title": "Recent anomalies",
+                "target": {"entity_id": history},
+                "hours_to_show": 24,
+            }
+        )
+    return {"title": "Alerts", "path": "alerts", "icon": "mdi:alert-circle-outline", "cards": cards}
+
+
+def asset_view(asset: DeviceEntities) -> dict[str, Any]:
+    roles = asset.roles
+    summary = [
+        roles[r]
+        for r in (
+            "tracker",
+            "area",
+            "presence",
+            "anomaly",
+            "battery",
+            "last_seen",
+            "dwell",
+            "visits",
+        )
+        if r in roles
+    ]
+    cards: list[dict[str, Any]] = [
+        {
+            "type": "entities",
+            "title": asset.name,
+            "entities": summary + asset.readings,
+            "state_color": True,
+        }
+    ]
+    timeline = [roles[r] for r in ("area", "presence", "anomaly") if r in roles]
+    if timeline:
+        cards.append(
+            {
+                "type": "history-graph",
+                "title": "Area history",
+                "hours_to_show": 24,
+                "entities": timeline,
+            }
+        )
+    signal = [roles[r] for r in ("rssi", "distance") if r in roles]
+    if signal:
+        cards.append(
+            {"type": "history-graph", "title": "Signal", "hours_to_show": 24, "entities": signal}
+        )
+    if asset.readings:
+        cards.append(
+            {
+                "type": "history-graph",
+                "title": "Sensor readings",
+                "hours_to_show": 24,
+                "entities": asset.readings,
+            }
+        )
+    if "battery" in roles:
+        cards.append(
+            {
+                "type": "history-graph",
+                "title": "Battery",
+                "hours_to_show": 168,
+                "entities": [roles["battery"]],
+            }
+        )
+    if "event" in roles:
+        cards.append(
+            {
+                "type": "logbook",
+                "title": "Anomalies",
+                "target": {"entity_id": [roles["event"]]},
+                "hours_to_show": 168,
+            }
+        )
+    return {
+        "title": asset.name,
+        "path": asset_path(asset),
+        "icon": "mdi:tag-outline",
+        "subview": True,
+        "back_path": f"/{URL_PATH}/fleet",
+        "cards": cards,
+    }
+
+
+def edge_health_view(nodes: list[DeviceEntities]) -> dict[str, Any]:
+    cards: list[dict[str, Any]] = []
+    for node in nodes:
+        rows = [node.roles[r] for r in NODE_ROLE_ORDER if r in node.roles]
+        cards.append(
+            {"type": "entities", "title": node.name, "entities": rows, "state_color": True}
+        )
+        trend = [
+            node.roles[r] for r in ("outbox_depth", "oldest_unacked", "latency") if r in node.roles
+        ]
+        if trend:
+            cards.append(
+                {
+                    "type": "history-graph",
+                    "title": f"{node.name} backlog and latency",
+                    "hours_to_show": 24,
+                    "entities": trend,
+                }
+            )
+    if not cards:
+        cards.append({"type": "markdown", "content": "No edge node has announced itself yet."})
+    return {
+        "title": "Edge health",
+        "path": "edge-health",
+        "icon": "mdi:router-wireless",
+        "cards": cards,
+    }
+
+
+class GeneratedDashboard(LovelaceStorage):
+    """Storage-mode dashboard that falls back to the generated configuration while the user has
+    saved none."""
+
+    def __init__(self, hass: HomeAssistant, entry_id: str) -> None:
+        super().__init__(
+            hass,
+            {
+                "id": DOMAIN,
+                "url_path": URL_PATH,
+                "title": TITLE,
+                "icon": ICON,
+                "mode": "storage",
+                "require_admin": False,
+                "show_in_sidebar": True,
+            },
+        )
+        self.entry_id = entry_id
+
+    async def user_config(self) -> dict[str, Any] | None:
+        try:
+            return await super().async_load(False)
+        except ConfigNotFound:
+            return None
+
+    async def async_load(self, force: bool) -> dict[str, Any]:
+        return await self.user_config() or build_dashboard(self.hass, self.entry_id)
+
+    async def async_json(self, force: bool) -> json_fragment:
+        if (saved := await self.user_config()) is not None:
+            return json_fragment(json_bytes(saved))
+        return json_fragment(json_bytes(build_dashboard(self.hass, self.entry_id)))
+
+
+async def async_setup_dashboard(hass: HomeAssistant, entry: ConfigEntry) -> None:
+    """Registers the dashboard for the entry (the first entry wins when there are several)."""
+    lovelace = hass.data.get(LOVELACE_DATA)
+    if lovelace is None:  # no frontend in this instance: nothing to show
+        return
+    if URL_PATH in lovelace.dashboards:
+        _LOGGER.debug("Dashboard %s already registered", URL_PATH)
+        return
+    dashboard = GeneratedDashboard(hass, entry.entry_id)
+    lovelace.dashboards[URL_PATH] = dashboard
+    frontend.async_register_built_in_panel(
+        hass,
+        "lovelace",
+        sidebar_title=TITLE,
+        sidebar_icon=ICON,
+        frontend_url_path=URL_PATH,
+        config={"mode": "storage"},
+        require_admin=False,
+    )
+
+    async def refresh() -> None:
+        if await dashboard.user_config() is None:
+            hass.bus.async_fire(EVENT_LOVELACE_UPDATED, {"url_path": URL_PATH})
+
+    debouncer = Debouncer(hass, _LOGGER, cooldown=2.0, immediate=False, function=refresh)
+
+    @callback
+    def registry_changed(event: Event[er.EventEntityRegistryUpdatedData]) -> None:
+        if event.data["action"] != "update":
+            debouncer.async_schedule_call()
+
+    unlisten = hass.bus.async_listen(er.EVENT_ENTITY_REGISTRY_UPDATED, registry_changed)
+
+    @callback
+    def remove() -> None:
+        unlisten()
+        debouncer.async_cancel()
+        if lovelace.dashboards.get(URL_PATH) is dashboard:
+            lovelace.dashboards.pop(URL_PATH)
+            frontend.async_remove_panel(hass, URL_PATH, warn_if_unknown=False)
+
+    entry.async_on_unload(remove)

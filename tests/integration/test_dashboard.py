@@ -1,0 +1,238 @@
+"""The generated "Asset Tracker" dashboard, served through Lovelace's own WebSocket API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.components.frontend import DATA_PANELS
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
+
+from custom_components.asset_tracker import dashboard
+
+DOMAIN = "asset_tracker"
+
+
+def _device(hass: HomeAssistant, entry: MockConfigEntry, ident: str, name: str, **kw: Any) -> str:
+    device = dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, identifiers={(DOMAIN, ident)}, name=name, **kw
+    )
+    return device.id
+
+
+def _entity(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    device_id: str,
+    domain: str,
+    key: str,
+    device_class: str | None = None,
+    **kw: Any,
+) -> str:
+    ent = er.async_get(hass).async_get_or_create(
+        domain,
+        DOMAIN,
+        f"{device_id}-{key}",
+        config_entry=entry,
+        device_id=device_id,
+        translation_key=key,
+        original_device_class=device_class,
+        suggested_object_id=f"{device_id[:6]}_{key}",
+        **kw,
+    )
+    return ent.entity_id
+
+
+@pytest.fixture
+async def fleet(hass: HomeAssistant) -> dict[str, Any]:
+    """A node and two assets (a tag and a sensor tag) registered the way the integration does."""
+    assert await async_setup_component(hass, "lovelace", {})
+    entry = MockConfigEntry(domain=DOMAIN, title="asset_tracker")
+    entry.add_to_hass(hass)
+    node = _device(hass, entry, "node:garage", "Garage Pi", suggested_area="Garage")
+    ids: dict[str, Any] = {"entry": entry, "node": node}
+    ids["connectivity"] = _entity(
+        hass, entry, node, "binary_sensor", "connectivity", "connectivity"
+    )
+    ids["depth"] = _entity(hass, entry, node, "sensor", "outbox_depth")
+    ids["oldest"] = _entity(hass, entry, node, "sensor", "oldest_unacked_age", "duration")
+    ids["latency"] = _entity(hass, entry, node, "sensor", "latency_p95", "duration")
+    ids["offset"] = _entity(hass, entry, node, "sensor", "clock_offset", "duration")
+    for name, ident in (("Dog collar", "dog_collar"), ("Freezer", "freezer")):
+        dev = _device(hass, entry, f"asset:{ident}", name)
+        ids[ident] = {
+            "device": dev,
+            "tracker": _entity(hass, entry, dev, "device_tracker", "tracker"),
+            "area": _entity(hass, entry, dev, "sensor", "area"),
+            "presence": _entity(hass, entry, dev, "binary_sensor", "presence", "presence"),
+            "anomaly": _entity(hass, entry, dev, "binary_sensor", "anomaly", "problem"),
+            "event": _entity(hass, entry, dev, "event", "anomaly"),
+            "battery": _entity(hass, entry, dev, "sensor", "battery", "battery"),
+            "rssi": _entity(
+                hass,
+                entry,
+                dev,
+                "sensor",
+                "rssi",
+                "signal_strength",
+                disabled_by=er.RegistryEntryDisabler.INTEGRATION,
+            ),
+            "distance": _entity(hass, entry, dev, "sensor", "distance", "distance"),
+        }
+    ids["temperature"] = _entity(
+        hass, entry, ids["freezer"]["device"], "sensor", "temperature", "temperature"
+    )
+    await dashboard.async_setup_dashboard(hass, entry)
+    return ids
+
+
+async def _load(hass_ws_client: WebSocketGenerator, hass: HomeAssistant) -> dict[str, Any]:
+    client = await hass_ws_client(hass)
+    await client.send_json_auto_id({"type": "lovelace/config", "url_path": "asset-tracker"})
+    msg = await client.receive_json()
+    assert msg["success"], msg
+    return dict(msg["result"])
+
+
+def _view(config: dict[str, Any], path: str) -> dict[str, Any]:
+    return next(v for v in config["views"] if v["path"] == path)
+
+
+async def test_dashboard_is_registered_as_a_lovelace_panel(
+    hass: HomeAssistant, fleet: dict[str, Any]
+) -> None:
+    panel = hass.data[DATA_PANELS]["asset-tracker"]
+    assert panel.component_name == "lovelace"
+    assert panel.sidebar_title == "Asset Tracker"
+    assert panel.config == {"mode": "storage"}
+
+
+async def test_fleet_view_has_a_tile_per_asset_and_areas(
+    hass: HomeAssistant, fleet: dict[str, Any], hass_ws_client: WebSocketGenerator
+) -> None:
+    hass.states.async_set(fleet["freezer"]["area"], "Kitchen")
+    config = await _load(hass_ws_client, hass)
+    assert config["title"] == "Asset Tracker"
+    fleet_view = _view(config, "fleet")
+    grid = next(c for c in fleet_view["cards"] if c["type"] == "grid")
+    assert [(t["name"], t["entity"]) for t in grid["cards"]] == [
+        ("Dog collar", fleet["dog_collar"]["tracker"]),
+        ("Freezer", fleet["freezer"]["tracker"]),
+    ]
+    assert grid["cards"][0]["tap_action"]["navigation_path"] == "/asset-tracker/asset-dog-collar"
+    areas = {c["card"]["title"]: c for c in fleet_view["cards"] if c["type"] == "entity-filter"}
+    assert set(areas) == {"Garage", "Kitchen", "Away"}  # node's area, current state, away
+    assert areas["Garage"]["entities"] == [fleet["dog_collar"]["area"], fleet["freezer"]["area"]]
+    assert areas["Garage"]["conditions"] == [{"condition": "state", "state": "Garage"}]
+    map_card = next(c for c in fleet_view["cards"] if c["type"] == "map")
+    assert map_card["entities"] == [fleet["dog_collar"]["tracker"], fleet["freezer"]["tracker"]]
+
+
+async def test_alert_console_acknowledges_through_the_service(
+    hass: HomeAssistant, fleet: dict[str, Any], hass_ws_client: WebSocketGenerator
+) -> None:
+    alerts = _view(await _load(hass_ws_client, hass), "alerts")
+    active = alerts["cards"][0]
+    assert active["card"]["title"] == "Active anomalies"
+    assert active["entities"] == [fleet["dog_collar"]["anomaly"], fleet["freezer"]["anomaly"]]
+    conditional = [c for c in alerts["cards"] if c["type"] == "conditional"]
+    assert len(conditional) == 2
+    button = conditional[1]["card"]["cards"][1]
+    assert conditional[1]["conditions"][0]["entity"] == fleet["freezer"]["anomaly"]
+    assert button["tap_action"]["perform_action"] == "asset_tracker.acknowledge"
+    assert button["tap_action"]["data"] == {"device_id": fleet["freezer"]["device"]}
+    logbook = next(c for c in alerts["cards"] if c["type"] == "logbook")
+    assert fleet["freezer"]["event"] in logbook["target"]["entity_id"]
+
+
+async def test_asset_drill_down_and_edge_health(
+    hass: HomeAssistant, fleet: dict[str, Any], hass_ws_client: WebSocketGenerator
+) -> None:
+    config = await _load(hass_ws_client, hass)
+    freezer = _view(config, "asset-freezer")
+    assert freezer["subview"] is True
+    titles = {c.get("title"): c for c in freezer["cards"]}
+    assert titles["Area history"]["entities"] == [
+        fleet["freezer"]["area"],
+        fleet["freezer"]["presence"],
+        fleet["freezer"]["anomaly"],
+    ]
+    # the RSSI sensor is disabled by default, so only the distance is drawn
+    assert titles["Signal"]["entities"] == [fleet["freezer"]["distance"]]
+    assert titles["Sensor readings"]["entities"] == [fleet["temperature"]]
+    assert "Sensor readings" not in {
+        c.get("title") for c in _view(config, "asset-dog-collar")["cards"]
+    }
+    health = _view(config, "edge-health")
+    node_card = health["cards"][0]
+    assert node_card["title"] == "Garage Pi"
+    assert node_card["entities"] == [
+        fleet["connectivity"],
+        fleet["depth"],
+        fleet["oldest"],
+        fleet["latency"],
+        fleet["offset"],
+    ]
+
+
+async def test_users_edit_wins_until_deleted(
+    hass: HomeAssistant, fleet: dict[str, Any], hass_ws_client: WebSocketGenerator
+) -> None:
+    client = await hass_ws_client(hass)
+    mine = {"title": "Mine", "views": [{"title": "Only", "cards": []}]}
+    await client.send_json_auto_id(
+        {"type": "lovelace/config/save", "url_path": "asset-tracker", "config": mine}
+    )
+    assert (await client.receive_json())["success"]
+    assert await _load(hass_ws_client, hass) == mine
+    await client.send_json_auto_id({"type": "lovelace/config/delete", "url_path": "asset-tracker"})
+    assert (await client.receive_json())["success"]
+    assert (await _load(hass_ws_client, hass))["title"] == "Asset Tracker"
+
+
+async def test_new_entities_refresh_open_dashboards(
+    hass: HomeAssistant, fleet: dict[str, Any], freezer: FrozenDateTimeFactory
+) -> None:
+    updates = async_capture_events(hass, "lovelace_updated")
+    entry = fleet["entry"]
+    dev = _device(hass, entry, "asset:toolbox", "Toolbox")
+    _entity(hass, entry, dev, "device_tracker", "tracker")
+    _entity(hass, entry, dev, "sensor", "area")
+    await hass.async_block_till_done()
+    assert updates == []  # debounced
+    freezer.tick(timedelta(seconds=3))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert [e.data for e in updates] == [{"url_path": "asset-tracker"}]
+    freezer.tick(timedelta(seconds=3))  # the cooldown runs out with nothing left to do
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert len(updates) == 1
+
+
+async def test_a_second_entry_keeps_the_first_dashboard(
+    hass: HomeAssistant, fleet: dict[str, Any], hass_ws_client: WebSocketGenerator
+) -> None:
+    other = MockConfigEntry(domain=DOMAIN, title="other")
+    other.add_to_hass(hass)
+    await dashboard.async_setup_dashboard(hass, other)
+    config = await _load(hass_ws_client, hass)
+    assert len(_view(config, "fleet")["cards"][1]["cards"]) == 2
+
+
+async def test_no_lovelace_no_dashboard(hass: HomeAssistant) -> None:
+    entry = MockConfigEntry(domain=DOMAIN)
+    entry.add_to_hass(hass)
+    await dashboard.async_setup_dashboard(hass, entry)
+    assert "lovelace" not in hass.data
