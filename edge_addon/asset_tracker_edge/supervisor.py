@@ -9,19 +9,23 @@ thread, so the edge needs no HTTP client dependency.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
 import os
+import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 
 SUPERVISOR_URL = "http://supervisor"
+ADDON_DATA = "/data"
 DISCOVERY_SERVICE = "asset_tracker"  # the integration's domain: HA routes discovery by it
 _RETRY_FIRST_S = 2.0
 _RETRY_MAX_S = 300.0
@@ -162,3 +166,99 @@ def _message(raw: bytes) -> str:
     if isinstance(answer, dict) and isinstance(answer.get("message"), str):
         return str(answer["message"])[:200]
     return "(no message)"
+
+
+def addon_config(options: Mapping[str, Any], mqtt: MqttService) -> dict[str, Any]:
+    """The edge configuration for the add-on: its options plus the Supervisor's broker.
+
+    Option sections carry the configuration's own key names, so they are copied as they are;
+    only assets are flattened in the options (the add-on UI allows two levels of nesting) and
+    regrouped here. Unset optional options are left out so the configuration default applies.
+    """
+    config: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "assets":
+            config["assets"] = [_asset(item) for item in value]
+        elif isinstance(value, Mapping):
+            config[key] = {k: v for k, v in value.items() if v is not None}
+        elif value is not None:
+            config[key] = value
+    broker: dict[str, Any] = {"host": mqtt.host, "port": mqtt.port}
+    if mqtt.username is not None:
+        broker["username"] = mqtt.username
+    if mqtt.password is not None:
+        broker["password"] = mqtt.password
+    broker["tls"] = {"enabled": mqtt.ssl}
+    config["mqtt"] = {**config.get("mqtt", {}), **broker}
+    # The Supervisor keeps /data across restarts and updates and backs it up.
+    config["storage"] = {**config.get("storage", {}), "path": ADDON_DATA}
+    return config
+
+
+_ASSET_MATCH_KEYS = ("mac", "ibeacon", "eddystone", "irk")
+
+
+def _asset(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One asset option (flat) as the configuration's asset (``match`` and ``thresholds``)."""
+    asset: dict[str, Any] = {}
+    match: dict[str, Any] = {}
+    thresholds: dict[str, Any] = {}
+    for key, value in item.items():
+        if value is None:
+            continue
+        if key == "ibeacon":
+            uuid, major, minor = str(value).rsplit(":", 2)
+            match["ibeacon"] = {"uuid": uuid, "major": int(major), "minor": int(minor)}
+        elif key == "eddystone":
+            namespace, instance = str(value).split(":", 1)
+            match["eddystone"] = {"namespace": namespace, "instance": instance}
+        elif key in _ASSET_MATCH_KEYS:
+            match[key] = value
+        elif key.endswith(("_min", "_max")):
+            thresholds[key] = value
+        else:
+            asset[key] = value
+    asset["match"] = match
+    if thresholds:
+        asset["thresholds"] = thresholds
+    return asset
+
+
+def _write_private(output: Path, config: dict[str, Any]) -> None:
+    """Holds the broker password: owner-only, written whole or not at all."""
+    tmp = output.with_name(output.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f, indent=2)
+    tmp.replace(output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m asset_tracker_edge.supervisor``: the add-on's start-up step.
+
+    Writes the edge configuration (JSON, which the YAML loader reads) from the add-on options
+    and the MQTT service the Supervisor provides.
+    """
+    parser = argparse.ArgumentParser(prog="python -m asset_tracker_edge.supervisor")
+    parser.add_argument("--options", type=Path, default=Path(ADDON_DATA, "options.json"))
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    client = SupervisorClient.from_environ()
+    if client is None:
+        _LOGGER.error("SUPERVISOR_TOKEN is not set: this step only runs inside the add-on")
+        return 2
+    try:
+        options = json.loads(args.options.read_text())
+        mqtt = asyncio.run(client.mqtt_service())
+        _write_private(args.output, addon_config(options, mqtt))
+    except (SupervisorError, OSError, ValueError) as err:
+        problem = str(err)
+    else:
+        return 0
+    _LOGGER.error("Could not prepare the edge configuration: %s", problem)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
