@@ -18,6 +18,7 @@ import os
 from types import ModuleType
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +36,15 @@ settings.register_profile(
     max_examples=100_000,
 )
 LONG = os.environ.get("ASSET_TRACKER_FUZZ") == "long"
-FUZZ = settings.get_profile("asset-tracker-fuzz-long" if LONG else "asset-tracker-fuzz-ci")
+PROFILE = settings.get_profile("asset-tracker-fuzz-long" if LONG else "asset-tracker-fuzz-ci")
+# the long form runs for many minutes per test: lift the suite's 300 s per-test timeout for it
+TIMEOUT = pytest.mark.timeout(4 * 3600 if LONG else 300)
+
+
+def fuzz(test: Any) -> Any:
+    """The fuzz profile (short or long) and a timeout to match."""
+    return TIMEOUT(PROFILE(test))
+
 
 R = "asset_tracker"
 VALID = vectors.load("valid")
@@ -100,7 +109,7 @@ def agree(codec: ModuleType, other: ModuleType, topic: str, payload: bytes | str
     assert outcome(codec, topic, payload) == outcome(other, topic, payload)
 
 
-@FUZZ
+@fuzz
 @given(topic=topics, payload=st.binary(max_size=512))
 def test_fuzz_arbitrary_bytes(
     codec: ModuleType, other: ModuleType, topic: str, payload: bytes
@@ -108,7 +117,7 @@ def test_fuzz_arbitrary_bytes(
     agree(codec, other, topic, payload)
 
 
-@FUZZ
+@fuzz
 @given(topic=topics, value=json_values, as_text=st.booleans())
 def test_fuzz_arbitrary_json(
     codec: ModuleType, other: ModuleType, topic: str, value: Any, as_text: bool
@@ -117,7 +126,7 @@ def test_fuzz_arbitrary_json(
     agree(codec, other, topic, text if as_text else text.encode())
 
 
-@FUZZ
+@fuzz
 @given(
     kind=st.sampled_from(KINDS),
     fields=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6),
@@ -180,7 +189,7 @@ def _mutate(payload: Any, path: tuple[Any, ...], how: str, replacement: Any) -> 
     return payload
 
 
-@FUZZ
+@fuzz
 @given(data=st.data(), vector=st.sampled_from(VALID))
 def test_fuzz_mutated_valid_vectors(
     codec: ModuleType, other: ModuleType, data: st.DataObject, vector: vectors.Vector
