@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from asset_tracker_edge import supervisor as supervisor_module
 from asset_tracker_edge.supervisor import MqttService, SupervisorClient, SupervisorError
 
@@ -191,3 +197,132 @@ def test_from_environ():
     client = SupervisorClient.from_environ({"SUPERVISOR_TOKEN": TOKEN})
     assert client is not None
     assert client._base_url == "http://supervisor"
+
+
+# --- the add-on's start-up step: options + Supervisor broker -> edge configuration -------------------
+
+ADDON = Path(__file__).resolve().parents[2] / "edge_addon"
+ASSETS = [
+    {"id": "dog_collar", "name": "Dog collar", "type": "tag", "mac": "aa:bb:cc:dd:ee:ff"},
+    {
+        "id": "freezer",
+        "type": "sensor",
+        "mac": "c4:7c:8d:6a:11:22",
+        "temperature_max": -12.0,
+    },
+    {"id": "keys", "type": "tag", "ibeacon": "fda50693-a4e2-4fb1-afcf-c6eb07647825:1:42"},
+    {"id": "beacon", "type": "tag", "eddystone": "00112233445566778899:aabbccddeeff"},
+    {"id": "phone", "type": "tag", "irk": "0123456789abcdef0123456789abcdef"},
+]
+
+
+def addon_options() -> dict[str, Any]:
+    """What the Supervisor writes to /data/options.json: the defaults plus the user's assets."""
+    with (ADDON / "config.yaml").open() as f:
+        options = yaml.safe_load(f)["options"]
+    return {**options, "node": {**options["node"], "area": "garage"}, "assets": ASSETS}
+
+
+def render(
+    fake: FakeSupervisor, tmp_path: Path, token: str = TOKEN
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "options.json").write_text(json.dumps(addon_options()))
+    env = {k: v for k, v in os.environ.items() if k not in {"SUPERVISOR_TOKEN", "HASSIO_TOKEN"}}
+    if token:
+        env["SUPERVISOR_TOKEN"] = token
+    env["SUPERVISOR_URL"] = fake.url
+    return subprocess.run(
+        [
+            sys.executable, "-m", "asset_tracker_edge.supervisor",
+            "--options", str(tmp_path / "options.json"),
+            "--output", str(tmp_path / "edge-config.json"),
+        ],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_startup_step_writes_the_edge_configuration(fake_supervisor, tmp_path):
+    result = render(fake_supervisor, tmp_path)
+    assert result.returncode == 0, result.stderr
+    output = tmp_path / "edge-config.json"
+    # it holds the broker password: owner-only
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    assert not list(tmp_path.glob("*.tmp"))
+    config = json.loads(output.read_text())
+    options = addon_options()
+
+    assert config["mqtt"] == {
+        **options["mqtt"],
+        "host": "core-mosquitto",
+        "port": 1883,
+        "username": "addons",
+        "password": "s3cret-broker-pass",
+        "tls": {"enabled": False},
+    }
+    assert config["storage"] == {**options["storage"], "path": "/data"}
+    assert config["node"] == {"id": "homeassistant", "name": "Home Assistant", "area": "garage"}
+    # every other option section is the configuration section of the same name, unchanged
+    for section in set(options) - {"mqtt", "storage", "node", "assets"}:
+        assert config[section] == options[section], section
+    assert config["assets"] == [
+        {
+            "id": "dog_collar",
+            "name": "Dog collar",
+            "type": "tag",
+            "match": {"mac": "aa:bb:cc:dd:ee:ff"},
+        },
+        {
+            "id": "freezer",
+            "type": "sensor",
+            "match": {"mac": "c4:7c:8d:6a:11:22"},
+            "thresholds": {"temperature_max": -12.0},
+        },
+        {
+            "id": "keys",
+            "type": "tag",
+            "match": {
+                "ibeacon": {"uuid": "fda50693-a4e2-4fb1-afcf-c6eb07647825", "major": 1, "minor": 42}
+            },
+        },
+        {
+            "id": "beacon",
+            "type": "tag",
+            "match": {
+                "eddystone": {"namespace": "00112233445566778899", "instance": "aabbccddeeff"}
+            },
+        },
+        {"id": "phone", "type": "tag", "match": {"irk": "0123456789abcdef0123456789abcdef"}},
+    ]
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_startup_step_fails_clearly_without_a_broker(fake_supervisor, tmp_path):
+    fake_supervisor.mqtt = None
+    result = render(fake_supervisor, tmp_path)
+    assert result.returncode == 1
+    assert "Could not prepare the edge configuration" in result.stderr
+    assert "Service not enabled" in result.stderr
+    assert not (tmp_path / "edge-config.json").exists()
+
+
+def test_startup_step_outside_the_addon(fake_supervisor, tmp_path):
+    result = render(fake_supervisor, tmp_path, token="")
+    assert result.returncode == 2
+    assert "SUPERVISOR_TOKEN is not set" in result.stderr
+    assert fake_supervisor.requests == []
+
+
+def test_startup_step_rejects_unreadable_options(fake_supervisor, tmp_path):
+    (tmp_path / "options.json").write_text("{not json")
+    env = {**os.environ, "SUPERVISOR_TOKEN": TOKEN, "SUPERVISOR_URL": fake_supervisor.url}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "asset_tracker_edge.supervisor",
+            "--options", str(tmp_path / "options.json"),
+            "--output", str(tmp_path / "edge-config.json"),
+        ],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Could not prepare the edge configuration" in result.stderr
+    assert not (tmp_path / "edge-config.json").exists()
