@@ -1,0 +1,153 @@
+"""Remote configuration of edge nodes: the runtime settings of PROTOCOL.md as entities.
+
+Changing one sends a versioned `set` command to the node and waits for its `cmd/result`: the
+entity always shows the value the node reports as applied (from `config` and `cmd/result`), never
+the value asked for, and a rejection is raised to the caller and kept as the entity's `last_error`
+attribute until the node accepts a later command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Final
+
+from homeassistant.components.number import NumberEntityDescription, NumberMode
+from homeassistant.components.switch import SwitchEntityDescription
+from homeassistant.const import EntityCategory, UnitOfTime
+from homeassistant.core import callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
+
+from .const import SIGNAL_NODE_UPDATE
+from .entity import NodeEntity
+from .hub import AssetTrackerHub
+
+COMMAND_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NumberSettingDescription(NumberEntityDescription):
+    """A numeric runtime setting: its wire key is `setting`, its entity key `key`."""
+
+    setting: str
+    integer: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchSettingDescription(SwitchEntityDescription):
+    """A boolean runtime setting."""
+
+    setting: str
+
+
+def _number(
+    setting: str, name: str, lo: float, hi: float, *, step: float = 1, unit: str | None = None
+) -> NumberSettingDescription:
+    key = setting.replace(".", "_")
+    return NumberSettingDescription(
+        key=key,
+        translation_key=key,
+        name=name,
+        setting=setting,
+        native_min_value=lo,
+        native_max_value=hi,
+        native_step=step,
+        native_unit_of_measurement=unit,
+        integer=step == 1,
+        mode=NumberMode.BOX,
+    )
+
+
+def _switch(rule: str, name: str) -> SwitchSettingDescription:
+    setting = f"rules.{rule}.enabled"
+    key = setting.replace(".", "_")
+    return SwitchSettingDescription(
+        key=key, translation_key=key, name=name, setting=setting, icon="mdi:flag"
+    )
+
+
+NUMBERS: Final = (
+    _number("presence.away_timeout_s", "Away timeout", 5, 86400, unit=UnitOfTime.SECONDS),
+    _number("presence.debounce", "Presence debounce", 1, 20),
+    _number("telemetry.interval_s", "Telemetry interval", 1, 3600, unit=UnitOfTime.SECONDS),
+    _number("batching.window_ms", "Batch window", 10, 60000, unit=UnitOfTime.MILLISECONDS),
+    _number("batching.max_events", "Batch size", 1, 500),
+    _number("rules.rate.max_per_min", "Rate limit", 0.1, 100, step=0.1, unit="°C/min"),
+    _number("rules.zscore.z", "Z-score limit", 2, 10, step=0.1),
+    _number("rules.missing.after_s", "Missing after", 60, 604800, unit=UnitOfTime.SECONDS),
+    _number("rules.battery.min_pct", "Low battery limit", 1, 100, unit="%"),
+    _number("rules.movement.jump_m", "Movement jump", 0.5, 100, step=0.1, unit="m"),
+)
+SWITCHES: Final = (
+    _switch("threshold", "Threshold rule"),
+    _switch("rate", "Rate rule"),
+    _switch("zscore", "Z-score rule"),
+    _switch("missing", "Missing rule"),
+    _switch("battery", "Battery rule"),
+    _switch("movement", "Movement rule"),
+)
+
+
+class CommandRejected(HomeAssistantError):
+    """The node answered a `set` with errors."""
+
+
+class RemoteSettingEntity(NodeEntity):
+    """Base of the configuration entities on a node's device."""
+
+    _attr_entity_category = EntityCategory.CONFIG
+    settings: tuple[str, ...]
+
+    def __init__(self, hub: AssetTrackerHub, node_id: str, key: str) -> None:
+        super().__init__(hub, node_id, key)
+        self._attr_unique_id = f"{hub.root}:node:{node_id}:setting:{key}"
+
+    @property
+    def available(self) -> bool:
+        """Online, and only settings the node announced (an older edge may lack a key)."""
+        return self.node.online and all(s in self.node.settings for s in self.settings)
+
+    def reported(self, setting: str) -> Any:
+        return self.node.settings.get(setting)
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"settings_version": self.node.settings_version}
+        result = self.node.cmd_result
+        if result and not result.get("ok", True):
+            errors = result.get("errors") or {}
+            mine = {k: v for k, v in errors.items() if k in self.settings}
+            if mine:
+                attrs["last_error"] = "; ".join(f"{k}: {v}" for k, v in mine.items())
+        return attrs
+
+    async def async_apply(self, changes: dict[str, Any]) -> None:
+        """Sends one all-or-nothing `set` and waits for the node's answer to it."""
+        answer: asyncio.Future[dict[str, Any]] = self.hass.loop.create_future()
+        command_id: str | None = None
+
+        @callback
+        def node_updated() -> None:
+            result = self.node.cmd_result
+            if command_id and result and result.get("id") == command_id and not answer.done():
+                answer.set_result(result)
+
+        signal = SIGNAL_NODE_UPDATE.format(self.hub.entry_id, self.node_id)
+        unsubscribe = async_dispatcher_connect(self.hass, signal, node_updated)
+        try:
+            command_id = await self.hub.async_send_command(self.node_id, "set", changes)
+            node_updated()  # a result that arrived while the publish was awaited
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                result = await answer
+        except TimeoutError as err:
+            raise HomeAssistantError(
+                f"{self.node.name} did not answer within {COMMAND_TIMEOUT_S:.0f} s; "
+                "the setting is unchanged until it does"
+            ) from err
+        finally:
+            unsubscribe()
+        if not result.get("ok", False):
+            errors = result.get("errors") or {}
+            detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) or "rejected"
+            raise CommandRejected(f"{self.node.name} rejected the change: {detail}")
