@@ -1,0 +1,56 @@
+"""Constants of the Asset Tracker integration."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from homeassistant.const import Platform
+
+DOMAIN: Final = "asset_tracker"
+DEFAULT_ROOT: Final = "asset_tracker"
+
+CONF_ROOT_TOPIC: Final = "root_topic"
+CONF_OFFLINE_AFTER: Final = "offline_after_s"
+CONF_HYSTERESIS: Final = "area_hysteresis_db"
+CONF_FUSION_WINDOW: Final = "fusion_window_s"
+CONF_ALERT_SEVERITIES: Final = "alert_severities"
+CONF_RETENTION_DAYS: Final = "retention_days"
+CONF_MAX_OFFSET: Final = "max_clock_offset_s"
+
+DEFAULT_OPTIONS: Final = {
+    CONF_OFFLINE_AFTER: 300,
+    CONF_HYSTERESIS: 6.0,
+    CONF_FUSION_WINDOW: 60,
+    CONF_ALERT_SEVERITIES: ["warning", "critical"],
+    CONF_RETENTION_DAYS: 30,
+    CONF_MAX_OFFSET: 60,
+}
+SEVERITIES: Final = ("info", "warning", "critical")
+
+PLATFORMS: Final = [
+    Platform.BINARY_SENSOR,
+    Platform.DEVICE_TRACKER,
+    Platform.EVENT,
+    Platform.NUMBER,
+    Platform.SELECT,
+    Platform.SENSOR,
+    Platform.SWITCH,
+]
+
+EVENT_ANOMALY: Final = f"{DOMAIN}_anomaly"
+EVENT_NODE_ALERT: Final = f"{DOMAIN}_node_alert"
+EVENT_AREA_CHANGED: Final = f"{DOMAIN}_area_changed"
+EVENT_HISTORY: Final = f"{DOMAIN}_late_event"
+
+SIGNAL_NEW_ASSET: Final = f"{DOMAIN}_new_asset_{{}}"
+SIGNAL_NEW_NODE: Final = f"{DOMAIN}_new_node_{{}}"
+SIGNAL_ASSET_UPDATE: Final = f"{DOMAIN}_asset_{{}}_{{}}"
+SIGNAL_NODE_UPDATE: Final = f"{DOMAIN}_node_{{}}_{{}}"
+SIGNAL_ANOMALY: Final = f"{DOMAIN}_anomaly_{{}}_{{}}"
+SIGNAL_NEW_READING: Final = f"{DOMAIN}_new_reading_{{}}"
+
+ANOMALY_RULES: Final = ["threshold", "rate", "zscore", "missing", "battery", "movement", "other"]
+STORAGE_VERSION: Final = 1
+ACK_INTERVAL_S: Final = 0.25
+MASS_VANISH_COUNT: Final = 3
+MASS_VANISH_WINDOW_MS: Final = 30_000

@@ -1,0 +1,52 @@
+"""Device trackers: home while any node sees the asset, with the area it is in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.device_tracker.const import SourceType
+from homeassistant.components.device_tracker.entity import BaseScannerEntity
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .entity import AssetEntity, async_track_devices
+from .hub import AssetTrackerHub
+from .models import AssetTrackerConfigEntry
+
+PARALLEL_UPDATES = 0
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: AssetTrackerConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Set up one tracker per asset."""
+    hub = entry.runtime_data.hub
+    for unsubscribe in async_track_devices(
+        hub, async_add_entities, asset_entities=lambda a: [AssetTracker(hub, a)]
+    ):
+        entry.async_on_unload(unsubscribe)
+
+
+class AssetTracker(AssetEntity, BaseScannerEntity):
+    """Presence as home / not_home; the fused area and nearest node as attributes."""
+
+    _attr_name = None
+    _attr_source_type = SourceType.BLUETOOTH_LE
+
+    def __init__(self, hub: AssetTrackerHub, asset_id: str) -> None:
+        super().__init__(hub, asset_id, "tracker")
+
+    @property
+    def is_connected(self) -> bool:
+        return self.asset.presence == "present"
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        asset = self.asset
+        return {
+            "area": self.hub.area_of(asset.node),
+            "node": asset.node,
+            "distance_m": asset.distance_m,
+        }

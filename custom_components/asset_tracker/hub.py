@@ -1,0 +1,561 @@
+"""The fleet hub: MQTT in, validated, deduplicated and ordered state out, acknowledgements back.
+
+An event is acknowledged to its edge node only after the dedupe state that records it has been
+saved, so a Home Assistant crash can neither lose an event (the edge still holds it) nor apply it
+twice (the saved state remembers it).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from homeassistant.components import mqtt
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers import area_registry as ar
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.event import async_call_later, async_track_time_interval
+from homeassistant.helpers.storage import Store
+from homeassistant.util import dt as dt_util
+
+from . import protocol
+from .alerts import VanishCorrelator
+from .clock import HybridClock, wall_ms
+from .const import (
+    ACK_INTERVAL_S,
+    CONF_ALERT_SEVERITIES,
+    CONF_FUSION_WINDOW,
+    CONF_HYSTERESIS,
+    CONF_MAX_OFFSET,
+    CONF_OFFLINE_AFTER,
+    DEFAULT_OPTIONS,
+    DOMAIN,
+    EVENT_ANOMALY,
+    EVENT_AREA_CHANGED,
+    EVENT_HISTORY,
+    EVENT_NODE_ALERT,
+    SIGNAL_ANOMALY,
+    SIGNAL_ASSET_UPDATE,
+    SIGNAL_NEW_ASSET,
+    SIGNAL_NEW_NODE,
+    SIGNAL_NEW_READING,
+    SIGNAL_NODE_UPDATE,
+    STORAGE_VERSION,
+)
+from .dedupe import DedupeState
+from .fusion import Sighting, choose_node, fused_presence
+from .models import Anomaly, AssetState, NodeState, Order
+
+_LOGGER = logging.getLogger(__name__)
+HOUSEKEEPING_INTERVAL = timedelta(seconds=30)
+
+
+class AssetTrackerHub:
+    """Owns one fleet's subscription, state, dedupe store and acknowledgements."""
+
+    def __init__(
+        self, hass: HomeAssistant, entry_id: str, root: str, options: dict[str, Any]
+    ) -> None:
+        self.hass = hass
+        self.entry_id = entry_id
+        self.root = root
+        self.options = {**DEFAULT_OPTIONS, **options}
+        self.nodes: dict[str, NodeState] = {}
+        self.assets: dict[str, AssetState] = {}
+        self.dedupe = DedupeState()
+        self.clock = HybridClock(int(self.options[CONF_MAX_OFFSET]) * 1000)
+        self.rejected: dict[str, int] = {}
+        self.invalid_events = 0
+        self.applied = 0
+        self.late = 0
+        self.vanish = VanishCorrelator()
+        self._store: Store[dict[str, Any]] = Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}")
+        self._logged: set[tuple[str | None, str]] = set()
+        self._dirty_acks: set[tuple[str, int]] = set()
+        self._flush_cancel: CALLBACK_TYPE | None = None
+        self._unsubscribers: list[Callable[[], None]] = []
+        self._next_version: dict[str, int] = {}
+
+    # lifecycle
+
+    async def async_start(self) -> None:
+        await self._async_restore()
+        self._unsubscribers.append(
+            await mqtt.async_subscribe(
+                self.hass, protocol.subscription(self.root), self._on_message, qos=1, encoding=None
+            )
+        )
+        self._unsubscribers.append(
+            async_track_time_interval(self.hass, self._housekeeping, HOUSEKEEPING_INTERVAL)
+        )
+        await self._publish_host("online")
+
+    async def async_stop(self) -> None:
+        for unsubscribe in self._unsubscribers:
+            unsubscribe()
+        self._unsubscribers.clear()
+        await self.async_flush()
+        await self._publish_host("offline")
+
+    async def _async_restore(self) -> None:
+        data = await self._store.async_load() or {}
+        self.dedupe = DedupeState.from_dict(data.get("dedupe", {}))
+        wall, counter = data.get("hlc", [0, 0])
+        self.clock = HybridClock(int(self.options[CONF_MAX_OFFSET]) * 1000, (wall, counter))
+        for node_id, raw in data.get("nodes", {}).items():
+            self.nodes[node_id] = NodeState(
+                node_id=node_id,
+                name=raw.get("name", node_id),
+                suggested_area=raw.get("area"),
+                sw=raw.get("sw", ""),
+                boot=raw.get("boot", -1),
+                settings=raw.get("settings", {}),
+                settings_version=raw.get("settings_version", 0),
+                last_seen_ms=raw.get("last_seen_ms"),
+            )
+        for asset_id, raw in data.get("assets", {}).items():
+            self.assets[asset_id] = AssetState.restore(asset_id, raw)
+
+    def _persistable(self) -> dict[str, Any]:
+        return {
+            "dedupe": self.dedupe.as_dict(),
+            "hlc": list(self.clock.value),
+            "nodes": {
+                n.node_id: {
+                    "name": n.name,
+                    "area": n.suggested_area,
+                    "sw": n.sw,
+                    "boot": n.boot,
+                    "settings": n.settings,
+                    "settings_version": n.settings_version,
+                    "last_seen_ms": n.last_seen_ms,
+                }
+                for n in self.nodes.values()
+            },
+            "assets": {a.asset_id: a.persistable() for a in self.assets.values()},
+        }
+
+    async def async_flush(self) -> None:
+        """Save the dedupe state, then acknowledge what it covers."""
+        if self._flush_cancel is not None:
+            self._flush_cancel()
+            self._flush_cancel = None
+        dirty, self._dirty_acks = self._dirty_acks, set()
+        await self._store.async_save(self._persistable())
+        for node, epoch in dirty:
+            await self._publish_ack(node, epoch)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_cancel is None:
+            self._flush_cancel = async_call_later(self.hass, ACK_INTERVAL_S, self._flush_job)
+
+    @callback
+    def _flush_job(self, _now: datetime) -> None:
+        self._flush_cancel = None
+        self.hass.async_create_task(self.async_flush(), eager_start=True)
+
+    # outbound
+
+    async def _publish(self, kind: str, node: str | None, message: dict[str, Any]) -> None:
+        topic = protocol.topic_for(self.root, node, kind)
+        payload = protocol.encode(kind, message)
+        retain = kind in ("ack", "host/status")
+        await mqtt.async_publish(self.hass, topic, payload, qos=1, retain=retain)
+
+    async def _publish_ack(self, node: str, epoch: int) -> None:
+        seq = self.dedupe.watermark(node, epoch)
+        message = {"v": 1, "node": node, "epoch": epoch, "seq": seq, "hlc": list(self.clock.tick())}
+        await self._publish("ack", node, message)
+
+    async def _publish_host(self, state: str) -> None:
+        message = {"v": 1, "state": state, "protocols": [1], "hlc": list(self.clock.tick())}
+        await self._publish("host/status", None, message)
+
+    async def async_send_command(
+        self, node_id: str, op: str, set_: dict[str, Any] | None = None
+    ) -> str:
+        """Send a command to a node; `set` commands carry the next settings version."""
+        node = self.nodes[node_id]
+        command_id = secrets.token_hex(4)
+        message: dict[str, Any] = {
+            "v": 1,
+            "node": node_id,
+            "id": command_id,
+            "op": op,
+            "hlc": list(self.clock.tick()),
+        }
+        if op == "set":
+            version = max(self._next_version.get(node_id, 0), node.settings_version) + 1
+            self._next_version[node_id] = version
+            message |= {"set": set_ or {}, "version": version}
+        await self._publish("cmd", node_id, message)
+        return command_id
+
+    # inbound
+
+    @callback
+    def _on_message(self, msg: mqtt.ReceiveMessage) -> None:
+        try:
+            payload = msg.payload
+            decoded = protocol.decode(
+                self.root, msg.topic, payload if isinstance(payload, str) else bytes(payload)
+            )
+        except protocol.UnknownTopic:
+            return
+        except protocol.ProtocolError as err:
+            self._reject(_node_of(self.root, msg.topic), err.reason, err.detail)
+            return
+        handler = self._handlers.get(decoded.kind)
+        if handler is not None and decoded.node is not None:
+            handler(self, decoded.node, decoded)
+
+    def _reject(self, node: str | None, reason: str, detail: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if (node, reason) not in self._logged:
+            self._logged.add((node, reason))
+            _LOGGER.warning("Rejected a message from node %s: %s (%s)", node, reason, detail)
+
+    def _merge_clock(self, node: NodeState, hlc: list[int] | None) -> None:
+        if hlc is None:
+            return
+        issue_id = f"clock_skew_{self.entry_id}_{node.node_id}"
+        if self.clock.merge((hlc[0], hlc[1])):
+            if node.clock_rejected:
+                node.clock_rejected = 0
+                ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            return
+        node.clock_rejected += 1
+        if node.clock_rejected == 1:
+            _LOGGER.warning("Node %s clock is too far ahead; not merged", node.node_id)
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key="clock_skew",
+                translation_placeholders={"node": node.name},
+            )
+
+    def node(self, node_id: str) -> NodeState:
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = NodeState(node_id=node_id, name=node_id)
+            async_dispatcher_send(self.hass, SIGNAL_NEW_NODE.format(self.entry_id), node_id)
+        node.last_seen_ms = wall_ms()
+        return node
+
+    def asset(self, asset_id: str) -> AssetState:
+        asset = self.assets.get(asset_id)
+        if asset is None:
+            asset = self.assets[asset_id] = AssetState(asset_id=asset_id, name=asset_id)
+            async_dispatcher_send(self.hass, SIGNAL_NEW_ASSET.format(self.entry_id), asset_id)
+        return asset
+
+    def _on_status(self, node_id: str, decoded: protocol.Decoded) -> None:
+        msg = decoded.message
+        node = self.node(node_id)
+        if msg["state"] == "offline" and msg["boot"] < node.boot:
+            return  # a stale last will of an earlier session
+        node.boot = max(node.boot, msg["boot"])
+        node.online = msg["state"] == "online"
+        node.last_status_ms = wall_ms()
+        if node.online:
+            node.sw = msg.get("sw") or node.sw
+            node.epoch = msg.get("epoch") or node.epoch
+            ir.async_delete_issue(self.hass, DOMAIN, f"node_offline_{self.entry_id}_{node_id}")
+        self._merge_clock(node, msg.get("hlc"))
+        self._node_changed(node)
+
+    def _on_config(self, node_id: str, decoded: protocol.Decoded) -> None:
+        msg = decoded.message
+        node = self.node(node_id)
+        node.name = msg.get("name") or node_id
+        node.suggested_area = msg.get("area")
+        node.sw = msg.get("sw") or node.sw
+        node.settings = dict(msg.get("settings", {}))
+        node.settings_version = msg.get("settings_version", 0)
+        for item in msg.get("assets", []):
+            asset = self.asset(item["id"])
+            asset.name = item.get("name") or item["id"]
+            asset.type = item.get("type", "tag")
+            asset.model = item.get("model")
+            self._asset_changed(asset)
+        self._node_changed(node)
+        self._schedule_flush()
+
+    def _on_cmd_result(self, node_id: str, decoded: protocol.Decoded) -> None:
+        msg = decoded.message
+        node = self.node(node_id)
+        node.cmd_result = msg
+        node.settings = dict(msg.get("settings") or node.settings)
+        node.settings_version = msg.get("settings_version", node.settings_version)
+        self._merge_clock(node, msg.get("hlc"))
+        self._node_changed(node)
+
+    def _on_health(self, node_id: str, decoded: protocol.Decoded) -> None:
+        node = self.node(node_id)
+        node.health = decoded.message
+        node.clock_offset_ms = decoded.message.get("clock", {}).get("offset_ms")
+        self._check_dropping(node)
+        self._node_changed(node)
+
+    def _on_snapshot(self, node_id: str, decoded: protocol.Decoded) -> None:
+        node = self.node(node_id)
+        self._merge_clock(node, decoded.message.get("hlc"))
+        for item in decoded.message.get("assets", []):
+            hlc = item["hlc"]
+            order: Order = (hlc[0], hlc[1], node_id)
+            data = {k: item.get(k) for k in ("rssi", "distance_m", "battery", "readings")}
+            present = {"present": True, "away": False}.get(item["state"])
+            self._observe(self.asset(item["asset"]), node_id, order, data, present)
+
+    def _on_events(self, node_id: str, decoded: protocol.Decoded) -> None:
+        msg = decoded.message
+        node = self.node(node_id)
+        epoch = msg["epoch"]
+        node.epoch = epoch
+        window = self.dedupe.window(node_id, epoch)
+        window.raise_floor(msg["floor"])
+        now = wall_ms()
+        for invalid in decoded.invalid_events:
+            self.invalid_events += 1
+            self._reject(node_id, f"event_{invalid.reason}", invalid.detail)
+            if invalid.seq is not None:
+                self.dedupe.claim(node_id, epoch, invalid.seq)
+        sent = msg.get("sent")
+        for event in msg["events"]:
+            self._merge_clock(node, event["hlc"])
+            if not self.dedupe.claim(node_id, epoch, event["seq"]):
+                continue
+            self.applied += 1
+            node.events.add(now)
+            self._record_latency(node, event, sent, now)
+            self._apply_event(node, event, replay=msg.get("replay", False))
+        self._merge_clock(node, sent)
+        self._dirty_acks.add((node_id, epoch))
+        self._schedule_flush()
+        self._node_changed(node)
+
+    def _record_latency(
+        self, node: NodeState, event: dict[str, Any], sent: list[int] | None, now: int
+    ) -> None:
+        stamped = event["hlc"][0]
+        observed = event.get("obs_ms") or stamped
+        parts = {"edge": max(0, stamped - observed)}
+        if sent is not None:
+            parts |= {"outbox": max(0, sent[0] - stamped), "transport": max(0, now - sent[0])}
+        node.latency.add(max(0, now - observed), parts)
+
+    def _apply_event(self, node: NodeState, event: dict[str, Any], replay: bool) -> None:
+        kind, data = event["kind"], event["data"]
+        order: Order = (event["hlc"][0], event["hlc"][1], node.node_id)
+        if kind == "node_alert":
+            self._node_alert(node, data.get("reason", "alert"), data.get("count", 0), data)
+            return
+        asset = self.asset(event["asset"])
+        if kind == "presence":
+            present = data["state"] == "present"
+            self._observe(asset, node.node_id, order, data, present)
+            if not present:
+                self._maybe_mass_vanish(node, asset, order)
+        elif kind == "telemetry":
+            self._observe(asset, node.node_id, order, data, None)
+        elif kind == "anomaly":
+            self._anomaly(asset, node, order, data, late=replay or order <= asset.order)
+
+    def _observe(
+        self,
+        asset: AssetState,
+        node_id: str,
+        order: Order,
+        data: dict[str, Any],
+        present: bool | None,
+    ) -> None:
+        """A node's observation: its sighting if newer for that node; asset state if newest."""
+        sighting = asset.sightings.get(node_id)
+        if sighting is None or order[:2] > sighting.order:
+            asset.sightings[node_id] = Sighting(
+                rssi=data.get("rssi", sighting.rssi if sighting else None),
+                distance_m=data.get("distance_m"),
+                wall_ms=order[0],
+                present=present
+                if present is not None
+                else (sighting.present if sighting else None),
+                order=order[:2],
+            )
+        if order <= asset.order:
+            self.late += 1
+            self.hass.bus.async_fire(
+                EVENT_HISTORY,
+                {"asset": asset.asset_id, "node": node_id, "hlc": list(order[:2]), "data": data},
+                time_fired=order[0] / 1000,
+            )
+        else:
+            asset.order = order
+            asset.last_seen_ms = order[0]
+            for key in ("rssi", "distance_m", "battery"):
+                if data.get(key) is not None:
+                    setattr(asset, key, data[key])
+            for metric, value in (data.get("readings") or {}).items():
+                if metric not in asset.readings:
+                    signal = SIGNAL_NEW_READING.format(self.entry_id)
+                    asset.readings[metric] = value
+                    async_dispatcher_send(self.hass, signal, asset.asset_id, metric)
+                asset.readings[metric] = value
+        asset.presence = fused_presence(asset.sightings)
+        self._fuse(asset)
+        self._asset_changed(asset)
+
+    def _fuse(self, asset: AssetState) -> None:
+        window_ms = int(self.options[CONF_FUSION_WINDOW]) * 1000
+        now = max(wall_ms(), asset.last_seen_ms or 0)
+        present = {n: s for n, s in asset.sightings.items() if s.present is not False}
+        chosen = choose_node(
+            present, asset.node, now, window_ms, float(self.options[CONF_HYSTERESIS])
+        )
+        if asset.presence == "away":
+            chosen = None
+        if chosen == asset.node:
+            return
+        previous, asset.node = asset.node, chosen
+        area = self.area_of(chosen)
+        asset.visits.enter(area, now, dt_util.now().date())
+        self.hass.bus.async_fire(
+            EVENT_AREA_CHANGED,
+            {"asset": asset.asset_id, "from_node": previous, "to_node": chosen, "area": area},
+        )
+
+    def area_of(self, node_id: str | None) -> str | None:
+        """The Home Assistant area of a node's device, else the node's suggested area."""
+        if node_id is None:
+            return None
+        node = self.nodes.get(node_id)
+        device = dr.async_get(self.hass).async_get_device({node_device_identifier(self, node_id)})
+        if device is not None and device.area_id:
+            area = ar.async_get(self.hass).async_get_area(device.area_id)
+            if area is not None:
+                return area.name
+        return (node.suggested_area if node else None) or node_id
+
+    def _anomaly(
+        self, asset: AssetState, node: NodeState, order: Order, data: dict[str, Any], late: bool
+    ) -> None:
+        anomaly = Anomaly(
+            rule=data["rule"],
+            severity=data["severity"],
+            message=data["message"],
+            node=node.node_id,
+            hlc=order[:2],
+            metric=data.get("metric"),
+            value=data.get("value"),
+        )
+        node.anomalies.add(wall_ms())
+        alert = data["severity"] in self.options[CONF_ALERT_SEVERITIES] and not late
+        suppressed = data["rule"] == "missing" and self.vanish.suppressing(node.node_id, order[0])
+        self.hass.bus.async_fire(
+            EVENT_ANOMALY,
+            {"asset": asset.asset_id, "asset_name": asset.name, **anomaly.as_dict(), "late": late}
+            | {"alert": alert and not suppressed},
+            time_fired=order[0] / 1000 if late else None,
+        )
+        if late:
+            return
+        asset.last_anomaly = anomaly
+        if alert and not suppressed:
+            asset.anomaly = anomaly
+        async_dispatcher_send(
+            self.hass, SIGNAL_ANOMALY.format(self.entry_id, asset.asset_id), anomaly
+        )
+        self._asset_changed(asset)
+
+    def _maybe_mass_vanish(self, node: NodeState, asset: AssetState, order: Order) -> None:
+        count = self.vanish.record(node.node_id, asset.asset_id, order[0])
+        if count is not None:
+            self._node_alert(node, "mass_vanish", count, {})
+
+    def _node_alert(self, node: NodeState, reason: str, count: int, data: dict[str, Any]) -> None:
+        self.hass.bus.async_fire(
+            EVENT_NODE_ALERT,
+            {"node": node.node_id, "node_name": node.name, "reason": reason, "count": count}
+            | {"message": data.get("message", f"{count} assets vanished from {node.name}")},
+        )
+
+    def acknowledge(self, asset_id: str) -> bool:
+        asset = self.assets.get(asset_id)
+        if asset is None or asset.anomaly is None:
+            return False
+        asset.anomaly = None
+        self._asset_changed(asset)
+        self._schedule_flush()
+        return True
+
+    # health and repairs
+
+    def _check_dropping(self, node: NodeState) -> None:
+        dropped = node.dropped_total()
+        if dropped > node.dropped_seen:
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                f"outbox_dropping_{self.entry_id}_{node.node_id}",
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key="outbox_dropping",
+                translation_placeholders={"node": node.name, "count": str(dropped)},
+            )
+        node.dropped_seen = dropped
+
+    @callback
+    def _housekeeping(self, _now: datetime | None = None) -> None:
+        limit = int(self.options[CONF_OFFLINE_AFTER]) * 1000
+        now = wall_ms()
+        for node in self.nodes.values():
+            seen = node.last_seen_ms or 0
+            if not node.online and now - seen > limit:
+                ir.async_create_issue(
+                    self.hass,
+                    DOMAIN,
+                    f"node_offline_{self.entry_id}_{node.node_id}",
+                    is_fixable=False,
+                    severity=ir.IssueSeverity.WARNING,
+                    translation_key="node_offline",
+                    translation_placeholders={"node": node.name},
+                )
+            self._node_changed(node)
+        for asset in self.assets.values():
+            self._fuse(asset)
+            self._asset_changed(asset)
+
+    def _asset_changed(self, asset: AssetState) -> None:
+        async_dispatcher_send(self.hass, SIGNAL_ASSET_UPDATE.format(self.entry_id, asset.asset_id))
+
+    def _node_changed(self, node: NodeState) -> None:
+        async_dispatcher_send(self.hass, SIGNAL_NODE_UPDATE.format(self.entry_id, node.node_id))
+
+    _handlers: ClassVar[dict[str, Callable[[AssetTrackerHub, str, protocol.Decoded], None]]] = {
+        "status": _on_status,
+        "config": _on_config,
+        "events": _on_events,
+        "snapshot": _on_snapshot,
+        "health": _on_health,
+        "cmd/result": _on_cmd_result,
+    }
+
+
+def node_device_identifier(hub: AssetTrackerHub, node_id: str) -> tuple[str, str]:
+    return (DOMAIN, f"{hub.root}:node:{node_id}")
+
+
+def asset_device_identifier(hub: AssetTrackerHub, asset_id: str) -> tuple[str, str]:
+    return (DOMAIN, f"{hub.root}:asset:{asset_id}")
+
+
+def _node_of(root: str, topic: str) -> str | None:
+    rest = topic.removeprefix(f"{root}/")
+    return rest.split("/", 1)[0] if rest != topic else None

@@ -1,0 +1,155 @@
+"""Runtime state of one fleet (a config entry): its edge nodes and its assets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .analytics import LatencyWindow, RateWindow, Visits
+from .fusion import Sighting
+
+if TYPE_CHECKING:
+    from homeassistant.config_entries import ConfigEntry
+
+    from .hub import AssetTrackerHub
+
+Hlc = tuple[int, int]
+Order = tuple[int, int, str]  # (wall_ms, counter, node): the total order of the protocol
+
+
+@dataclass(slots=True)
+class Anomaly:
+    """An anomaly as the edge reported it."""
+
+    rule: str
+    severity: str
+    message: str
+    node: str
+    hlc: Hlc
+    metric: str | None = None
+    value: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "message": self.message,
+            "node": self.node,
+            "hlc": list(self.hlc),
+            "metric": self.metric,
+            "value": self.value,
+        }
+
+
+@dataclass(slots=True)
+class NodeState:
+    """What the integration knows about one edge node."""
+
+    node_id: str
+    name: str
+    suggested_area: str | None = None
+    sw: str = ""
+    online: bool = False
+    boot: int = -1
+    epoch: int | None = None
+    last_status_ms: int | None = None
+    last_seen_ms: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    settings_version: int = 0
+    cmd_result: dict[str, Any] | None = None
+    health: dict[str, Any] = field(default_factory=dict)
+    clock_offset_ms: int | None = None
+    clock_rejected: int = 0
+    dropped_seen: int = 0
+    events: RateWindow = field(default_factory=lambda: RateWindow(300_000))
+    anomalies: RateWindow = field(default_factory=lambda: RateWindow(3_600_000))
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
+
+    @property
+    def outbox(self) -> dict[str, Any]:
+        outbox: dict[str, Any] = self.health.get("outbox", {})
+        return outbox
+
+    def dropped_total(self) -> int:
+        dropped = self.outbox.get("dropped", {})
+        return int(sum(dropped.values())) if isinstance(dropped, dict) else 0
+
+
+@dataclass(slots=True)
+class AssetState:
+    """One asset's live state; `order` is the (HLC, node) of the observation it reflects."""
+
+    asset_id: str
+    name: str
+    type: str = "tag"
+    model: str | None = None
+    presence: str = "unknown"
+    order: Order = (0, 0, "")
+    node: str | None = None
+    rssi: float | None = None
+    distance_m: float | None = None
+    battery: float | None = None
+    readings: dict[str, float] = field(default_factory=dict)
+    last_seen_ms: int | None = None
+    sightings: dict[str, Sighting] = field(default_factory=dict)
+    anomaly: Anomaly | None = None
+    last_anomaly: Anomaly | None = None
+    visits: Visits = field(default_factory=Visits)
+
+    def persistable(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "model": self.model,
+            "presence": self.presence,
+            "order": list(self.order),
+            "node": self.node,
+            "rssi": self.rssi,
+            "distance_m": self.distance_m,
+            "battery": self.battery,
+            "readings": self.readings,
+            "last_seen_ms": self.last_seen_ms,
+            "anomaly": self.anomaly.as_dict() if self.anomaly else None,
+        }
+
+    @classmethod
+    def restore(cls, asset_id: str, raw: dict[str, Any]) -> AssetState:
+        wall, counter, node = raw.get("order", [0, 0, ""])
+        anomaly = raw.get("anomaly")
+        return cls(
+            asset_id=asset_id,
+            name=raw.get("name", asset_id),
+            type=raw.get("type", "tag"),
+            model=raw.get("model"),
+            presence=raw.get("presence", "unknown"),
+            order=(int(wall), int(counter), str(node)),
+            node=raw.get("node"),
+            rssi=raw.get("rssi"),
+            distance_m=raw.get("distance_m"),
+            battery=raw.get("battery"),
+            readings=dict(raw.get("readings") or {}),
+            last_seen_ms=raw.get("last_seen_ms"),
+            anomaly=_restore_anomaly(anomaly) if anomaly else None,
+        )
+
+
+def _restore_anomaly(raw: dict[str, Any]) -> Anomaly:
+    return Anomaly(
+        rule=raw["rule"],
+        severity=raw["severity"],
+        message=raw["message"],
+        node=raw["node"],
+        hlc=(int(raw["hlc"][0]), int(raw["hlc"][1])),
+        metric=raw.get("metric"),
+        value=raw.get("value"),
+    )
+
+
+@dataclass(slots=True)
+class AssetTrackerData:
+    """`ConfigEntry.runtime_data` of this integration."""
+
+    hub: AssetTrackerHub
+
+
+type AssetTrackerConfigEntry = ConfigEntry[AssetTrackerData]

@@ -1,0 +1,86 @@
+"""Actions: acknowledge an asset's alert, push runtime settings to an edge node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import probatio as vol
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant, ServiceCall, SupportsResponse, callback
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import device_registry as dr
+
+from . import protocol
+from .const import DOMAIN
+from .hub import AssetTrackerHub
+
+SERVICE_ACKNOWLEDGE = "acknowledge"
+SERVICE_CONFIGURE_NODE = "configure_node"
+ATTR_DEVICE_ID = "device_id"
+ATTR_SETTINGS = "settings"
+
+ACKNOWLEDGE_SCHEMA = vol.Schema({vol.Required(ATTR_DEVICE_ID): cv.string})
+CONFIGURE_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_DEVICE_ID): cv.string,
+        vol.Required(ATTR_SETTINGS): vol.All(dict, vol.Length(min=1, max=64)),
+    }
+)
+
+
+def _resolve(hass: HomeAssistant, device_id: str, kind: str) -> tuple[AssetTrackerHub, str]:
+    """The hub and the asset or node id behind a device of this integration."""
+    device = dr.async_get(hass).async_get(device_id)
+    for entry_id in device.config_entries if device else ():
+        entry = hass.config_entries.async_get_entry(entry_id)
+        if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
+            continue
+        for domain, ident in device.identifiers if device else ():
+            _root, ident_kind, key = ident.split(":", 2) if domain == DOMAIN else ("", "", "")
+            if ident_kind == kind:
+                return entry.runtime_data.hub, key
+    raise ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key=f"not_an_{kind}",
+        translation_placeholders={"device_id": device_id},
+    )
+
+
+async def _acknowledge(call: ServiceCall) -> None:
+    hub, asset_id = _resolve(call.hass, call.data[ATTR_DEVICE_ID], "asset")
+    if not hub.acknowledge(asset_id):
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="no_active_alert",
+            translation_placeholders={"asset": hub.assets[asset_id].name},
+        )
+
+
+async def _configure_node(call: ServiceCall) -> dict[str, Any]:
+    hub, node_id = _resolve(call.hass, call.data[ATTR_DEVICE_ID], "node")
+    settings: dict[str, Any] = call.data[ATTR_SETTINGS]
+    probe = {"v": 1, "node": node_id, "id": "probe", "op": "set", "set": settings, "version": 1}
+    try:
+        protocol.encode("cmd", probe)
+    except protocol.ProtocolError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_settings",
+            translation_placeholders={"detail": err.detail},
+        ) from err
+    command_id = await hub.async_send_command(node_id, "set", settings)
+    return {"command_id": command_id}
+
+
+@callback
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the actions (once, in async_setup)."""
+    hass.services.async_register(DOMAIN, SERVICE_ACKNOWLEDGE, _acknowledge, ACKNOWLEDGE_SCHEMA)
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_CONFIGURE_NODE,
+        _configure_node,
+        CONFIGURE_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )

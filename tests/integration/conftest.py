@@ -1,0 +1,66 @@
+"""Fixtures for the integration's tests in a real Home Assistant test instance."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from homeassistant.core import HomeAssistant
+from mqtt_edge import ROOT
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.asset_tracker.const import CONF_ROOT_TOPIC, DOMAIN
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Every test here loads the integration from custom_components/."""
+
+
+@pytest.fixture
+def config_entry() -> MockConfigEntry:
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title=f"Asset Tracker ({ROOT})",
+        data={CONF_ROOT_TOPIC: ROOT},
+        unique_id=ROOT,
+        options={"alert_severities": ["warning", "critical"]},
+    )
+
+
+@pytest.fixture
+async def setup_entry(
+    hass: HomeAssistant, mqtt_mock: Any, config_entry: MockConfigEntry
+) -> MockConfigEntry:
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    return config_entry
+
+
+@pytest.fixture
+async def mqtt_mock(
+    hass: HomeAssistant, mock_hass_config: None, mqtt_client_mock: Any, mqtt_mock_entry: Any
+) -> AsyncIterator[Any]:
+    """The plugin's MQTT mock, torn down so that no timer outlives the test."""
+    yield await mqtt_mock_entry()
+    await unload_all(hass)
+
+
+async def unload_all(hass: HomeAssistant) -> None:
+    """Unload this integration, then MQTT.
+
+    The mocked paho client never reports its socket closed, so the MQTT client's once-a-second
+    housekeeping timer is cancelled here, as a real socket close would.
+    """
+    for entry in hass.config_entries.async_entries(DOMAIN):
+        await hass.config_entries.async_unload(entry.entry_id)
+    mqtt_data = hass.data.get("mqtt")
+    client = getattr(mqtt_data, "client", None)
+    if client is not None and client._misc_timer is not None:
+        client._misc_timer.cancel()
+        client._misc_timer = None
+    for entry in hass.config_entries.async_entries("mqtt"):
+        await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
