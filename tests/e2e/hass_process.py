@@ -73,6 +73,7 @@ def write_config(
             "country": "NL",
             "internal_url": f"http://127.0.0.1:{port}",
         },
+        # read once: Home Assistant moves it into its own store (see `confirm_http_config`)
         "http": {"server_host": "127.0.0.1", "server_port": port},
         "frontend": {},
         "config": {},
@@ -435,6 +436,58 @@ async def websocket(client: HassClient) -> AsyncIterator[HassWebSocket]:
         yield conn
     finally:
         await conn.close()
+
+
+async def confirm_http_config(client: HassClient, config_dir: Path) -> None:
+    """Home Assistant takes the `http:` YAML over as a trial it reverts after five minutes unless
+    confirmed: confirm it, and drop the YAML that is from now on ignored (and reported)."""
+    async with websocket(client) as ws:
+        with contextlib.suppress(HassApiError):  # nothing pending: already confirmed
+            await ws.call("http/config/promote")
+    path = config_dir / "configuration.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("http:"):
+            skipping = True
+            continue
+        if skipping and line.startswith((" ", "#")):
+            continue
+        skipping = False
+        out.append(line)
+    path.write_text("".join(out))
+
+
+async def first_start(
+    hass_proc: HassProcess, login: tuple[str, str, str], mqtt: tuple[str, int]
+) -> tuple[HassClient, Tokens]:
+    """After the first start of a fresh configuration: owner user, HTTP settings confirmed, MQTT
+    set up. Returns a logged-in client and the owner's tokens."""
+    client = HassClient(hass_proc.url)
+    name, username, password = login
+    if await client.onboarded():
+        tokens = await client.login(username, password)
+    else:
+        tokens = await client.onboard(name, username, password)
+    await confirm_http_config(client, hass_proc.config_dir)
+    await client.setup_mqtt(*mqtt)
+    return client, tokens
+
+
+async def ensure_integration(client: HassClient, root: str = "asset_tracker") -> dict[str, Any]:
+    """The Asset Tracker config entry for `root`: the existing one, the discovered one confirmed
+    (a node that announced itself first), or one added by hand."""
+    if entries := await client.config_entries("asset_tracker"):
+        return entries[0]
+    for flow in await client.flows_in_progress("asset_tracker"):
+        result = await client.post(f"/api/config/config_entries/flow/{flow['flow_id']}", {})
+        if result.get("type") == "create_entry":
+            return dict(result["result"])
+    result = await client.run_flow("asset_tracker", [{"root_topic": root}])
+    if result.get("type") != "create_entry":
+        raise HassApiError(f"asset_tracker flow: {result}")
+    return dict(result["result"])
 
 
 async def long_lived_token(client: HassClient, name: str = CLIENT_NAME) -> str:

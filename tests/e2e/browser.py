@@ -1,0 +1,216 @@
+"""Headless Chromium (Debian's `chromium`) driven over the DevTools protocol with aiohttp.
+
+Logs into Home Assistant the way the frontend remembers a login (the `hassTokens` key in
+localStorage), opens a page, reads what rendered through the shadow DOMs and takes a screenshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .hass_process import Tokens, free_port
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
+)
+
+# Collects elements of the given tag names through every open shadow root, with their text.
+DEEP_QUERY = """
+((tags) => {
+  const found = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (tags.includes(el.localName)) {
+        const text = (el.shadowRoot ? el.shadowRoot.textContent : el.textContent) || '';
+        found.push({tag: el.localName, text: text.replace(/\\s+/g, ' ').trim()});
+      }
+      if (el.shadowRoot) walk(el.shadowRoot);
+    }
+  };
+  walk(document);
+  return found;
+})(%s)
+"""
+
+
+def chromium_binary() -> str:
+    for name in ("/usr/bin/chromium", "chromium", "chromium-browser"):
+        if found := shutil.which(name):
+            return found
+    raise RuntimeError("chromium is not installed: run `make setup`")
+
+
+class Page:
+    """One page target over its DevTools WebSocket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.console: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            data = json.loads(msg.data)
+            self._note(data)
+            fut = self._pending.pop(data.get("id", -1), None)
+            if fut is not None and not fut.done():
+                if "error" in data:
+                    fut.set_exception(RuntimeError(str(data["error"])))
+                else:
+                    fut.set_result(data.get("result", {}))
+
+    def _note(self, data: dict[str, Any]) -> None:
+        """Keeps the page's console output and uncaught errors for failure messages."""
+        params = data.get("params", {})
+        if data.get("method") == "Runtime.consoleAPICalled":
+            args = " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
+            self.console.append(f"{params.get('type')}: {args}")
+        elif data.get("method") == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.console.append(f"exception: {json.dumps(details)[:1500]}")
+        elif data.get("method") == "Log.entryAdded":
+            entry = params.get("entry", {})
+            self.console.append(f"log {entry.get('level')}: {entry.get('text')} {entry.get('url', '')}")
+
+    async def send(self, method: str, **params: Any) -> Any:
+        ident = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = fut
+        await self.ws.send_json({"id": ident, "method": method, "params": params})
+        return await asyncio.wait_for(fut, 60)
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(str(result["exceptionDetails"]))
+        return result["result"].get("value")
+
+    async def deep_query(self, *tags: str) -> list[dict[str, str]]:
+        return list(await self.evaluate(DEEP_QUERY % json.dumps(list(tags))) or [])
+
+    async def screenshot(self, path: Path) -> None:
+        shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self.ws.close()
+
+
+@contextlib.asynccontextmanager
+async def chromium(workdir: Path, width: int = 1280, height: int = 1000) -> AsyncIterator[str]:
+    """A headless Chromium; yields its DevTools HTTP endpoint."""
+    port = free_port()
+    profile = workdir / "chromium-profile"
+    profile.mkdir(parents=True, exist_ok=True)
+    log = (workdir / "chromium.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            chromium_binary(),
+            *CHROMIUM_FLAGS,
+            f"--remote-debugging-port={port}",
+            "--remote-debugging-address=127.0.0.1",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"chromium exited with {proc.returncode}, see {log.name}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with session.get(f"{endpoint}/json/version") as resp:
+                        if resp.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("chromium did not open its DevTools port")
+                await asyncio.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@contextlib.asynccontextmanager
+async def logged_in_page(
+    session: aiohttp.ClientSession, endpoint: str, tokens: Tokens
+) -> AsyncIterator[Page]:
+    """The first page target, with the tokens in localStorage before any Home Assistant page
+    script runs (so the frontend finds a login and skips its login page)."""
+    async with session.get(f"{endpoint}/json/list") as resp:
+        targets = await resp.json()
+    target = next(t for t in targets if t["type"] == "page")
+    ws = await session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0)
+    page = Page(ws)
+    try:
+        await page.send("Page.enable")
+        await page.send("Runtime.enable")
+        await page.send("Log.enable")
+        stored = json.dumps(json.dumps(tokens.local_storage()))
+        origin = json.dumps(tokens.hass_url)
+        await page.send(
+            "Page.addScriptToEvaluateOnNewDocument",
+            source=f"if (location.origin === {origin}) localStorage.setItem('hassTokens', {stored});",
+        )
+        yield page
+    finally:
+        await page.close()
+
+
+async def wait_rendered(
+    page: Page, tags: tuple[str, ...], count: int, timeout: float = 60.0
+) -> list[dict[str, str]]:
+    """Polls until at least `count` elements of `tags` rendered with some text."""
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, str]] = []
+    while time.monotonic() < deadline:
+        found = [f for f in await page.deep_query(*tags) if f["text"]]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.5)
+    console = "\n".join(page.console[-30:])
+    raise TimeoutError(f"{count} x {tags} not rendered, found {found}; console:\n{console}")
