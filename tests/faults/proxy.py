@@ -25,10 +25,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     FORWARD = "forward"
     STALL = "stall"
     BLACKHOLE = "blackhole"

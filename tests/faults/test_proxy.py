@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 
 import aiomqtt
 import pytest
-
 from faults.proxy import FaultProxy
 from mosquitto_broker import Mosquitto
 
@@ -98,10 +98,8 @@ async def test_cut_resets_the_session_and_refuse_blocks_reconnects(
                     await client.publish("proxy/cut", b"x", qos=1)
                     await asyncio.sleep(0.05)
     finally:
-        try:
+        with contextlib.suppress(aiomqtt.MqttError):
             await client.__aexit__(None, None, None)
-        except aiomqtt.MqttError:
-            pass
     assert proxy.stats.cuts == 1
     proxy.refuse()
     with pytest.raises(aiomqtt.MqttError):
@@ -124,8 +122,6 @@ async def test_blackhole_loses_bytes_and_keepalive_ends_the_session(
                 async for _ in client.messages:
                     pass
     finally:
-        try:
+        with contextlib.suppress(aiomqtt.MqttError):
             await client.__aexit__(None, None, None)
-        except aiomqtt.MqttError:
-            pass
     assert proxy.stats.dropped_bytes > 0

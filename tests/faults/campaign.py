@@ -1,0 +1,478 @@
+"""The fault campaign's moving parts: the edge as a process, a consumer that plays the
+integration's delivery side, the ledger that counts what arrived, and the report.
+
+The consumer applies events with the protocol's dedupe (a contiguous watermark per epoch plus the
+set of identities applied above it), publishes the retained ack watermark after every message and
+announces itself on the host status topic with a last will, as the integration does. Its dedupe
+state survives its own restarts (kept in memory across `stop()`/`start()`, standing in for the
+integration's persisted store).
+
+The ledger counts by the event's number `n` (see edge_proc.py), independent of seq bookkeeping:
+- lost: n in 1..total neither applied nor covered by the edge's purge (`floor` skips);
+- duplicated: n applied more than once (wire duplicates that dedupe caught are counted apart);
+- out of order: within a priority class, an n applied after a higher n of that class;
+- HLC order violations: a higher n with an HLC not above a lower n's (causal order broken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+)
+LONG = os.environ.get("ASSET_TRACKER_FAULTS", "short") == "long"
+
+
+def faketime_lib() -> str:
+    for path in FAKETIME_LIBS:
+        if Path(path).exists():
+            return path
+    raise RuntimeError("libfaketime is not installed (Debian package `faketime`): run `make setup`")
+
+
+# the edge as a process -------------------------------------------------------------------------
+
+
+class EdgeProcess:
+    """Runs edge_proc.py; `kill9()` and `start()` again resume from the same data folder."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        node: str,
+        mqtt_port: int,
+        total: int,
+        rate: float,
+        critical_every: int = 10,
+        storage: dict[str, Any] | None = None,
+        faketime_file: Path | None = None,
+        tmpfs_kib: int | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.data = workdir / "data"
+        self.node = node
+        self.total = total
+        self.rate = rate
+        self.critical_every = critical_every
+        self.faketime_file = faketime_file
+        self.tmpfs_kib = tmpfs_kib
+        self.config = {
+            "node": {"id": node, "name": node},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": mqtt_port,
+                "keepalive_s": 2,
+                "reconnect_min_s": 0.1,
+                "reconnect_max_s": 1.0,
+            },
+            "storage": {"path": str(self.data), "commit_window_ms": 20, **(storage or {})},
+            "batching": {
+                "window_ms": 100,
+                "max_events": 200,
+                "max_inflight": 20,
+                "ack_timeout_s": 2.0,
+            },
+            "clock": {"max_offset_ms": 60_000},
+            "settings": {"batching.window_ms": 100, "batching.max_events": 200},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.statuses: list[dict[str, Any]] = []
+        self.starts = 0
+        self._reader: asyncio.Task[None] | None = None
+        self.log_path = workdir / "edge.log"
+
+    def command(self) -> list[str]:
+        cfg = self.workdir / "edge.json"
+        cfg.write_text(json.dumps(self.config))
+        cmd = [
+            sys.executable,
+            str(HERE / "edge_proc.py"),
+            str(cfg),
+            "--total",
+            str(self.total),
+            "--rate",
+            str(self.rate),
+            "--critical-every",
+            str(self.critical_every),
+        ]
+        if self.tmpfs_kib is None:
+            return cmd
+        # a small filesystem of its own for the outbox folder, in a private mount namespace that
+        # ends with the process; the campaign reaches it through /proc/<pid>/root
+        # (inside a chroot `/` is no mount point, so its propagation cannot be changed: there the
+        # namespace the chroot runs in is private already)
+        script = (
+            "mount --make-rprivate / 2>/dev/null; "
+            f"mount -t tmpfs -o size={self.tmpfs_kib}k,mode=0700 tmpfs {self.data} && exec "
+            + " ".join(cmd)
+        )
+        return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "edge_addon"), str(ROOT / "tests")])
+        if self.faketime_file is not None:
+            env.update(
+                LD_PRELOAD=faketime_lib(),
+                FAKETIME_TIMESTAMP_FILE=str(self.faketime_file),
+                FAKETIME_NO_CACHE="1",
+                FAKETIME_DONT_FAKE_MONOTONIC="1",
+            )
+        return env
+
+    async def start(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=log, env=self.env(), cwd=ROOT
+        )
+        log.close()
+        self._reader = asyncio.create_task(self._read(self.proc))
+        await self.wait_for(lambda s: s["connected"], 20, "edge connected")
+
+    async def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, proc.stdout.readline)
+            if not line:
+                return
+            with contextlib.suppress(json.JSONDecodeError):
+                self.statuses.append(json.loads(line))
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.statuses[-1] if self.statuses else {}
+
+    @property
+    def fs_root(self) -> Path:
+        """The data folder as the edge process sees it (inside its own mount namespace)."""
+        assert self.proc is not None
+        if self.tmpfs_kib is None:
+            return self.data
+        return Path(f"/proc/{self.proc.pid}/root") / str(self.data).lstrip("/")
+
+    async def wait_for(self, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen = len(self.statuses)
+        while time.monotonic() < deadline:
+            for status in self.statuses[seen:]:
+                if predicate(status):
+                    return status
+            seen = max(seen, len(self.statuses) - 1)
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"edge exited ({self.proc.returncode}) waiting for {what}; "
+                    f"log: {self.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; last {self.last}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
+        if self._reader is not None:
+            await self._reader
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, self.proc.wait), 10
+            )
+        except TimeoutError:
+            self.proc.kill()
+            self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+# the consumer ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    n: int
+    seq: int
+    epoch: int
+    prio: str
+    hlc: tuple[int, int]
+    at: float
+
+
+@dataclass
+class Consumer:
+    """The integration's delivery side, against the real broker (directly, not through the proxy)."""
+
+    host: str
+    port: int
+    node: str
+    root: str = "asset_tracker"
+    epoch: int | None = None
+    watermark: int = 0
+    above: set[int] = field(default_factory=set)
+    applied: list[Applied] = field(default_factory=list)
+    wire_duplicates: int = 0
+    skipped_by_floor: set[int] = field(default_factory=set)
+    epochs: list[int] = field(default_factory=list)
+    messages: int = 0
+    malformed: int = 0
+    acks: int = 0
+    _task: asyncio.Task[None] | None = None
+    _client: aiomqtt.Client | None = None
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def host_topic(self) -> str:
+        return f"{self.root}/host/status"
+
+    def _host(self, state: str) -> bytes:
+        return json.dumps(
+            {"v": 1, "state": state, "protocols": [1], "hlc": [int(time.time() * 1000), 0]}
+        ).encode()
+
+    async def start(self) -> None:
+        self._ready.clear()
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def stop(self, *, graceful: bool = True) -> None:
+        """Graceful: announces offline like an orderly shutdown; otherwise the will does it."""
+        client = self._client
+        if graceful and client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.host_topic, self._host("offline"), qos=1, retain=True)
+        if self._task is not None:
+            if not graceful and client is not None:
+                # end the TCP connection without DISCONNECT, so the broker publishes the last will
+                sock = client._client.socket()
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                await asyncio.sleep(0.1)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._task
+        self._task = None
+        self._client = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=f"consumer-{self.node}",
+                    clean_session=True,
+                    keepalive=5,
+                    will=aiomqtt.Will(self.host_topic, self._host("offline"), 1, True),
+                ) as client:
+                    self._client = client
+                    await client.subscribe(f"{self.root}/{self.node}/events", qos=1)
+                    # subscribed first, so nothing the node replays for us is missed
+                    await client.publish(self.host_topic, self._host("online"), qos=1, retain=True)
+                    self._ready.set()
+                    async for message in client.messages:
+                        ack = self.on_events(bytes(message.payload))  # type: ignore[arg-type]
+                        if ack is not None:
+                            await client.publish(
+                                f"{self.root}/{self.node}/ack", ack, qos=1, retain=True
+                            )
+                            self.acks += 1
+            except aiomqtt.MqttError:
+                self._client = None
+                await asyncio.sleep(0.2)
+
+    def on_events(self, payload: bytes) -> bytes | None:
+        self.messages += 1
+        try:
+            msg = json.loads(payload)
+            epoch, floor, events = int(msg["epoch"]), int(msg["floor"]), list(msg["events"])
+        except (ValueError, KeyError, TypeError):
+            self.malformed += 1
+            return None
+        if epoch != self.epoch:
+            self.epoch, self.watermark, self.above = epoch, 0, set()
+            self.epochs.append(epoch)
+        now = time.monotonic()
+        for event in events:
+            seq = int(event["seq"])
+            if seq <= self.watermark or seq in self.above:
+                self.wire_duplicates += 1
+                continue
+            self.above.add(seq)
+            hlc = event["hlc"]
+            self.applied.append(
+                Applied(int(event["data"]["n"]), seq, epoch, event["prio"], (hlc[0], hlc[1]), now)
+            )
+        # every seq below floor is acknowledged or purged by the edge
+        for seq in range(self.watermark + 1, floor):
+            if seq not in self.above:
+                self.skipped_by_floor.add(seq)
+        self.watermark = max(self.watermark, floor - 1)
+        self.above = {s for s in self.above if s > self.watermark}
+        while self.watermark + 1 in self.above:
+            self.watermark += 1
+            self.above.discard(self.watermark)
+        body = {
+            "v": 1,
+            "node": self.node,
+            "epoch": epoch,
+            "seq": self.watermark,
+            "hlc": [int(time.time() * 1000), 0],
+        }
+        return json.dumps(body).encode()
+
+    async def wait_watermark(self, seq: int, timeout: float) -> float:
+        """Seconds until the contiguous watermark reaches `seq`."""
+        started = time.monotonic()
+        while self.watermark < seq:
+            if time.monotonic() - started > timeout:
+                raise AssertionError(
+                    f"watermark {self.watermark} did not reach {seq} within {timeout} s"
+                )
+            await asyncio.sleep(0.02)
+        return time.monotonic() - started
+
+
+# counting --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    total: int
+    applied: int
+    lost: int
+    duplicated: int
+    out_of_order: int
+    hlc_order_violations: int
+    purged: int
+    wire_duplicates: int
+    lost_sample: list[int]
+
+
+def tally(consumer: Consumer, total: int, purged_by_edge: int) -> Tally:
+    counts: dict[int, int] = {}
+    last_n: dict[str, int] = {}
+    out_of_order = 0
+    for item in consumer.applied:
+        counts[item.n] = counts.get(item.n, 0) + 1
+        if counts[item.n] == 1:
+            if item.n < last_n.get(item.prio, 0):
+                out_of_order += 1
+            last_n[item.prio] = max(last_n.get(item.prio, 0), item.n)
+    first = {}
+    for item in consumer.applied:
+        first.setdefault(item.n, item)
+    by_n = [first[n] for n in sorted(first)]
+    violations = sum(1 for a, b in itertools.pairwise(by_n) if not a.hlc < b.hlc)
+    missing = [n for n in range(1, total + 1) if n not in counts]
+    # a purge the edge reported (by count) explains exactly that many missing events, no more
+    purged = min(len(missing), purged_by_edge, len(consumer.skipped_by_floor))
+    lost = len(missing) - purged
+    return Tally(
+        total=total,
+        applied=len(counts),
+        lost=lost,
+        duplicated=sum(c - 1 for c in counts.values()),
+        out_of_order=out_of_order,
+        hlc_order_violations=violations,
+        purged=purged,
+        wire_duplicates=consumer.wire_duplicates,
+        lost_sample=missing[:10] if lost else [],
+    )
+
+
+# the report ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FaultResult:
+    kind: str
+    injected: int
+    tally: Tally
+    recover_s: list[float]
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        rec = sorted(self.recover_s)
+        return {
+            "kind": self.kind,
+            "injected": self.injected,
+            "events": self.tally.total,
+            "applied": self.tally.applied,
+            "lost": self.tally.lost,
+            "duplicated": self.tally.duplicated,
+            "out_of_order": self.tally.out_of_order,
+            "hlc_order_violations": self.tally.hlc_order_violations,
+            "purged": self.tally.purged,
+            "wire_duplicates_deduped": self.tally.wire_duplicates,
+            "recover_s_max": round(rec[-1], 3) if rec else None,
+            "recover_s_median": round(rec[len(rec) // 2], 3) if rec else None,
+            "recover_s": [round(r, 3) for r in self.recover_s],
+            "notes": self.notes,
+            **self.extra,
+        }
+
+
+def write_report(results: list[FaultResult], out_dir: Path, form: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [r.as_dict() for r in results]
+    body = {
+        "form": form,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "faults": rows,
+        "totals": {
+            key: sum(r[key] for r in rows)
+            for key in ("injected", "events", "lost", "duplicated", "out_of_order", "purged")
+        },
+    }
+    (out_dir / "report.json").write_text(json.dumps(body, indent=2) + "\n")
+    lines = [
+        f"# Fault campaign ({form} form)",
+        "",
+        f"Generated {body['generated_at']}. Real mosquitto, the edge as a separate process, "
+        "events counted by number at the consumer (see tests/faults/campaign.py).",
+        "",
+        "| fault | injected | events | lost | duplicated | out of order | HLC order violations "
+        "| purged (counted) | wire duplicates deduped | recover max s | recover median s | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['kind']} | {r['injected']} | {r['events']} | {r['lost']} | {r['duplicated']} "
+            f"| {r['out_of_order']} | {r['hlc_order_violations']} | {r['purged']} "
+            f"| {r['wire_duplicates_deduped']} | {r['recover_s_max']} | {r['recover_s_median']} "
+            f"| {r['notes']} |"
+        )
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
