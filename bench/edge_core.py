@@ -31,15 +31,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiomqtt  # noqa: E402
-from _part import ROOT, metric, percentile, write_part  # noqa: E402
-
-from asset_tracker_edge.events import EdgeEvent, Priority  # noqa: E402
-from asset_tracker_edge.node import EdgeNode  # noqa: E402
-from mosquitto_broker import Mosquitto  # noqa: E402
+import aiomqtt
+from _part import ROOT, metric, percentile, write_part
+from asset_tracker_edge.events import EdgeEvent, Priority
+from asset_tracker_edge.node import EdgeNode
+from mosquitto_broker import Mosquitto
 
 sys.path.insert(0, str(ROOT / "tests" / "edge" / "procs"))
-from static_settings import StaticSettings  # noqa: E402
+from static_settings import StaticSettings
 
 NODE_PROC = ROOT / "tests" / "edge" / "procs" / "bench_node.py"
 NODE = "bench"

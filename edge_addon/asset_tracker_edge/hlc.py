@@ -1,4 +1,5 @@
-"""Hybrid logical clock (Kulkarni et al. 2014) with the protocol's overflow rule and max-offset guard.
+"""Hybrid logical clock (Kulkarni et al. 2014) with the protocol's overflow rule and the
+max-offset guard.
 
 The clock is persisted as a *lease*: a wall time some seconds ahead of anything issued so far. A
 restart begins at ``max(lease, pt)``, so the clock never runs backwards across restarts (even on a
@@ -128,10 +129,7 @@ class HybridClock:
         """Local or send event: l' = max(l, pt); c' = c + 1 if l' == l else 0."""
         pt = self.physical_ms()
         cur = self._state
-        if pt > cur.wall_ms:
-            new = Timestamp(pt, 0)
-        else:
-            new = _advance(cur.wall_ms, cur.counter + 1)
+        new = Timestamp(pt, 0) if pt > cur.wall_ms else _advance(cur.wall_ms, cur.counter + 1)
         self._set(new)
         return new
 
@@ -167,7 +165,7 @@ class HybridClock:
         return True
 
     def observe(self, floor: Timestamp) -> None:
-        """Never issue anything at or below `floor` (e.g. the newest timestamp found in the outbox)."""
+        """Never issue anything at or below `floor` (e.g. the newest timestamp in the outbox)."""
         if floor >= self._state:
             self._set(floor)
 
@@ -191,7 +189,7 @@ class HybridClock:
             return None
         except (OSError, ValueError, KeyError, TypeError) as err:
             # a damaged clock file must not stop the node; the outbox floor still guards order
-            _LOGGER.error(
+            _LOGGER.warning(
                 "clock file %s unreadable (%s); starting from the wall clock", self._path, err
             )
             return None
@@ -212,7 +210,7 @@ class HybridClock:
         if self._path is not None:
             try:
                 write_json_atomic(self._path, {"lease_ms": lease, "pt_ms": self._last_pt})
-            except OSError as err:
+            except OSError:
                 self.persist_errors += 1
-                _LOGGER.error("could not persist the clock to %s: %s", self._path, err)
+                _LOGGER.exception("could not persist the clock to %s", self._path)
         self._lease = lease

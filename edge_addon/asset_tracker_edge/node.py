@@ -359,9 +359,9 @@ class EdgeNode(LinkOwner):
     ) -> None:
         try:
             payload = protocol.encode(kind, body)
-        except protocol.ProtocolError as err:
+        except protocol.ProtocolError:
             # our own message failed the codec (e.g. a provider returned something invalid)
-            _LOGGER.error("%s message not published: %s", kind, err)
+            _LOGGER.exception("%s message not published", kind)
             return
         try:
             await self.link.publish(self.topic(kind), payload, qos=qos, retain=retain)

@@ -1,4 +1,5 @@
-"""Durable, bounded outbox: every event lives here from `append` until the integration acknowledges it.
+"""Durable, bounded outbox: every event lives here from `append` until the integration
+acknowledges it.
 
 Storage is SQLite in WAL mode, one table per priority class keyed by an explicit `seq` (the rowid,
 no AUTOINCREMENT, no extra index), so that replay reads, acknowledgement deletes and the purge
@@ -209,7 +210,8 @@ class Outbox:
         self._next_seq = seq + 1
         record = Record(seq, priority, hlc.wall_ms, body)
         self._pending.append(record)
-        assert self._has_pending is not None and self._urgent is not None
+        assert self._has_pending is not None
+        assert self._urgent is not None
         self._has_pending.set()
         if priority is Priority.CRITICAL:
             self._critical_pending = True
@@ -250,7 +252,8 @@ class Outbox:
         self._state_listeners.append(callback)
 
     async def _commit_loop(self) -> None:
-        assert self._has_pending is not None and self._urgent is not None
+        assert self._has_pending is not None
+        assert self._urgent is not None
         window = self.options.commit_window_ms / 1000
         while True:
             await self._has_pending.wait()
@@ -278,7 +281,7 @@ class Outbox:
             except sqlite3.Error as err:
                 # the records keep their seqs and are retried; nothing was published from them
                 self.commit_errors += 1
-                _LOGGER.error("outbox commit of %d events failed: %s; retrying", len(batch), err)
+                _LOGGER.warning("outbox commit of %d events failed: %s; retrying", len(batch), err)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.commits += 1
@@ -314,7 +317,7 @@ class Outbox:
         return await self._run(self._read_db, priority, after_seq, limit, max_bytes)
 
     def ack(self, epoch: int, seq: int) -> bool:
-        """Applies the integration's watermark; deletion runs in the background. False if ignored."""
+        """Applies the ack watermark (deleting in the background); False when ignored."""
         if epoch != self.epoch or seq <= self.acked:
             return False
         if seq > self.high_seq:
@@ -339,7 +342,7 @@ class Outbox:
             try:
                 snap = await self._run(self._delete_db, through)
             except sqlite3.Error as err:
-                _LOGGER.error("outbox delete through %d failed: %s", through, err)
+                _LOGGER.warning("outbox delete through %d failed: %s", through, err)
                 await asyncio.sleep(1.0)
                 continue
             self._deleted_through = through
@@ -406,8 +409,7 @@ class Outbox:
         self._states = snap.states
         self.high_seq = max(self.high_seq, snap.high_seq)
         self._dropped = snap.dropped
-        if snap.acked > self.acked:
-            self.acked = snap.acked
+        self.acked = max(self.acked, snap.acked)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.wrap_future(self._submit(fn, *args))

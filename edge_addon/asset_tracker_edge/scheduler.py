@@ -330,7 +330,7 @@ class DeliveryScheduler:
             await self._send(batch)
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - any failure means delivery is uncertain
+        except Exception as err:
             if generation == self._generation and self.active:
                 _LOGGER.info(
                     "publish of seq %d..%d failed (%s); rewinding",

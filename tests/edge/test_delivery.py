@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -23,9 +24,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from procs.consumer import Consumer
-
 from mosquitto_broker import Mosquitto
+from procs.consumer import Consumer
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).parent / "procs" / "edge_driver.py"
@@ -179,7 +179,7 @@ def assert_exactly_once_in_order(
     assert all(a.n == a.seq for a in consumer.applied), "identity does not match the event"
     by_seq = sorted(consumer.applied, key=lambda a: a.seq)
     hlcs = [a.hlc for a in by_seq]
-    assert all(x < y for x, y in zip(hlcs, hlcs[1:], strict=False)), "HLC not monotonic in seq"
+    assert all(x < y for x, y in itertools.pairwise(hlcs)), "HLC not monotonic in seq"
 
 
 async def test_kill9_twenty_times_during_a_stream_is_exactly_once_in_order(
@@ -316,7 +316,7 @@ async def test_corrupt_outbox_at_start_is_moved_aside_and_delivery_continues(
         assert list(store.parent.glob("outbox.db.corrupt-*"))
         # the new epoch starts at seq 1 and is delivered completely
         assert consumer.epochs == [old_epoch, second.state["epoch"]]
-        new = [a for a in consumer.applied[300:]]
+        new = consumer.applied[300:]
         assert [a.seq for a in new] == list(range(1, 501))
         # and the next start is clean: no crash loop, nothing moved aside again
         third = Driver(config, 500, rate=0, exit_when_drained=True)

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from asset_tracker_edge.hlc import MAX_COUNTER, HybridClock, Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from asset_tracker_edge.hlc import MAX_COUNTER, HybridClock, Timestamp
 
 
 class FakeWall:

@@ -15,13 +15,12 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from procs.static_settings import StaticSettings
-from test_delivery import Driver, broker, edge_config  # noqa: F401 - broker is a fixture
-
 from asset_tracker_edge.events import EdgeEvent, Priority
 from asset_tracker_edge.hlc import Timestamp
 from asset_tracker_edge.node import EdgeNode
 from mosquitto_broker import Mosquitto
+from procs.static_settings import StaticSettings
+from test_delivery import Driver, broker, edge_config  # noqa: F401 - broker is a fixture
 
 ROOT = "asset_tracker"
 

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from asset_tracker_edge.events import Priority
 from asset_tracker_edge.hlc import Timestamp
 from asset_tracker_edge.outbox import CommitInfo, Outbox, OutboxOptions

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from asset_tracker_edge.events import Priority
 from asset_tracker_edge.hlc import Timestamp
 from asset_tracker_edge.outbox import Outbox, OutboxOptions

@@ -20,10 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from static_settings import StaticSettings  # noqa: E402
-
-from asset_tracker_edge.events import EdgeEvent, Priority  # noqa: E402
-from asset_tracker_edge.node import EdgeNode  # noqa: E402
+from asset_tracker_edge.events import EdgeEvent, Priority
+from asset_tracker_edge.node import EdgeNode
+from static_settings import StaticSettings
 
 
 def rss_kib() -> int:
