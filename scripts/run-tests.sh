@@ -34,7 +34,7 @@ PY
 run_suite edge-py311 .venv311/bin/python -m pytest tests/edge -p no:cacheprovider
 run_suite edge-py314 scripts/py314 python -m pytest tests/edge -p no:cacheprovider -p no:homeassistant
 run_suite integration-py314 scripts/py314 python -m pytest tests/integration -p no:cacheprovider \
-  --cov=custom_components/asset_tracker --cov-report=term-missing:skip-covered
+  --cov=custom_components/asset_tracker --cov-report=term-missing:skip-covered --cov-fail-under=95
 if [ -d tests/e2e ] && [ "${ASSET_TRACKER_SKIP_E2E:-0}" != 1 ]; then
   run_suite e2e-py314 scripts/py314 python -m pytest tests/e2e -p no:cacheprovider -p no:homeassistant
 fi

@@ -436,7 +436,9 @@ class AssetTrackerHub:
         if node_id is None:
             return None
         node = self.nodes.get(node_id)
-        device = dr.async_get(self.hass).async_get_device({node_device_identifier(self, node_id)})
+        device = dr.async_get(self.hass).async_get_device_by_identifier(
+            node_device_identifier(self, node_id), self.entry_id
+        )
         if device is not None and device.area_id:
             area = ar.async_get(self.hass).async_get_area(device.area_id)
             if area is not None:

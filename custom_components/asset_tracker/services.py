@@ -60,7 +60,8 @@ async def _acknowledge(call: ServiceCall) -> None:
 async def _configure_node(call: ServiceCall) -> dict[str, Any]:
     hub, node_id = _resolve(call.hass, call.data[ATTR_DEVICE_ID], "node")
     settings: dict[str, Any] = call.data[ATTR_SETTINGS]
-    probe = {"v": 1, "node": node_id, "id": "probe", "op": "set", "set": settings, "version": 1}
+    probe = {"v": 1, "node": node_id, "id": "probe", "op": "set", "set": settings}
+    probe |= {"version": 1, "hlc": [0, 0]}
     try:
         protocol.encode("cmd", probe)
     except protocol.ProtocolError as err:
