@@ -28,9 +28,8 @@ from pathlib import Path
 import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _part import metric, percentile, write_part  # noqa: E402
-
-from mosquitto_broker import Mosquitto  # noqa: E402
+from _part import metric, percentile, write_part
+from mosquitto_broker import Mosquitto
 
 ROOT_TOPIC = "naive"
 SEED = 8
@@ -252,7 +251,9 @@ async def measure(broker: Mosquitto, source: AdvertSource) -> list[dict[str, obj
     sent, received = await restart_loss(broker, source)
     note_sub = "advert callback -> subscriber on the broker (no Home Assistant in the path)"
     rows = [
-        metric("mqtt_messages_per_advert", per_msg, "messages", note="one QoS 1 PUBLISH per advert"),
+        metric(
+            "mqtt_messages_per_advert", per_msg, "messages", note="one QoS 1 PUBLISH per advert"
+        ),
         metric(
             "mqtt_bytes_per_advert",
             per_bytes,
@@ -272,7 +273,9 @@ async def measure(broker: Mosquitto, source: AdvertSource) -> list[dict[str, obj
                 )
             )
     rows += [
-        metric("publish_throughput_awaited", serial, "adverts/s", note="each QoS 1 publish awaited"),
+        metric(
+            "publish_throughput_awaited", serial, "adverts/s", note="each QoS 1 publish awaited"
+        ),
         metric(
             "publish_throughput_window20",
             windowed,

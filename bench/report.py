@@ -130,7 +130,9 @@ def load_part(area: str) -> tuple[str, list[dict[str, Any]]]:
     for row in metrics:
         problem = _metric_problem(row)
         if problem:
-            raise ValueError(f"metric {row.get('name') if isinstance(row, dict) else row!r}: {problem}")
+            raise ValueError(
+                f"metric {row.get('name') if isinstance(row, dict) else row!r}: {problem}"
+            )
     return body["title"], metrics
 
 
@@ -195,9 +197,7 @@ def target_met(row: dict[str, Any]) -> bool | None:
 
 def link_baselines(results: list[PartResult]) -> None:
     """Fills `baseline` from the naive-baseline part and computes ratio and improvement factor."""
-    index = {
-        f"{r.area}.{m['name']}": m for r in results if r.status == "ok" for m in r.metrics
-    }
+    index = {f"{r.area}.{m['name']}": m for r in results if r.status == "ok" for m in r.metrics}
     for result in results:
         for row in result.metrics:
             key = f"{result.area}.{row['name']}"
@@ -355,7 +355,9 @@ def write_reports(results: list[PartResult], started: float) -> dict[str, Any]:
         },
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
+    (OUT / "report.json").write_text(
+        json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
+    )
     (OUT / "report.md").write_text(markdown(report))
     return report
 
@@ -446,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         # a part left by an earlier run must not pass for this run's result
         (PARTS / f"{script.stem}.json").unlink(missing_ok=True)
         ok, error, seconds = run_script(script)
-        results[script.stem] = PartResult(script.stem, "failed" if not ok else "ok", error=error, seconds=seconds)
+        results[script.stem] = PartResult(
+            script.stem, "failed" if not ok else "ok", error=error, seconds=seconds
+        )
     areas = sorted(set(available) | {p.stem for p in PARTS.glob("*.json")})
     merged: list[PartResult] = []
     for area in areas:
