@@ -28,6 +28,8 @@ from pathlib import Path
 import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from _part import metric, percentile, write_part
 from mosquitto_broker import Mosquitto
 
@@ -188,10 +190,8 @@ async def restart_loss(broker: Mosquitto, source: AdvertSource) -> tuple[int, in
                 )
             except (aiomqtt.MqttError, TimeoutError, OSError):
                 if client is not None:
-                    try:
+                    with contextlib.suppress(aiomqtt.MqttError, OSError):
                         await client.__aexit__(None, None, None)
-                    except (aiomqtt.MqttError, OSError):
-                        pass
                 client = None
 
     sub_task = asyncio.create_task(subscribe_forever())

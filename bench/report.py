@@ -14,6 +14,7 @@ metric its value, target (met or not), the naive baseline and the ratio between 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import math
@@ -261,10 +262,8 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
+    with contextlib.suppress(AttributeError):
         info["affinity_cores"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
     return info
 
 
