@@ -164,7 +164,21 @@ class DeliveryScheduler:
             self._routine_unsent += info.appended[R]
             if self._routine_since is None:
                 self._routine_since = time.monotonic()
+        if info.records[C]:
+            self._send_critical_now()
         self.wake()
+
+    def _send_critical_now(self) -> None:
+        """Live critical events leave straight from the commit, without a trip through the loop
+        (only from the tail: a store read in progress never races with this)."""
+        if not self.active or time.monotonic() < self._hold_until or not self._critical_ready():
+            return
+        rows = self._from_tail(C, self._cursor[C], PROTOCOL_MAX_EVENTS)
+        if not rows:
+            return
+        self._cursor[C] = rows[-1][0]
+        self._floor_sent = max(self._floor_sent, self.outbox.floor)
+        self._dispatch(Batch(C, rows, replay=rows[0][0] <= self._replay_until), self._generation)
 
     def on_ack(self) -> None:
         self._last_progress = time.monotonic()
