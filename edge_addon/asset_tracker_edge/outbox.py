@@ -38,6 +38,7 @@ MAX_EVENT_BYTES = 65_536
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 # a checkpoint (copying the WAL into the database, with fsync) every this many write transactions
 _CHECKPOINT_EVERY = 20
+_WAL_LIMIT_BYTES = 4 * 1024 * 1024
 # commits at most this large may run inline on the event loop (see Outbox._can_inline)
 _INLINE_MAX = 64
 
@@ -276,7 +277,7 @@ class Outbox:
                 if self._can_inline(batch):
                     info, snap = self._commit_db(batch)
                 else:
-                    info, snap = await self._run(self._commit_db, batch)
+                    info, snap = await self._run(self._commit_db_threaded, batch)
                 break
             except sqlite3.Error as err:
                 # the records keep their seqs and are retried; nothing was published from them
@@ -467,6 +468,8 @@ class Outbox:
             db.execute("PRAGMA temp_store=MEMORY")
             # checkpoints run explicitly on the writer thread (see _checkpoint_db)
             db.execute("PRAGMA wal_autocheckpoint=0")
+            # after a checkpoint the WAL file is cut back to this size, so it never stays large
+            db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             if fresh:
                 epoch = self._create_schema(db)
             else:
@@ -592,6 +595,16 @@ class Outbox:
     def _checkpoint_db(self) -> None:
         self._writes_since_checkpoint = 0
         self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _commit_db_threaded(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
+        result = self._commit_db(batch)
+        self._checkpoint_if_due()
+        return result
+
+    def _checkpoint_if_due(self) -> None:
+        # on the writer thread only: a checkpoint fsyncs, which must never stall the event loop
+        if self._writes_since_checkpoint >= _CHECKPOINT_EVERY:
+            self._checkpoint_db()
 
     def _commit_db(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
         self._writes_since_checkpoint += 1
@@ -735,4 +748,5 @@ class Outbox:
             raise
         self._db_states = states
         self._db_acked = max(self._db_acked, through)
+        self._checkpoint_if_due()
         return self._snapshot()

@@ -225,3 +225,22 @@ async def test_oversized_or_unencodable_event_is_refused_without_using_a_seq(
         )
     assert _append(box, 1) == 1
     await box.close()
+
+
+async def test_wal_is_checkpointed_and_stays_small(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db", commit_window_ms=1)
+    blob = "x" * 400
+    for round_ in range(80):
+        for i in range(250):
+            box.append(
+                {"kind": "telemetry", "asset": None, "data": {"pad": blob, "i": i}},
+                R,
+                Timestamp(round_, i),
+            )
+        await box.flush()
+        # a reader keeps the writer thread busy, as a replay does
+        await box.read(R, 0, 10, 1 << 20)
+    assert box.stored_bytes > 8_000_000
+    wal = Path(str(tmp_path / "o.db") + "-wal")
+    assert wal.stat().st_size <= 6 * 1024 * 1024
+    await box.close()
