@@ -225,3 +225,184 @@ def test_rendered_options_keep_every_option_path():
                 assert config[section][key] == value, f"{section}.{key}"
         else:
             assert config[section] == values, section
+
+
+# --- options against the configuration schema ------------------------------------------------------
+
+# Asset options are flat in the add-on (two nesting levels at most); the start-up step regroups them.
+ASSET_OPTION_PATHS = {
+    "id": ("id",),
+    "name": ("name",),
+    "type": ("type",),
+    "mac": ("match", "mac"),
+    "ibeacon": ("match", "ibeacon"),
+    "eddystone": ("match", "eddystone"),
+    "irk": ("match", "irk"),
+    "temperature_min": ("thresholds", "temperature_min"),
+    "temperature_max": ("thresholds", "temperature_max"),
+}
+# The broker and the storage place are the Supervisor's business, never user options.
+NOT_OPTIONS = {("mqtt", "host"), ("mqtt", "port"), ("mqtt", "username"), ("mqtt", "password")}
+
+
+def option_leaves(schema: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    if isinstance(schema, str):
+        return [(path, schema)]
+    if isinstance(schema, list):
+        return option_leaves(schema[0], (*path, "[]"))
+    out = []
+    for key, sub in schema.items():
+        out += option_leaves(sub, (*path, key))
+    return out
+
+
+def config_path(option_path: tuple[str, ...]) -> tuple[str, ...]:
+    if option_path[0] == "assets":
+        return ("assets", *ASSET_OPTION_PATHS[option_path[-1]])
+    return option_path
+
+
+def config_field(path: tuple[str, ...]) -> Field:
+    from asset_tracker_edge.config import CONFIG_SCHEMA
+
+    if path[0] == "assets":
+        from asset_tracker_edge.config import ASSET
+
+        return field(ASSET, path[1:])
+    return field(CONFIG_SCHEMA, path)
+
+
+def option_default(path: tuple[str, ...]) -> Any:
+    node: Any = addon()["options"]
+    for name in path:
+        if not isinstance(node, dict) or name not in node:
+            return vol.UNDEFINED
+        node = node[name]
+    return node
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+def test_every_option_maps_to_a_configuration_key_with_the_same_default_and_range():
+    checked = 0
+    for path, spec in option_leaves(addon()["schema"]):
+        m = TYPE_RE.fullmatch(spec)
+        assert m is not None, spec
+        where = ".".join(path)
+        target = config_field(config_path(path))
+        default = option_default(path)
+        # same default; where the configuration has none, the option's must still be valid
+        has_default = target.default is not vol.UNDEFINED and target.default is not None
+        if "[]" in path:
+            # list items have no option defaults: an unset optional item takes the configuration's
+            assert not has_default or m["optional"], where
+        elif has_default:
+            assert default == target.default, (where, default, target.default)
+        if default is not vol.UNDEFINED:
+            target.validator(default)
+        # an option left unset takes the configuration default, so it must not be required there
+        if m["optional"]:
+            assert not target.required or path[-1] in {"ibeacon", "eddystone"}, where
+        kind = m["kind"]
+        if kind in {"int", "float"} and m["args"]:
+            low, high = (_number(x) for x in m["args"].split(","))
+            assert target.range() == (low, high), (where, target.range(), (low, high))
+            assert target.validator(int(low) if kind == "int" else low) is not None
+        elif kind in {"int", "float"}:
+            assert target.range() is None, where  # unbounded on both sides
+            assert target.validator(-12.5 if kind == "float" else -12) is not None
+        elif kind == "list":
+            assert target.choices() == set(m["args"].split("|")), where
+        elif kind == "match":
+            if path[-1] in {"ibeacon", "eddystone"}:
+                continue  # composite: checked against the regrouped configuration below
+            assert target.pattern() == m["args"], (where, target.pattern(), m["args"])
+        elif kind == "str":
+            low, high = (int(x) if x else None for x in (m["args"] or ",").split(","))
+            assert target.length() == (low, high), (where, target.length())
+        elif kind == "bool":
+            assert target.validator(True) is True and target.validator(False) is False
+        checked += 1
+    # every leaf was compared, except the two composites handled in their own test
+    assert checked == len(option_leaves(addon()["schema"])) - 2
+    assert checked >= 28
+
+
+def test_no_option_shadows_what_the_supervisor_provides():
+    for path, _ in option_leaves(addon()["schema"]):
+        assert path not in NOT_OPTIONS
+        assert path != ("storage", "path")
+
+
+def test_every_configuration_section_with_user_settings_is_offered():
+    """Sections the add-on leaves out are deliberate: rules and metrics live in Home Assistant."""
+    from asset_tracker_edge.config import CONFIG_SCHEMA
+
+    offered = set(addon()["schema"])
+    sections = {str(k.schema) for k in schema_dict(CONFIG_SCHEMA)}
+    assert offered <= sections
+    assert sections - offered == {"rules", "metrics", "simulator"}
+
+
+def test_rendered_default_options_and_assets_are_a_valid_configuration():
+    from asset_tracker_edge.config import ConfigError, validate
+
+    options = json.loads(json.dumps(addon()["options"]))
+    options["node"]["area"] = "garage"
+    options["assets"] = [
+        {"id": "dog_collar", "name": "Dog collar", "type": "tag", "mac": "AA:BB:CC:DD:EE:FF"},
+        {"id": "freezer", "type": "sensor", "mac": "c4:7c:8d:6a:11:22", "temperature_max": -12.0},
+        {"id": "keys", "type": "tag", "ibeacon": "FDA50693-A4E2-4FB1-AFCF-C6EB07647825:1:42"},
+        {"id": "beacon", "type": "tag", "eddystone": "00112233445566778899:aabbccddeeff"},
+        {"id": "phone", "type": "tag", "irk": "0123456789ABCDEF0123456789abcdef"},
+    ]
+    broker = MqttService("core-mosquitto", 1883, "addons", "pw", ssl=False)
+    config = validate(addon_config(options, broker))
+    assert config["mqtt"]["host"] == "core-mosquitto"
+    assert config["storage"]["path"] == "/data"
+    assert config["assets"][2]["match"]["ibeacon"] == {
+        "uuid": "fda50693-a4e2-4fb1-afcf-c6eb07647825",
+        "major": 1,
+        "minor": 42,
+    }
+    assert config["assets"][1]["thresholds"] == {"temperature_max": -12.0}
+
+    # an asset option that the add-on schema lets through but the configuration refuses
+    # (no identifier at all) is reported, not silently dropped
+    options["assets"] = [{"id": "nothing", "type": "tag"}]
+    with pytest.raises(ConfigError, match=r"assets\.0\.match"):
+        validate(addon_config(options, broker))
+
+
+def test_asset_option_patterns_accept_exactly_what_the_configuration_accepts():
+    """The composite iBeacon and Eddystone options split into fields the configuration checks."""
+    schema = addon()["schema"]["assets"][0]
+    ibeacon = TYPE_RE.fullmatch(schema["ibeacon"])["args"]
+    eddystone = TYPE_RE.fullmatch(schema["eddystone"])["args"]
+    from asset_tracker_edge.config import validate
+
+    broker = MqttService("b", 1883, None, None, ssl=False)
+    base = {"node": {"id": "n"}}
+    samples = {
+        "ibeacon": [
+            ("fda50693-a4e2-4fb1-afcf-c6eb07647825:0:65535", True),
+            ("fda50693-a4e2-4fb1-afcf-c6eb07647825:65536:1", False),  # major out of range
+            ("fda50693a4e24fb1afcfc6eb07647825:1:1", False),
+        ],
+        "eddystone": [
+            ("00112233445566778899:aabbccddeeff", True),
+            ("0011223344556677889:aabbccddeeff", False),
+        ],
+    }
+    for key, pattern in (("ibeacon", ibeacon), ("eddystone", eddystone)):
+        for value, valid in samples[key]:
+            asset = {"id": "a", "type": "tag", key: value}
+            accepted_by_option = re.fullmatch(pattern, value) is not None
+            try:
+                validate(addon_config({**base, "assets": [asset]}, broker))
+                accepted = accepted_by_option
+            except Exception:
+                accepted = False
+            assert accepted == valid, (key, value)
