@@ -63,7 +63,11 @@ async def _automation(hass: HomeAssistant, path: str, inputs: dict[str, Any]) ->
 
 
 async def _anomaly(
-    hass: HomeAssistant, severity: str, asset: str = "freezer", rule: str = "threshold"
+    hass: HomeAssistant,
+    severity: str,
+    asset: str = "freezer",
+    rule: str = "threshold",
+    late: bool = False,
 ) -> None:
     hass.bus.async_fire(
         "asset_tracker_anomaly",
@@ -75,6 +79,7 @@ async def _anomaly(
             "severity": severity,
             "message": f"{rule} crossed",
             "hlc": [1764374400900, 0],
+            "late": late,
         },
     )
     await hass.async_block_till_done()
@@ -155,6 +160,30 @@ async def test_anomaly_alert_filters_severity_and_asset(
         "tag": "asset_tracker_freezer_threshold",
         "group": "asset_tracker",
     }
+
+
+async def test_anomaly_alert_skips_late_anomalies_unless_asked(
+    hass: HomeAssistant, notify: list[ServiceCall]
+) -> None:
+    await _automation(
+        hass, "anomaly_alert.yaml", {"notify_action": "notify.test_phone", "cooldown_minutes": 0}
+    )
+    await _anomaly(hass, "critical", late=True)
+    assert notify == []
+    await _anomaly(hass, "critical")
+    assert len(notify) == 1
+
+
+async def test_anomaly_alert_late_anomalies_when_asked(
+    hass: HomeAssistant, notify: list[ServiceCall]
+) -> None:
+    await _automation(
+        hass,
+        "anomaly_alert.yaml",
+        {"notify_action": "notify.test_phone", "cooldown_minutes": 0, "include_late": True},
+    )
+    await _anomaly(hass, "critical", late=True)
+    assert len(notify) == 1
 
 
 async def test_anomaly_alert_cooldown_lets_critical_through(
