@@ -1,0 +1,198 @@
+"""`asset-tracker-edge run | simulate | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, load, merge, validate
+from .node import EdgeNode
+from .pipeline import Pipeline
+from .settings import RuntimeSettings, defaults_from
+from .simulator import Simulator
+from .supervisor import SupervisorClient
+from .watchdog import ServiceNotifier
+
+_LOGGER = logging.getLogger("asset_tracker_edge")
+TICK_S = 1.0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="asset-tracker-edge",
+        description="Asset Tracker edge node: BLE tags in, ordered events to Home Assistant.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="scan BLE with the local Bluetooth adapter (BlueZ)")
+    run.add_argument("--config", type=Path, required=True, help="YAML or JSON configuration file")
+    sim = sub.add_parser("simulate", help="run a node on simulated tags (demo, tests, benchmarks)")
+    sim.add_argument("--config", type=Path, help="configuration file (optional)")
+    sim.add_argument("--node", help="node id (default: from the file, else 'sim')")
+    sim.add_argument("--mqtt-host", help="broker host")
+    sim.add_argument("--mqtt-port", type=int, help="broker port")
+    sim.add_argument("--data", type=Path, help="state folder (outbox, clock, settings)")
+    sim.add_argument("--rate", type=float, help="adverts per second")
+    sim.add_argument("--tags", type=int, help="number of moving tags")
+    sim.add_argument("--sensors", type=int, help="number of sensor tags")
+    sim.add_argument("--nodes", help="comma-separated node ids that share the simulated space")
+    sim.add_argument("--seed", type=int, help="random seed")
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", type=Path)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "check-config":
+            return check_config(args.file)
+        config = simulate_config(args) if args.command == "simulate" else load(args.config)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config, simulated=args.command == "simulate"))
+    return 0
+
+
+def check_config(path: Path) -> int:
+    try:
+        config = load(path, environ={})
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    print(
+        f"{path}: valid; node {config['node']['id']}, {len(config['assets'])} assets, "
+        f"broker {config['mqtt']['host']}"
+    )
+    return 0
+
+
+def simulate_config(args: argparse.Namespace) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    if args.config is not None:
+        raw = load(args.config)
+    overrides: dict[str, Any] = {"node": {}, "mqtt": {}, "storage": {}, "simulator": {}}
+    overrides["node"]["id"] = args.node or raw.get("node", {}).get("id", "sim")
+    for value, section, key in (
+        (args.mqtt_host, "mqtt", "host"),
+        (args.mqtt_port, "mqtt", "port"),
+        (str(args.data) if args.data else None, "storage", "path"),
+        (args.rate, "simulator", "rate_per_s"),
+        (args.tags, "simulator", "tags"),
+        (args.sensors, "simulator", "sensors"),
+        (args.nodes.split(",") if args.nodes else None, "simulator", "nodes"),
+        (args.seed, "simulator", "seed"),
+    ):
+        if value is not None:
+            overrides[section][key] = value
+    config = validate(merge(raw, overrides))
+    if not config["assets"]:
+        sim = Simulator(config, config["node"]["id"])
+        config = validate({**config, "assets": sim.assets()})
+    return config
+
+
+async def serve(config: dict[str, Any], simulated: bool) -> None:
+    """Runs the node until SIGTERM or SIGINT; never exits on a broker or adapter outage."""
+    storage = Path(config["storage"]["path"])
+    await asyncio.to_thread(storage.mkdir, parents=True, exist_ok=True)
+    settings = RuntimeSettings(defaults_from(config), storage / "settings.json")
+    node = EdgeNode(config, settings)
+    pipeline = Pipeline(config, settings, node.emit)
+    source = _source(config, simulated, pipeline)
+    node.set_snapshot_provider(pipeline.snapshot)
+    node.add_health_provider("scanner", lambda: {**source.health(), **pipeline.health()})
+    notifier = ServiceNotifier()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await pipeline.decoder.async_setup()
+    tasks = [
+        asyncio.create_task(node.run(), name="node"),
+        asyncio.create_task(source.run(pipeline.handle_advert), name="source"),
+        asyncio.create_task(_ticker(pipeline), name="ticker"),
+    ]
+    helpers: list[asyncio.Task[Any]] = [
+        asyncio.create_task(notifier.run_watchdog(lambda: source.health()["state"] != "error"))
+    ]
+    supervisor = SupervisorClient.from_environ()
+    if supervisor is not None:
+        root, node_id = config["mqtt"]["root_topic"], config["node"]["id"]
+        helpers.append(asyncio.create_task(supervisor.announce_until_done(root, node_id)))
+    notifier.ready()
+    _LOGGER.info(
+        "Edge node %s started (%s)", config["node"]["id"], "simulated" if simulated else "BLE"
+    )
+    await _until_stopped(stop, tasks)
+    for helper in helpers:
+        helper.cancel()
+    notifier.stopping()
+    pipeline.presence.save()
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            _LOGGER.error("%s stopped: %r", task.get_name(), task.exception())
+    # producers first, so the node can flush and say goodbye with nothing left in flight
+    stopper.cancel()
+    for task in reversed(tasks):
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _ticker(pipeline: Pipeline) -> None:
+    while True:
+        await asyncio.sleep(TICK_S)
+        await pipeline.tick()
+
+
+class _SimulatedSource:
+    def __init__(self, simulator: Simulator) -> None:
+        self.simulator = simulator
+
+    def health(self) -> dict[str, Any]:
+        return {"state": "simulating"}
+
+    async def run(self, on_advert: Callable[..., Any]) -> None:
+        await self.simulator.run(on_advert)
+
+
+class _BleSource:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.scanner: Any = None
+
+    def health(self) -> dict[str, Any]:
+        return self.scanner.health() if self.scanner else {"state": "starting"}
+
+    async def run(self, on_advert: Callable[..., Any]) -> None:
+        from .scanner import BleScanner  # bleak loads D-Bus machinery: only when scanning
+
+        self.scanner = BleScanner(self.config["scanner"], on_advert)
+        await self.scanner.run()
+
+
+def _source(config: dict[str, Any], simulated: bool, pipeline: Pipeline) -> Any:
+    if simulated:
+        return _SimulatedSource(Simulator(config, config["node"]["id"]))
+    return _BleSource(config)

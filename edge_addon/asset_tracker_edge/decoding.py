@@ -1,0 +1,213 @@
+"""Advertisement -> readings, through the Bluetooth-Devices parsers Home Assistant itself uses.
+
+The cheap part (which format is this?) is decided here from the company id or service UUID, so a
+parser only ever sees advertisements of its own format; Eddystone, which no maintained parser
+covers, is read from the public frame layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiooui
+import bthome_ble
+import govee_ble
+import ibeacon_ble
+import ruuvitag_ble
+import xiaomi_ble
+from home_assistant_bluetooth import BluetoothServiceInfoBleak
+
+from .advert import Advert
+
+_LOGGER = logging.getLogger(__name__)
+
+APPLE = 0x004C
+RUUVI = 0x0499
+GOVEE_IDS = frozenset({0xEC88, 0x88EC, 0x0001, 0x8801, 0xEF88})
+BTHOME_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
+EDDYSTONE_UUID = "0000feaa-0000-1000-8000-00805f9b34fb"
+XIAOMI_UUIDS = frozenset(
+    {"0000fe95-0000-1000-8000-00805f9b34fb", "0000181a-0000-1000-8000-00805f9b34fb"}
+)
+MAX_PARSERS = 4096
+
+# parser key -> protocol metric; None: the battery percentage
+METRICS: dict[str, str | None] = {
+    "temperature": "temperature",
+    "humidity": "humidity",
+    "pressure": "pressure",
+    "illuminance": "illuminance",
+    "moisture": "moisture",
+    "voltage": "battery_voltage",
+    "carbon_dioxide": "co2",
+    "pm25": "pm25",
+    "acceleration": "acceleration",
+    "battery": None,
+}
+RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (-60, 150),
+    "humidity": (0, 100),
+    "pressure": (300, 1100),
+    "battery_voltage": (0, 5),
+    "acceleration": (0, 200),
+    "moisture": (0, 100),
+    "illuminance": (0, 200_000),
+    "co2": (0, 10_000),
+    "pm25": (0, 1000),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one advertisement said, in the protocol's vocabulary."""
+
+    format: str
+    readings: dict[str, float] = field(default_factory=dict)
+    battery: float | None = None
+    ibeacon: tuple[str, int, int] | None = None
+    eddystone_uid: tuple[str, str] | None = None
+    tx_power: int | None = None
+
+
+class DecodeError(ValueError):
+    """An advertisement of a known format that does not parse."""
+
+
+class Decoder:
+    """Decodes adverts; keeps one parser per device (parsers hold per-device state)."""
+
+    def __init__(self) -> None:
+        self.formats: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._parsers: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._ibeacon = ibeacon_ble.iBeaconParser()
+
+    async def async_setup(self) -> None:
+        """Loads the vendor table ibeacon-ble consults (a file read, off the event loop)."""
+        await aiooui.async_load()
+
+    def decode(self, advert: Advert) -> Reading | None:
+        """The reading, or None when nothing is recognised; never raises on bad data."""
+        try:
+            reading = self._decode(advert)
+        except (DecodeError, ValueError, struct.error, IndexError, KeyError, TypeError) as err:
+            self.errors["malformed"] += 1
+            _LOGGER.debug("Malformed advertisement from %s: %s", advert.address, err)
+            return None
+        if reading is not None:
+            self.formats[reading.format] += 1
+        return reading
+
+    def stats(self) -> dict[str, Any]:
+        return {"formats": dict(self.formats), "errors": dict(self.errors)}
+
+    def _decode(self, advert: Advert) -> Reading | None:
+        mfr, sd = advert.manufacturer_data, advert.service_data
+        if APPLE in mfr and mfr[APPLE][:2] == b"\x02\x15":
+            return self._decode_ibeacon(advert)
+        if BTHOME_UUID in sd:
+            return self._sensor(advert, "bthome", bthome_ble.BTHomeBluetoothDeviceData)
+        if RUUVI in mfr:
+            return self._sensor(advert, "ruuvi", ruuvitag_ble.RuuvitagBluetoothDeviceData)
+        if EDDYSTONE_UUID in sd:
+            return decode_eddystone(sd[EDDYSTONE_UUID])
+        if XIAOMI_UUIDS & sd.keys():
+            return self._sensor(advert, "xiaomi", xiaomi_ble.XiaomiBluetoothDeviceData)
+        if GOVEE_IDS & mfr.keys() and (advert.local_name or "").startswith(
+            ("GV", "Govee", "ihoment")
+        ):
+            return self._sensor(advert, "govee", govee_ble.GoveeBluetoothDeviceData)
+        if mfr:
+            return Reading(format="manufacturer", tx_power=advert.tx_power)
+        return None
+
+    def _decode_ibeacon(self, advert: Advert) -> Reading:
+        beacon = self._ibeacon.parse(service_info(advert))
+        if beacon is None:
+            raise DecodeError("not a valid iBeacon frame")
+        ident = (str(beacon.uuid).lower(), int(beacon.major), int(beacon.minor))
+        return Reading(format="ibeacon", ibeacon=ident, tx_power=int(beacon.power))
+
+    def _sensor(self, advert: Advert, fmt: str, parser_type: type) -> Reading | None:
+        parser = self._parser(advert.address, fmt, parser_type)
+        update = parser.update(service_info(advert))
+        readings: dict[str, float] = {}
+        battery: float | None = None
+        for key, value in update.entity_values.items():
+            metric = METRICS.get(key.key, "")
+            number = value.native_value
+            if metric == "" or not isinstance(number, int | float):
+                continue
+            if metric is None and 0 <= number <= 100:
+                battery = float(number)
+            elif metric is not None and in_range(metric, float(number)):
+                readings[metric] = float(number)
+            else:
+                self.errors["out_of_range"] += 1
+        if not readings and battery is None:
+            return None
+        return Reading(format=fmt, readings=readings, battery=battery, tx_power=advert.tx_power)
+
+    def _parser(self, address: str, fmt: str, parser_type: type) -> Any:
+        key = (address, fmt)
+        parser = self._parsers.get(key)
+        if parser is None:
+            parser = self._parsers[key] = parser_type()
+            if len(self._parsers) > MAX_PARSERS:
+                self._parsers.popitem(last=False)
+        else:
+            self._parsers.move_to_end(key)
+        return parser
+
+
+def in_range(metric: str, value: float) -> bool:
+    low, high = RANGES.get(metric, (float("-inf"), float("inf")))
+    return not math.isnan(value) and low <= value <= high
+
+
+def service_info(advert: Advert) -> BluetoothServiceInfoBleak:
+    return BluetoothServiceInfoBleak(
+        advert.local_name or "",
+        advert.address.upper(),
+        advert.rssi,
+        advert.manufacturer_data,
+        advert.service_data,
+        list(advert.service_uuids),
+        "local",
+        None,  # type: ignore[arg-type]  # no BLEDevice: the parsers never connect
+        None,
+        False,
+        time.monotonic(),
+        advert.tx_power,
+    )
+
+
+def decode_eddystone(frame: bytes) -> Reading:
+    """Eddystone UID (0x00) and TLM (0x20) frames, per the Eddystone protocol specification."""
+    if not frame:
+        raise DecodeError("empty Eddystone frame")
+    kind = frame[0]
+    if kind == 0x00:
+        if len(frame) < 18:
+            raise DecodeError("Eddystone UID frame too short")
+        tx_power = struct.unpack("b", frame[1:2])[0]
+        return Reading(
+            format="eddystone_uid",
+            eddystone_uid=(frame[2:12].hex(), frame[12:18].hex()),
+            tx_power=tx_power - 41,  # calibrated at 0 m; 41 dB is the loss to 1 m
+        )
+    if kind == 0x20:
+        if len(frame) < 14 or frame[1] != 0x00:
+            raise DecodeError("unsupported Eddystone TLM frame")
+        millivolts, temp_raw = struct.unpack(">Hh", frame[2:6])
+        readings = {"battery_voltage": millivolts / 1000} if 0 < millivolts < 5000 else {}
+        if temp_raw != -0x8000 and in_range("temperature", temp_raw / 256):
+            readings["temperature"] = temp_raw / 256
+        return Reading(format="eddystone_tlm", readings=readings)
+    raise DecodeError(f"unsupported Eddystone frame type 0x{kind:02x}")

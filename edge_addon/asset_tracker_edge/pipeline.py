@@ -1,0 +1,222 @@
+"""Adverts in, a few meaningful events out: decode -> match -> smooth -> presence -> anomaly rules.
+
+Presence transitions and anomalies are critical and leave at once; readings leave as routine
+telemetry at most once per `telemetry.interval_s` per asset, never once per advertisement.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .advert import Advert
+from .anomaly import AssetRules, Finding
+from .decoding import Decoder, Reading
+from .events import EdgeEvent, Priority
+from .identity import AssetMatcher
+from .presence import PresenceTracker
+from .settings import RuntimeSettings
+from .smoothing import RssiFilter, distance_m
+
+_LOGGER = logging.getLogger(__name__)
+Emit = Callable[[EdgeEvent], Awaitable[None]]
+MASS_VANISH = 3
+UNKNOWN_SAMPLE = 50
+LOG_EVERY_S = 60.0
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Tracked:
+    """What the pipeline keeps per configured asset."""
+
+    name: str
+    type: str
+    rules: AssetRules
+    rssi: RssiFilter = field(default_factory=RssiFilter)
+    distance_m: float | None = None
+    battery: float | None = None
+    readings: dict[str, float] = field(default_factory=dict)
+    last_telemetry_ms: int = 0
+    last_seen_ms: int = 0
+
+
+class Pipeline:
+    """The sensing pipeline of one node."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        settings: RuntimeSettings,
+        emit: Emit,
+        now: Callable[[], int] = wall_ms,
+    ) -> None:
+        self._settings = settings
+        self._emit = emit
+        self._now = now
+        self._path_loss = config["path_loss"]
+        self.decoder = Decoder()
+        self.matcher = AssetMatcher(config["assets"])
+        path = Path(config["storage"]["path"]) / "presence.json"
+        self.presence = PresenceTracker(path if Path(config["storage"]["path"]).is_dir() else None)
+        self.assets = {
+            a["id"]: Tracked(
+                name=a.get("name", a["id"]), type=a["type"], rules=AssetRules(dict(a["thresholds"]))
+            )
+            for a in config["assets"]
+        }
+        self.adverts = 0
+        self.unknown: OrderedDict[str, int] = OrderedDict()
+        self.unknown_total = 0
+        self._rate_mark = (now(), 0)
+        self._last_log = 0.0
+
+    # adverts
+
+    async def handle_advert(self, advert: Advert) -> None:
+        self.adverts += 1
+        reading = self.decoder.decode(advert)
+        asset_id = self.matcher.match(advert, reading)
+        if asset_id is None:
+            self._count_unknown(advert.address)
+            return
+        now = advert.received_ms
+        asset = self.assets[asset_id]
+        asset.last_seen_ms = max(asset.last_seen_ms, now)
+        rssi = asset.rssi.update(float(advert.rssi))
+        power = (reading.tx_power if reading and reading.tx_power else None) or self._path_loss[
+            "measured_power"
+        ]
+        asset.distance_m = distance_m(rssi, power, self._path_loss["exponent"])
+        transition = self.presence.seen(
+            asset_id, now, self._setting("presence.debounce"), self._away_ms()
+        )
+        if transition is not None:
+            await self._presence(asset_id, asset, transition, now)
+        await self._readings(asset_id, asset, reading, now)
+        if now - asset.last_telemetry_ms >= self._setting("telemetry.interval_s") * 1000:
+            asset.last_telemetry_ms = now
+            await self._emit(
+                EdgeEvent("telemetry", Priority.ROUTINE, asset_id, self._data(asset), now)
+            )
+
+    async def _readings(
+        self, asset_id: str, asset: Tracked, reading: Reading | None, now: int
+    ) -> None:
+        findings: list[Finding] = []
+        if reading is not None:
+            asset.readings.update(reading.readings)
+            findings += asset.rules.readings(now, reading.readings, self._setting)
+            if reading.battery is not None:
+                asset.battery = reading.battery
+                findings += asset.rules.battery(reading.battery, self._setting)
+        if asset.type == "tag" and asset.distance_m is not None:
+            findings += asset.rules.movement(asset.distance_m, self._setting)
+        findings += asset.rules.missing(0, self._setting)  # seen again: re-arms the rule
+        for finding in findings:
+            await self._anomaly(asset_id, finding, now)
+
+    def _count_unknown(self, address: str) -> None:
+        self.unknown_total += 1
+        if address not in self.unknown and len(self.unknown) >= UNKNOWN_SAMPLE:
+            self.unknown.popitem(last=False)
+        self.unknown[address] = self.unknown.get(address, 0) + 1
+
+    # timers
+
+    async def tick(self, now_ms: int | None = None) -> None:
+        """Away timeouts, the missing-asset rule and a mass vanish; persists presence."""
+        now = self._now() if now_ms is None else now_ms
+        departed = self.presence.tick(now, self._away_ms())
+        mass = len(departed) >= MASS_VANISH
+        if mass:
+            message = f"{len(departed)} assets vanished at once"
+            data = {"reason": "mass_vanish", "count": len(departed), "message": message}
+            await self._emit(EdgeEvent("node_alert", Priority.CRITICAL, None, data, now))
+        for asset_id, state in departed:
+            await self._presence(asset_id, self.assets[asset_id], state, now)
+        for asset_id, asset in self.assets.items():
+            if asset.last_seen_ms == 0:
+                continue
+            for finding in asset.rules.missing(now - asset.last_seen_ms, self._setting):
+                if not mass:
+                    await self._anomaly(asset_id, finding, now)
+        self.presence.save()
+
+    # events
+
+    async def _presence(self, asset_id: str, asset: Tracked, state: str, now: int) -> None:
+        data: dict[str, Any] = {"state": state}
+        if state == "present" and asset.rssi.value is not None:
+            data |= {"rssi": round(asset.rssi.value, 1), "distance_m": asset.distance_m}
+        await self._emit(EdgeEvent("presence", Priority.CRITICAL, asset_id, data, now))
+
+    async def _anomaly(self, asset_id: str, finding: Finding, now: int) -> None:
+        data: dict[str, Any] = {
+            "rule": finding.rule,
+            "severity": finding.severity,
+            "message": finding.message[:256],
+        }
+        if finding.metric is not None:
+            data["metric"] = finding.metric
+        if finding.value is not None:
+            data["value"] = finding.value
+        priority = Priority.ROUTINE if finding.severity == "info" else Priority.CRITICAL
+        await self._emit(EdgeEvent("anomaly", priority, asset_id, data, now))
+
+    def _data(self, asset: Tracked) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if asset.rssi.value is not None:
+            data |= {"rssi": round(max(-127.0, min(20.0, asset.rssi.value)), 1)}
+        if asset.distance_m is not None:
+            data["distance_m"] = asset.distance_m
+        if asset.battery is not None:
+            data["battery"] = asset.battery
+        if asset.readings:
+            data["readings"] = dict(asset.readings)
+        return data
+
+    # views
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Current state of every asset for a snapshot message (hlc added by the node)."""
+        out = []
+        for asset_id, asset in self.assets.items():
+            presence = self.presence.assets.get(asset_id)
+            out.append(
+                {
+                    "asset": asset_id,
+                    "state": presence.state if presence else "unknown",
+                    "hlc": [asset.last_seen_ms, 0],
+                    **self._data(asset),
+                }
+            )
+        return out
+
+    def health(self) -> dict[str, Any]:
+        now = self._now()
+        then, count = self._rate_mark
+        rate = (self.adverts - count) * 1000 / max(1, now - then)
+        self._rate_mark = (now, self.adverts)
+        health: dict[str, Any] = {
+            "adverts_per_s": round(rate, 1),
+            "decode_errors": sum(self.decoder.errors.values()),
+            "assets_tracked": sum(1 for a in self.assets.values() if a.last_seen_ms),
+            "transitions": self.presence.transitions,
+            "unknown_tags": self.unknown_total,
+        }
+        return health
+
+    def _setting(self, key: str) -> Any:
+        return self._settings.get(key)
+
+    def _away_ms(self) -> int:
+        return int(self._settings.get("presence.away_timeout_s")) * 1000

@@ -1,0 +1,115 @@
+"""BLE source on bleak (BlueZ on Linux): passive where BlueZ supports it, and self-healing.
+
+A scanner that silently stops is the most common failure of BLE gateways, so this one restarts
+itself with backoff on any BlueZ error, when the adapter disappears, and when no advertisement
+has arrived for a while although scanning was reported fine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bleak import BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
+
+from .advert import Advert
+
+_LOGGER = logging.getLogger(__name__)
+SILENCE_RESTART_S = 120.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
+
+OnAdvert = Callable[[Advert], Awaitable[None] | None]
+
+
+def to_advert(device: BLEDevice, data: AdvertisementData) -> Advert:
+    return Advert(
+        address=device.address.lower(),
+        rssi=data.rssi,
+        received_ms=time.time_ns() // 1_000_000,
+        local_name=data.local_name,
+        manufacturer_data=dict(data.manufacturer_data),
+        service_data={k.lower(): v for k, v in data.service_data.items()},
+        service_uuids=tuple(u.lower() for u in data.service_uuids),
+        tx_power=data.tx_power,
+    )
+
+
+def passive_args() -> dict[str, Any]:
+    """BlueZ passive scanning needs advertisement monitor patterns: match every flags value."""
+    from bleak.assigned_numbers import AdvertisementDataType
+    from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
+
+    flags = (b"\x02", b"\x06", b"\x1a", b"\x04", b"\x05", b"\x18", b"\x1e")
+    patterns = [OrPattern(0, AdvertisementDataType.FLAGS, f) for f in flags]
+    return {"scanning_mode": "passive", "bluez": {"or_patterns": patterns}}
+
+
+class BleScanner:
+    """Runs a BleakScanner until cancelled; `health()` says how it is doing."""
+
+    def __init__(self, config: dict[str, Any], on_advert: OnAdvert) -> None:
+        self.adapter: str | None = config.get("adapter")
+        self.mode: str = config.get("mode", "passive")
+        self._on_advert = on_advert
+        self.state = "starting"
+        self.restarts = 0
+        self.last_error: str | None = None
+        self._last_advert = time.monotonic()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def health(self) -> dict[str, Any]:
+        return {"state": self.state}
+
+    def _callback(self, device: BLEDevice, data: AdvertisementData) -> None:
+        self._last_advert = time.monotonic()
+        result = self._on_advert(to_advert(device, data))
+        if asyncio.iscoroutine(result):
+            task = asyncio.ensure_future(result)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    def _scanner(self) -> BleakScanner:
+        kwargs: dict[str, Any] = passive_args() if self.mode == "passive" else {}
+        if self.adapter:
+            kwargs["adapter"] = self.adapter
+        return BleakScanner(detection_callback=self._callback, **kwargs)
+
+    async def run(self, silence_restart_s: float = SILENCE_RESTART_S) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            try:
+                async with self._scanner():
+                    self.state, backoff = "scanning", BACKOFF_MIN_S
+                    self._last_advert = time.monotonic()
+                    _LOGGER.info(
+                        "Scanning (%s) on %s", self.mode, self.adapter or "the default adapter"
+                    )
+                    await self._watch(silence_restart_s)
+            except (BleakError, OSError, EOFError, TimeoutError) as err:
+                self._failed(err)
+                if self.mode == "passive" and "passive" in str(err).lower():
+                    _LOGGER.warning("BlueZ cannot scan passively here; scanning actively instead")
+                    self.mode = "active"
+            self.restarts += 1
+            self.state = "waiting"
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _watch(self, silence_restart_s: float) -> None:
+        # polling a timestamp the callback sets costs less than an Event set on every advert
+        while time.monotonic() - self._last_advert < silence_restart_s:  # noqa: ASYNC110
+            await asyncio.sleep(min(5.0, silence_restart_s / 4))
+        _LOGGER.warning("No advertisement for %.0f s: restarting the scanner", silence_restart_s)
+
+    def _failed(self, err: BaseException) -> None:
+        self.state = "error"
+        message = f"{type(err).__name__}: {err}"
+        if message != self.last_error:
+            _LOGGER.error("Scanner failed, retrying: %s", message)
+        self.last_error = message

@@ -1,0 +1,168 @@
+"""A simulated advertisement source: moving iBeacon tags and BTHome sensor tags, with real bytes.
+
+Positions are a pure function of (seed, time), so several simulated nodes started with the same
+seed agree on where every tag is and see it with signal strengths that fit their own position:
+tags move between nodes' areas, which is what fusion needs. Sensor tags drift with noise; one
+freezer warms up now and then (a threshold anomaly) and one tag drops out for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .advert import Advert
+
+TAG_UUID = "e2c56db5-dffb-48d2-b060-d0f5a71096e0"
+BTHOME_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
+MEASURED_POWER = -59
+NODE_SPACING_M = 12.0
+CYCLE_S = 600.0
+
+
+def ibeacon_data(major: int, minor: int, power: int = MEASURED_POWER) -> bytes:
+    """Apple manufacturer data (company 0x004C) of an iBeacon frame."""
+    return (
+        b"\x02\x15"
+        + bytes.fromhex(TAG_UUID.replace("-", ""))
+        + struct.pack(">HHb", major, minor, power)
+    )
+
+
+def bthome_data(temperature: float, humidity: float, battery: int) -> bytes:
+    """BTHome v2 service data: unencrypted; battery (0x01), temperature (0x02), humidity (0x03)."""
+    return (
+        b"\x40"
+        + struct.pack("<BB", 0x01, battery)
+        + struct.pack("<Bh", 0x02, round(temperature * 100))
+        + struct.pack("<BH", 0x03, round(humidity * 100))
+    )
+
+
+class Simulator:
+    """Generates the adverts one node would hear."""
+
+    def __init__(self, config: dict[str, Any], node_id: str) -> None:
+        sim = config["simulator"]
+        self.tags, self.sensors = sim["tags"], sim["sensors"]
+        self.rate = float(sim["rate_per_s"])
+        self.anomalies = sim["anomalies"]
+        nodes: list[str] = sim.get("nodes") or [node_id]
+        self.position = NODE_SPACING_M * (nodes.index(node_id) if node_id in nodes else 0)
+        self.span = NODE_SPACING_M * max(1, len(nodes) - 1)
+        rng = random.Random(sim["seed"])
+        self._phases = [rng.uniform(0, 2 * math.pi) for _ in range(self.tags)]
+        self._periods = [rng.uniform(120, 360) for _ in range(self.tags)]
+        self._noise = random.Random(
+            sim["seed"] * 7919 + (nodes.index(node_id) if node_id in nodes else 0)
+        )
+        self._next = 0
+
+    def assets(self) -> list[dict[str, Any]]:
+        """The simulated assets as configuration entries (the allow-list)."""
+        tags = [
+            {
+                "id": f"tag_{i + 1}",
+                "name": f"Tag {i + 1}",
+                "type": "tag",
+                "match": {"ibeacon": {"uuid": TAG_UUID, "major": 1, "minor": i + 1}},
+                "thresholds": {},
+            }
+            for i in range(self.tags)
+        ]
+        sensors = [
+            {
+                "id": "freezer" if i == 0 else f"sensor_{i + 1}",
+                "name": "Freezer" if i == 0 else f"Sensor {i + 1}",
+                "type": "sensor",
+                "model": "BTHome v2",
+                "match": {"mac": self.sensor_mac(i)},
+                "thresholds": {"temperature_max": -12.0} if i == 0 else {"temperature_max": 35.0},
+            }
+            for i in range(self.sensors)
+        ]
+        return tags + sensors
+
+    @staticmethod
+    def sensor_mac(i: int) -> str:
+        return f"a4:c1:38:00:{i // 256:02x}:{i % 256:02x}"
+
+    def tag_position(self, i: int, t: float) -> float:
+        return self.span * (
+            0.5 + 0.5 * math.sin(2 * math.pi * t / self._periods[i] + self._phases[i])
+        )
+
+    def dropped_out(self, i: int, t: float) -> bool:
+        """The last tag vanishes for 2 minutes of every cycle (a missing or away event)."""
+        return self.anomalies and i == self.tags - 1 and (t % CYCLE_S) > CYCLE_S - 120
+
+    def rssi_at(self, distance: float) -> int:
+        d = max(0.5, distance)
+        return round(MEASURED_POWER - 20 * math.log10(d) + self._noise.gauss(0, 2.5))
+
+    def next_advert(self, now_ms: int) -> Advert | None:
+        """The next advert in round-robin order; None when that tag is out of range."""
+        total = self.tags + self.sensors
+        if total == 0:
+            return None
+        i, self._next = self._next, (self._next + 1) % total
+        t = now_ms / 1000
+        if i < self.tags:
+            if self.dropped_out(i, t):
+                return None
+            distance = abs(self.tag_position(i, t) - self.position) + 1.0
+            if distance > 30:
+                return None
+            return Advert(
+                address=f"5c:f3:70:00:00:{i + 1:02x}",
+                rssi=self.rssi_at(distance),
+                received_ms=now_ms,
+                manufacturer_data={0x004C: ibeacon_data(1, i + 1)},
+            )
+        return self._sensor_advert(i - self.tags, now_ms)
+
+    def _sensor_advert(self, k: int, now_ms: int) -> Advert:
+        t = now_ms / 1000
+        base, spread = (-18.0, 0.3) if k == 0 else (21.0 + k, 0.4)
+        temperature = base + 0.5 * math.sin(t / 300) + self._noise.gauss(0, spread / 3)
+        if k == 0 and self.anomalies and 240 < (t % CYCLE_S) < 360:
+            temperature += ((t % CYCLE_S) - 240) / 120 * 14  # the door was left open
+        humidity = max(0.0, min(100.0, 45 + 5 * math.sin(t / 500) + self._noise.gauss(0, 0.5)))
+        battery = 80 - int(t / 86400) % 30
+        if k == 1 and self.anomalies and (t % CYCLE_S) < 60:
+            battery = 9  # a worn cell sagging in the cold: low battery
+
+        return Advert(
+            address=self.sensor_mac(k),
+            rssi=self.rssi_at(3.0 + k),
+            received_ms=now_ms,
+            service_data={BTHOME_UUID: bthome_data(temperature, humidity, battery)},
+            service_uuids=(BTHOME_UUID,),
+        )
+
+    async def run(
+        self, on_advert: Callable[[Advert], Any], now: Callable[[], int] | None = None
+    ) -> None:
+        """Emits adverts at `rate_per_s` until cancelled."""
+        clock = now or (lambda: time.time_ns() // 1_000_000)
+        interval = 1 / self.rate
+        next_at = time.monotonic()
+        while True:
+            advert = self.next_advert(clock())
+            if advert is not None:
+                result = on_advert(advert)
+                if asyncio.iscoroutine(result):
+                    await result
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -1:
+                next_at = time.monotonic()  # fell behind: do not burst to catch up
+            else:
+                await asyncio.sleep(0)
