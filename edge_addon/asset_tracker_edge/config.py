@@ -6,6 +6,7 @@ tests, and `asset-tracker-edge check-config` reports every problem it finds, one
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -273,7 +274,7 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration as it may be logged: no password, no IRK."""
-    out = merge({}, config)
+    out = copy.deepcopy(dict(config))  # merge() shares nested sections with the original
     if "password" in out.get("mqtt", {}):
         out["mqtt"]["password"] = REDACTED
     out["assets"] = [
