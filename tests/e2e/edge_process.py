@@ -44,8 +44,12 @@ def demo_edge_config(
     }
 
 
+def edge_command(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "asset_tracker_edge", "simulate", "--config", str(config_path)]
+
+
 class EdgeProcess:
-    """`asset-tracker-edge simulate --config FILE`; output goes to `workdir/edge.out`."""
+    """The edge node in simulation mode as its own process; output goes to `workdir/edge.out`."""
 
     def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
         self.workdir = workdir
@@ -64,13 +68,14 @@ class EdgeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         env = dict(os.environ)
-        edge_src = str(REPO / "edge_addon")
-        env["PYTHONPATH"] = edge_src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        paths = [str(REPO / "edge_addon")]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "asset_tracker_edge.cli", "simulate", "--config",
-                 str(self.config_path)],
+                edge_command(self.config_path),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

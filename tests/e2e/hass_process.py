@@ -335,7 +335,8 @@ class HassClient:
         return result
 
     async def flows_in_progress(self, handler: str) -> list[dict[str, Any]]:
-        flows = await self.get("/api/config/config_entries/flow")
+        async with websocket(self) as ws:
+            flows = await ws.call("config_entries/flow/progress")
         return [f for f in flows if f["handler"] == handler]
 
     async def config_entries(self, domain: str) -> list[dict[str, Any]]:

@@ -1,0 +1,108 @@
+"""The end-to-end stack: a real mosquitto, the edge node in simulation mode as its own process and a
+real `hass` with the integration, set up once per module the way a user would (onboarding, MQTT
+and Asset Tracker config flows, an automation from the anomaly-alert blueprint).
+
+Everything lives under build/e2e/ and is kept after the run for inspection (logs, screenshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mosquitto_broker import Mosquitto
+
+from e2e.edge_process import EdgeProcess, demo_edge_config
+from e2e.hass_process import (
+    REPO,
+    HassClient,
+    HassProcess,
+    Tokens,
+    ensure_integration,
+    first_start,
+    free_port,
+    write_config,
+)
+
+WORK = REPO / "build" / "e2e"
+LOGIN = ("E2E", "e2e", "e2e-password")
+NODE_AREA = "Workshop"
+ALERT_EVENT = "asset_tracker_e2e_alert"
+
+ALERT_AUTOMATION: dict[str, Any] = {
+    "id": "e2e_anomaly_alert",
+    "alias": "e2e anomaly alert",
+    "use_blueprint": {
+        "path": "asset_tracker/anomaly_alert.yaml",
+        "input": {
+            "notify_action": "notify.persistent_notification",
+            "severities": ["info", "warning", "critical"],
+            "cooldown_minutes": 0,
+            "extra_actions": [
+                {
+                    "event": ALERT_EVENT,
+                    "event_data": {
+                        "asset": "{{ asset }}",
+                        "rule": "{{ rule }}",
+                        "hlc_wall_ms": "{{ trigger.event.data.hlc[0] }}",
+                    },
+                }
+            ],
+        },
+    },
+}
+
+
+@dataclass
+class Stack:
+    broker: Mosquitto
+    hass: HassProcess
+    edge: EdgeProcess
+    tokens: Tokens
+    entry_id: str
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def client(self) -> HassClient:
+        client = HassClient(self.hass.url)
+        client.token = self.tokens.access_token
+        return client
+
+    def logs(self) -> str:
+        return f"--- hass ---\n{self.hass.tail(30)}\n--- edge ---\n{self.edge.tail(30)}"
+
+
+def edge_config(workdir: Path, port: int) -> dict[str, Any]:
+    return demo_edge_config(workdir, "127.0.0.1", port, node="e2e", area=NODE_AREA, seed=7)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    broker = Mosquitto(WORK / "mosquitto")
+    broker.start()
+    hass = HassProcess(WORK / "ha", free_port())
+    write_config(hass.config_dir, hass.port, automations=[ALERT_AUTOMATION], debug_integration=True)
+    edge = EdgeProcess(WORK / "edge", edge_config(WORK / "edge", broker.port))
+    try:
+        hass.start()
+
+        async def setup() -> tuple[Tokens, str]:
+            await hass.wait_ready()
+            client, tokens = await first_start(hass, LOGIN, (broker.host, broker.port))
+            entry = await ensure_integration(client)
+            await client.close()
+            return tokens, str(entry["entry_id"])
+
+        tokens, entry_id = asyncio.run(setup())
+        edge.start()
+        yield Stack(broker, hass, edge, tokens, entry_id)
+    finally:
+        edge.stop()
+        hass.stop()
+        broker.stop()

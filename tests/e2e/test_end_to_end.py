@@ -1,0 +1,348 @@
+"""The whole chain with the real parts: simulated BLE tags on an edge node process, mosquitto, a
+real Home Assistant with the integration, a blueprint automation and a headless Chromium.
+
+The tests run in file order on one stack (see conftest.py); each leaves it running for the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from e2e.browser import chromium, logged_in_page, wait_rendered
+from e2e.conftest import ALERT_EVENT, NODE_AREA, WORK, Stack
+from e2e.hass_process import REPO, HassClient, wait_for, websocket
+
+DOMAIN = "asset_tracker"
+ROOT = "asset_tracker"
+NODE = "e2e"
+
+
+async def _registry(client: HassClient) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async with websocket(client) as ws:
+        entities = await ws.call("config/entity_registry/list")
+        devices = await ws.call("config/device_registry/list")
+    mine = [e for e in entities if e["platform"] == DOMAIN]
+    ours = [d for d in devices if any(i[0] == DOMAIN for i in d["identifiers"])]
+    return mine, ours
+
+
+def _entity(entities: list[dict[str, Any]], unique_id: str) -> str | None:
+    return next((e["entity_id"] for e in entities if e["unique_id"] == unique_id), None)
+
+
+def _asset_ids(devices: list[dict[str, Any]]) -> list[str]:
+    prefix = f"{ROOT}:asset:"
+    return sorted(
+        ident[1][len(prefix) :]
+        for d in devices
+        for ident in d["identifiers"]
+        if ident[0] == DOMAIN and ident[1].startswith(prefix)
+    )
+
+
+async def _diagnostics(client: HassClient, entry_id: str) -> dict[str, Any]:
+    return dict((await client.get(f"/api/diagnostics/config_entry/{entry_id}"))["data"])
+
+
+def _applied_set_size(diag: dict[str, Any]) -> int:
+    node = diag["dedupe"].get(NODE, {})
+    return sum(int(e["watermark"]) + int(e["pending"]) for e in node.values())
+
+
+async def test_assets_appear_with_their_areas(stack: Stack) -> None:
+    simulated = stack.edge.config["simulator"]
+    expected = simulated["tags"] + simulated["sensors"]
+    client = stack.client()
+    try:
+
+        async def assets_seen() -> Any:
+            entities, devices = await _registry(client)
+            assets = _asset_ids(devices)
+            return (entities, assets) if len(assets) >= expected else None
+
+        entities, assets = await wait_for(
+            assets_seen, 60, 0.5, f"{expected} assets\n{stack.logs()}"
+        )
+        assert len(assets) == expected
+
+        async def areas_shown() -> Any:
+            states = await client.states()
+            shown = {}
+            for asset in assets:
+                area = _entity(entities, f"{ROOT}:asset:{asset}:area")
+                presence = _entity(entities, f"{ROOT}:asset:{asset}:presence")
+                if area and presence and states.get(presence, {}).get("state") == "on":
+                    shown[asset] = states[area]["state"]
+            return shown if shown else None
+
+        shown = await wait_for(areas_shown, 60, 0.5, "a present asset with an area")
+        # one node: every asset it sees present is in that node's area
+        assert set(shown.values()) == {NODE_AREA}, shown
+        stack.notes["assets"] = assets
+        stack.notes["entities"] = entities
+    finally:
+        await client.close()
+
+
+async def test_setting_from_an_entity_reaches_the_edge_and_its_anomaly_alerts_within_1s(
+    stack: Stack,
+) -> None:
+    """Raising the low-battery limit from Home Assistant to 100 % makes the edge flag a battery
+    as low: the setting reached the edge (its cmd/result and its settings file say so) and the
+    anomaly it raises runs through the event entity and the blueprint automation.
+
+    Latency is measured on the records, not on the test's clock: from the HLC the edge stamped
+    the anomaly with to the moment Home Assistant fired the automation's event."""
+    client = stack.client()
+    try:
+        entities = (await _registry(client))[0]
+        entity_id = _entity(entities, f"{ROOT}:node:{NODE}:setting:rules_battery_min_pct")
+        assert entity_id is not None
+        await wait_for(
+            lambda: _state_is_not(client, entity_id, "unavailable"), 30, 0.5, "settings announced"
+        )
+        async with websocket(client) as ws:
+            anomalies = await ws.subscribe("subscribe_events", event_type="asset_tracker_anomaly")
+            alerts = await ws.subscribe("subscribe_events", event_type=ALERT_EVENT)
+            # the action returns once the node has answered the versioned command
+            await client.post(
+                "/api/services/number/set_value", {"entity_id": entity_id, "value": 100}
+            )
+            state = (await client.states())[entity_id]
+            assert float(state["state"]) == 100
+            assert "last_error" not in state["attributes"]
+            persisted = _edge_settings(stack)
+            assert persisted.get("rules.battery.min_pct") == 100, persisted
+            anomaly = await _next_anomaly(anomalies, "battery", stack)
+            data = anomaly["data"]
+            alert = await _alert_for(alerts, data)
+        fired_ms = _iso_ms(alert["time_fired"])
+        anomaly_ms = _iso_ms(anomaly["time_fired"])
+        edge_ms = int(data["hlc"][0])
+        latency = {
+            "edge_to_bus_event_ms": anomaly_ms - edge_ms,
+            "edge_to_automation_ms": fired_ms - edge_ms,
+            "bus_event_to_automation_ms": fired_ms - anomaly_ms,
+            "rule": data["rule"],
+            "severity": data["severity"],
+        }
+        (WORK / "latency.json").write_text(json.dumps(latency, indent=2))
+        assert 0 <= latency["edge_to_automation_ms"] <= 1000, latency
+
+        event_entity = _entity(entities, f"{ROOT}:asset:{data['asset']}:anomaly_event")
+        assert event_entity is not None
+        event_state = (await client.states())[event_entity]
+        assert event_state["attributes"]["event_type"] in (data["rule"], "other")
+        assert _iso_ms(event_state["state"]) >= anomaly_ms - 1000
+        notifications = await _notifications(client)
+        assert any(data["message"] in str(n.get("message", "")) for n in notifications)
+    finally:
+        await client.close()
+
+
+async def _next_anomaly(queue: asyncio.Queue[Any], rule: str, stack: Stack) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            event = await asyncio.wait_for(queue.get(), left)
+        except TimeoutError:
+            break
+        if event["data"].get("rule") == rule and not event["data"].get("late"):
+            return dict(event)
+    raise AssertionError(f"no live {rule} anomaly within 60 s\n{stack.logs()}")
+
+
+async def _alert_for(queue: asyncio.Queue[Any], data: dict[str, Any]) -> dict[str, Any]:
+    while True:
+        alert = await asyncio.wait_for(queue.get(), 10)
+        same_asset = alert["data"]["asset"] == data["asset"]
+        if same_asset and int(alert["data"]["hlc_wall_ms"]) == int(data["hlc"][0]):
+            return dict(alert)
+
+
+async def test_dashboard_renders_the_asset_cards_in_chromium(stack: Stack) -> None:
+    assets = stack.notes.get("assets") or []
+    assert assets
+    async with (
+        chromium(WORK / "browser") as endpoint,
+        aiohttp.ClientSession() as session,
+        logged_in_page(session, endpoint, stack.tokens) as page,
+    ):
+        await page.send("Page.navigate", url=f"{stack.hass.url}/asset-tracker/fleet")
+        tiles = await wait_rendered(page, ("hui-tile-card",), len(assets), timeout=90)
+        await asyncio.sleep(1.5)  # let the map tiles and icons settle for the picture
+        shot = WORK / "dashboard.png"
+        await page.screenshot(shot)
+    assert len(tiles) == len(assets)
+    texts = " | ".join(t["text"] for t in tiles)
+    client = stack.client()
+    try:
+        _, devices = await _registry(client)
+    finally:
+        await client.close()
+    names = [d["name"] for d in devices if d.get("model") != "Edge node"]
+    for name in names:
+        assert name in texts, (name, texts)
+    assert shot.stat().st_size > 10_000
+    docs = REPO / "docs"
+    docs.mkdir(exist_ok=True)
+    shutil.copyfile(shot, docs / "dashboard.png")
+
+
+async def test_edge_kill9_and_hass_restart_lose_and_duplicate_nothing(stack: Stack) -> None:
+    client = stack.client()
+    try:
+        # phase 1: the edge crashes mid-stream; what reached Home Assistant was applied once
+        stack.edge.kill9()
+        diag = await _settled_diagnostics(client, stack.entry_id)
+        applied_run1 = diag["counters"]["applied"]
+        assert applied_run1 == _applied_set_size(diag), diag["counters"]
+        assert diag["counters"]["invalid_events"] == 0
+        # phase 2: Home Assistant restarts while the edge, back up, keeps producing
+        stack.hass.stop()
+        persisted = _persisted_applied(stack)
+        assert persisted == _applied_set_size(diag)
+        stack.edge.start()
+        await asyncio.sleep(5)  # the edge works on while nobody acknowledges
+        stack.hass.start()
+        await stack.hass.wait_ready()
+        await client.close()
+        client = stack.client()
+        await wait_for(lambda: _entry_loaded(client), 60, 0.5, "integration loaded again")
+        # phase 3: the backlog from the outage and the live stream catch up ...
+        backlog_end = _edge_high_seq(stack)
+        started = time.monotonic()
+        await wait_for(
+            lambda: _watermark_at_least(client, stack.entry_id, backlog_end),
+            150,
+            0.5,
+            f"watermark {backlog_end} after the restart\n{stack.logs()}",
+        )
+        stack.notes["backlog_catch_up_s"] = round(time.monotonic() - started, 1)
+        # ... then the edge stops cleanly. Every seq it ever numbered is either applied in Home
+        # Assistant or still in its outbox (not yet sent), and each applied one was applied once.
+        stack.edge.stop()
+        final_seq, kept, dropped = _edge_outbox(stack)
+        assert dropped == 0
+        assert final_seq > applied_run1
+        diag = await _settled_diagnostics(client, stack.entry_id)
+        applied_run2 = diag["counters"]["applied"]
+        await asyncio.sleep(1)  # the dedupe store is saved within 0.25 s of the last event
+        in_hass = _persisted_seqs(stack)
+        assert len(in_hass) == _applied_set_size(diag)
+        missing = set(range(1, final_seq + 1)) - in_hass - kept
+        assert not missing, f"lost: {sorted(missing)[:20]}"
+        assert applied_run1 + applied_run2 == len(in_hass), (applied_run1, applied_run2)
+        stack.notes["duplicates_dropped"] = diag["counters"]["duplicates"]
+        (WORK / "exactly_once.json").write_text(
+            json.dumps(
+                {
+                    "events": final_seq,
+                    "applied": len(in_hass),
+                    "still_in_edge_outbox": len(kept),
+                    "applied_before_restart": applied_run1,
+                    "applied_after_restart": applied_run2,
+                    "duplicates_dropped_after_restart": diag["counters"]["duplicates"],
+                    "backlog_catch_up_s": stack.notes["backlog_catch_up_s"],
+                },
+                indent=2,
+            )
+        )
+    finally:
+        await client.close()
+
+
+# helpers reading what the parts recorded
+
+
+def _iso_ms(value: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(value).timestamp() * 1000)
+
+
+async def _notifications(client: HassClient) -> list[dict[str, Any]]:
+    async with websocket(client) as ws:
+        return list(await ws.call("persistent_notification/get"))
+
+
+async def _state_is_not(client: HassClient, entity_id: str, value: str) -> bool:
+    state = (await client.states()).get(entity_id)
+    return state is not None and state["state"] != value
+
+
+async def _watermark_at_least(client: HassClient, entry_id: str, seq: int) -> bool:
+    diag = await _diagnostics(client, entry_id)
+    return any(int(e["watermark"]) >= seq for e in diag["dedupe"].get(NODE, {}).values())
+
+
+async def _entry_loaded(client: HassClient) -> bool:
+    try:
+        entries = await client.config_entries(DOMAIN)
+    except (aiohttp.ClientError, OSError, RuntimeError):
+        return False
+    return bool(entries) and entries[0]["state"] == "loaded"
+
+
+async def _settled_diagnostics(client: HassClient, entry_id: str) -> dict[str, Any]:
+    """Diagnostics once nothing more arrives (two reads 2 s apart agree)."""
+    previous = None
+    for _ in range(30):
+        diag = await _diagnostics(client, entry_id)
+        if previous is not None and previous["counters"] == diag["counters"]:
+            return diag
+        previous = diag
+        await asyncio.sleep(2)
+    raise AssertionError("Home Assistant never settled after the edge stopped")
+
+
+def _persisted_applied(stack: Stack) -> int:
+    """The dedupe state Home Assistant saved on shutdown (its .storage file)."""
+    path = stack.hass.config_dir / ".storage" / f"{DOMAIN}.{stack.entry_id}"
+    data = json.loads(path.read_text())["data"]
+    node = data["dedupe"].get(NODE, {})
+    return sum(int(e["wm"]) + len(e["above"]) for e in node.values())
+
+
+def _edge_data(stack: Stack) -> Path:
+    return Path(stack.edge.config["storage"]["path"])
+
+
+def _edge_db(stack: Stack) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{_edge_data(stack) / 'outbox.db'}?mode=ro", uri=True)
+
+
+def _edge_high_seq(stack: Stack) -> int:
+    with contextlib.closing(_edge_db(stack)) as db:
+        return int(db.execute("SELECT value FROM meta WHERE key='high_seq'").fetchone()[0])
+
+
+def _edge_outbox(stack: Stack) -> tuple[int, set[int], int]:
+    """The edge's newest seq, the seqs its outbox still holds, and what it ever dropped."""
+    with contextlib.closing(_edge_db(stack)) as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        kept = {r[0] for r in db.execute("SELECT seq FROM critical UNION SELECT seq FROM routine")}
+    return int(meta["high_seq"]), kept, int(meta["dropped_routine"]) + int(meta["dropped_critical"])
+
+
+def _persisted_seqs(stack: Stack) -> set[int]:
+    path = stack.hass.config_dir / ".storage" / f"{DOMAIN}.{stack.entry_id}"
+    node = json.loads(path.read_text())["data"]["dedupe"].get(NODE, {})
+    seqs: set[int] = set()
+    for epoch in node.values():
+        seqs |= set(range(1, int(epoch["wm"]) + 1)) | {int(s) for s in epoch["above"]}
+    return seqs
+
+
+def _edge_settings(stack: Stack) -> dict[str, Any]:
+    raw = json.loads((_edge_data(stack) / "settings.json").read_text())
+    return dict(raw.get("values", raw))
