@@ -97,7 +97,9 @@ class Page:
             self.console.append(f"exception: {json.dumps(details)[:1500]}")
         elif data.get("method") == "Log.entryAdded":
             entry = params.get("entry", {})
-            self.console.append(f"log {entry.get('level')}: {entry.get('text')} {entry.get('url', '')}")
+            self.console.append(
+                f"log {entry.get('level')}: {entry.get('text')} {entry.get('url', '')}"
+            )
 
     async def send(self, method: str, **params: Any) -> Any:
         ident = next(self._ids)
