@@ -97,6 +97,9 @@ class _Snapshot:
     high_seq: int
     acked: int
     dropped: dict[Priority, int]
+    # taken in operation order; an inline commit can finish before an earlier threaded
+    # operation's result reaches the loop, and that older snapshot must not win
+    version: int
 
 
 @dataclass(slots=True)
@@ -155,6 +158,8 @@ class Outbox:
         self._db_acked = 0
         self._db_dropped: dict[Priority, int] = dict.fromkeys(CLASSES, 0)
         self._writes_since_checkpoint = 0
+        self._db_version = 0
+        self._applied_version = 0
         self._busy = 0  # operations submitted to the writer thread and not finished
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -407,6 +412,9 @@ class Outbox:
         return body
 
     def _apply(self, snap: _Snapshot) -> None:
+        if snap.version <= self._applied_version:
+            return
+        self._applied_version = snap.version
         self._states = snap.states
         self.high_seq = max(self.high_seq, snap.high_seq)
         self._dropped = snap.dropped
@@ -590,7 +598,10 @@ class Outbox:
             p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
             for p, s in self._db_states.items()
         }
-        return _Snapshot(states, self._db_high, self._db_acked, dict(self._db_dropped))
+        self._db_version += 1
+        return _Snapshot(
+            states, self._db_high, self._db_acked, dict(self._db_dropped), self._db_version
+        )
 
     def _checkpoint_db(self) -> None:
         self._writes_since_checkpoint = 0

@@ -141,6 +141,8 @@ class Driver:
                     f"driver did not finish: {self.state}\n{''.join(self.stderr[-30:])}"
                 )
             await asyncio.sleep(0.05)
+        for thread in self._threads:  # everything it printed has been read
+            thread.join(timeout=5)
         return self.proc.returncode
 
 
@@ -166,7 +168,10 @@ def assert_exactly_once_in_order(
     seqs = consumer.seqs()
     assert len(seqs) == len(set(seqs)), "an event was applied twice"
     missing = sorted(set(expected) - set(seqs))
-    assert not missing, f"{len(missing)} events missing, first {missing[:10]}"
+    if missing:
+        near = [b for b in consumer.batches if b[0] > missing[0] - 50 and b[1] < missing[-1] + 50]
+        raise AssertionError(f"{len(missing)} events missing, {missing[:5]}..{missing[-1]}; "
+                             f"messages around them (floor, first, last, n, W): {near[:40]}")
     assert sorted(seqs) == sorted(expected)
     for prio in ("critical", "routine"):
         newest = 0
@@ -273,6 +278,14 @@ async def test_outbox_cap_drops_routine_first_with_exact_counters(
         kept_routine = routine[-(cap - len(critical)) :]
         assert_exactly_once_in_order(consumer, sorted(critical + kept_routine))
         assert consumer.seqs("critical") == critical
+    # and the node reported the drops in its retained health message
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.subscribe(f"asset_tracker/{NODE}/health", qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                health = json.loads(message.payload)
+                break
+    assert health["outbox"]["dropped"] == {"critical": 0, "routine": total - cap}
 
 
 async def test_outbox_cap_with_only_critical_left_drops_oldest_critical(

@@ -244,3 +244,26 @@ async def test_wal_is_checkpointed_and_stays_small(tmp_path: Path) -> None:
     wal = Path(str(tmp_path / "o.db") + "-wal")
     assert wal.stat().st_size <= 6 * 1024 * 1024
     await box.close()
+
+
+async def test_floor_never_passes_an_unacknowledged_event_under_acks_and_inline_commits(
+    tmp_path: Path,
+) -> None:
+    # acks delete on the writer thread while critical commits run inline on the loop; whatever the
+    # interleaving, the floor the node sends must never claim an event that is still unacked
+    box = await _open(tmp_path / "o.db", commit_window_ms=1)
+    violations = []
+    for i in range(1, 1501):
+        _append(box, i, C if i % 3 == 0 else R)
+        if i % 3 == 0:
+            box.ack(box.epoch, i - 2)
+        await asyncio.sleep(0)
+        if box.floor > box.acked + 1 and box.floor > min(
+            (s for s in range(box.acked + 1, box.high_seq + 1)), default=box.floor
+        ):
+            violations.append((i, box.floor, box.acked, box.high_seq))
+    await box.flush()
+    await asyncio.sleep(0.1)
+    assert not violations[:5]
+    assert box.floor == box.acked + 1
+    await box.close()

@@ -40,6 +40,8 @@ class Consumer:
     messages: int = 0
     payload_bytes: int = 0
     epochs: list[int] = field(default_factory=list)
+    # (floor, first seq, last seq, count, watermark before) of every events message
+    batches: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _client: aiomqtt.Client | None = None
@@ -110,6 +112,8 @@ class Consumer:
 
     def _apply(self, batch: dict[str, Any]) -> None:
         self.messages += 1
+        self.batches.append((batch["floor"], batch["events"][0]["seq"], batch["events"][-1]["seq"],
+                             len(batch["events"]), self.watermark))
         if batch["epoch"] != self.epoch:
             self.epoch = batch["epoch"]
             self.epochs.append(batch["epoch"])
