@@ -18,7 +18,7 @@ log() { printf '[setup] %s\n' "$*"; }
 need_root() { [ "$(id -u)" = 0 ] || { echo "make setup needs root for apt-get and debootstrap" >&2; exit 1; }; }
 
 # libdbus/glib headers: python-dbusmock needs dbus-python, which builds from source
-host_packages="mosquitto mosquitto-clients dbus debootstrap ca-certificates openssl libdbus-1-dev libglib2.0-dev pkg-config"
+host_packages="mosquitto mosquitto-clients dbus debootstrap ca-certificates openssl libdbus-1-dev libglib2.0-dev pkg-config faketime"
 apt_install_host() {
   local missing=()
   for p in $host_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -40,7 +40,7 @@ native314() {
 
 sid_packages="python3.14,python3.14-venv,python3.14-dev,gcc,libc6-dev,ca-certificates,mosquitto,dbus,git,make,procps,openssl"
 # installed after the bootstrap (chromium's desktop dependencies do not configure inside debootstrap)
-sid_extra="chromium fonts-dejavu-core libdbus-1-dev libglib2.0-dev pkg-config mosquitto-clients"
+sid_extra="chromium fonts-dejavu-core libdbus-1-dev libglib2.0-dev pkg-config mosquitto-clients faketime"
 sid_root_ok() {
   [ -x "$root/usr/bin/python3.14" ] && [ -x "$root/usr/sbin/mosquitto" ] \
     && [ -f "$root/.asset-tracker-root" ] && [ "$(cat "$root/.asset-tracker-root")" = "$sid_packages" ]
