@@ -12,6 +12,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
+from mqtt_edge import Edge
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
@@ -236,3 +237,40 @@ async def test_no_lovelace_no_dashboard(hass: HomeAssistant) -> None:
     entry.add_to_hass(hass)
     await dashboard.async_setup_dashboard(hass, entry)
     assert "lovelace" not in hass.data
+
+
+async def test_the_integration_registers_it_and_unloading_removes_it(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    config_entry: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """With the real integration: its own entities fill the views; unloading takes it away."""
+    assert await async_setup_component(hass, "lovelace", {})
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    edge = Edge(hass)
+    edge.announce(
+        [{"id": "freezer", "name": "Freezer", "type": "sensor"}], area="Garage", settings={}
+    )
+    edge.birth()
+    edge.event("telemetry", "freezer", {"battery": 80, "readings": {"temperature": -18}}, (1, 0))
+    await hass.async_block_till_done()
+    config = await _load(hass_ws_client, hass)
+    tiles = next(c for c in _view(config, "fleet")["cards"] if c["type"] == "grid")["cards"]
+    assert [t["entity"].split(".")[0] for t in tiles] == ["device_tracker"]
+    freezer = next(v for v in config["views"] if v.get("subview"))
+    readings = next(c for c in freezer["cards"] if c.get("title") == "Sensor readings")
+    assert any("temperature" in e for e in readings["entities"])
+    health = _view(config, "edge-health")["cards"][0]
+    assert any(e.startswith("binary_sensor.") for e in health["entities"])
+    assert any("outbox" in e for e in health["entities"])
+    assert "asset-tracker" in hass.data[DATA_PANELS]
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert "asset-tracker" not in hass.data[DATA_PANELS]
+    for domain in ("mqtt",):
+        for entry in hass.config_entries.async_entries(domain):
+            await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
