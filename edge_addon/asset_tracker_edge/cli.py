@@ -10,16 +10,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import ConfigError, load, merge, validate
-from .node import EdgeNode
-from .pipeline import Pipeline
-from .settings import RuntimeSettings, defaults_from
-from .simulator import Simulator
-from .supervisor import SupervisorClient
-from .watchdog import ServiceNotifier
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+    from .simulator import Simulator
 
 _LOGGER = logging.getLogger("asset_tracker_edge")
 TICK_S = 1.0
@@ -103,6 +101,8 @@ def simulate_config(args: argparse.Namespace) -> dict[str, Any]:
             overrides[section][key] = value
     config = validate(merge(raw, overrides))
     if not config["assets"]:
+        from .simulator import Simulator  # check-config and --help stay light
+
         sim = Simulator(config, config["node"]["id"])
         config = validate({**config, "assets": sim.assets()})
     return config
@@ -110,6 +110,13 @@ def simulate_config(args: argparse.Namespace) -> dict[str, Any]:
 
 async def serve(config: dict[str, Any], simulated: bool) -> None:
     """Runs the node until SIGTERM or SIGINT; never exits on a broker or adapter outage."""
+    # the node's stack (parsers, MQTT, outbox) loads here, so check-config and --help start fast
+    from .node import EdgeNode
+    from .pipeline import Pipeline
+    from .settings import RuntimeSettings, defaults_from
+    from .supervisor import SupervisorClient
+    from .watchdog import ServiceNotifier
+
     storage = Path(config["storage"]["path"])
     await asyncio.to_thread(storage.mkdir, parents=True, exist_ok=True)
     settings = RuntimeSettings(defaults_from(config), storage / "settings.json")
@@ -194,5 +201,7 @@ class _BleSource:
 
 def _source(config: dict[str, Any], simulated: bool, pipeline: Pipeline) -> Any:
     if simulated:
+        from .simulator import Simulator
+
         return _SimulatedSource(Simulator(config, config["node"]["id"]))
     return _BleSource(config)
