@@ -25,6 +25,8 @@ This file runs inside the dbusmock process (dbus-python), never in the test proc
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
 from typing import Any
 
 import dbus
@@ -54,14 +56,28 @@ def _error(name: str, text: str) -> dbus.exceptions.DBusException:
     return dbus.exceptions.DBusException(text, name=f"org.bluez.Error.{name}")
 
 
-def _bind(obj: Any, interface: str, fn: Any) -> None:
-    """Serve `fn` (a dbus-python method, possibly with sender_keyword) on one mock object."""
-    obj.methods.setdefault(interface, {})[fn.__name__] = (
-        fn._dbus_in_signature,
-        fn._dbus_out_signature,
-        "",
-        fn,
-    )
+def _per_adapter(interface: str, in_signature: str) -> Callable[[Any], Any]:
+    """Mark a method that adapters serve, with the caller's unique name as `sender`.
+
+    It is not a D-Bus method at module level on purpose: dbusmock would serve those on every
+    mock object (the root, devices), so that a removed interface would still answer.
+    """
+
+    def mark(fn: Any) -> Any:
+        fn.adapter_method = (interface, in_signature)
+        return fn
+
+    return mark
+
+
+def _bind(obj: Any, fn: Any) -> None:
+    """Serve a copy of `fn` as a D-Bus method on one adapter object only."""
+    interface, in_signature = fn.adapter_method
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__)
+    method = dbus.service.method(
+        interface, in_signature=in_signature, out_signature="", sender_keyword="sender"
+    )(copy)
+    obj.methods.setdefault(interface, {})[fn.__name__] = (in_signature, "", "", method)
 
 
 def _adapter(name: str) -> Any:
@@ -96,7 +112,7 @@ def _prune_departed(adapter: Any) -> None:
     _set_discovering(adapter)
 
 
-@dbus.service.method(ADAPTER_IFACE, in_signature="a{sv}", out_signature="", sender_keyword="sender")
+@_per_adapter(ADAPTER_IFACE, "a{sv}")
 def SetDiscoveryFilter(adapter: Any, discovery_filter: Any, sender: str) -> None:
     unknown = set(discovery_filter) - FILTER_KEYS
     if unknown:
@@ -110,7 +126,7 @@ def SetDiscoveryFilter(adapter: Any, discovery_filter: Any, sender: str) -> None
     )
 
 
-@dbus.service.method(ADAPTER_IFACE, in_signature="", out_signature="", sender_keyword="sender")
+@_per_adapter(ADAPTER_IFACE, "")
 def StartDiscovery(adapter: Any, sender: str) -> None:
     if not adapter.props[ADAPTER_IFACE]["Powered"]:
         raise _error("NotReady", "Resource Not Ready")
@@ -120,7 +136,7 @@ def StartDiscovery(adapter: Any, sender: str) -> None:
     _set_discovering(adapter)
 
 
-@dbus.service.method(ADAPTER_IFACE, in_signature="", out_signature="", sender_keyword="sender")
+@_per_adapter(ADAPTER_IFACE, "")
 def StopDiscovery(adapter: Any, sender: str) -> None:
     if not adapter.props[ADAPTER_IFACE]["Powered"]:
         raise _error("NotReady", "Resource Not Ready")
@@ -131,9 +147,7 @@ def StopDiscovery(adapter: Any, sender: str) -> None:
     _set_discovering(adapter)
 
 
-@dbus.service.method(
-    MONITOR_MANAGER_IFACE, in_signature="o", out_signature="", sender_keyword="sender"
-)
+@_per_adapter(MONITOR_MANAGER_IFACE, "o")
 def RegisterMonitor(adapter: Any, application: str, sender: str) -> None:
     """Like bluetoothd: watch the application root for monitors and read those already there."""
     key = (str(sender), str(application))
@@ -173,9 +187,7 @@ def RegisterMonitor(adapter: Any, application: str, sender: str) -> None:
     )
 
 
-@dbus.service.method(
-    MONITOR_MANAGER_IFACE, in_signature="o", out_signature="", sender_keyword="sender"
-)
+@_per_adapter(MONITOR_MANAGER_IFACE, "o")
 def UnregisterMonitor(adapter: Any, application: str, sender: str) -> None:
     key = (str(sender), str(application))
     if key not in adapter.apps:
@@ -444,9 +456,10 @@ def AddScanAdapter(self: Any, device_name: str, system_name: str) -> str:
     adapter = mockobject.objects[path]
     adapter.sessions, adapter.filters, adapter.apps, adapter.found = {}, {}, {}, set()
     for fn in (SetDiscoveryFilter, StartDiscovery, StopDiscovery):
-        _bind(adapter, ADAPTER_IFACE, fn)
-    for fn in (RegisterMonitor, UnregisterMonitor):
-        _bind(adapter, MONITOR_MANAGER_IFACE, fn)
+        _bind(adapter, fn)
+    if mockobject.objects["/org/bluez"].enable_monitor_api:
+        for fn in (RegisterMonitor, UnregisterMonitor):
+            _bind(adapter, fn)
     return path
 
 

@@ -44,8 +44,11 @@ class BluezCallError(RuntimeError):
 class EmulatedBluez:
     """A private system bus with an emulated bluetoothd on it; restartable like the real one."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, monitor_api: bool = True) -> None:
+        """`monitor_api=False` plays a bluetoothd without AdvertisementMonitorManager1
+        (older than 5.56 or not started with --experimental): no passive scanning."""
         self.workdir = workdir
+        self._parameters = {"enable_monitor_api": monitor_api}
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._dbus: PrivateDBus | None = None
         self._mock: SpawnedMock | None = None
@@ -104,7 +107,12 @@ class EmulatedBluez:
         try:
             # dbusmock waits for the name with blocking calls; keep the event loop serving bleak
             self._mock = await asyncio.to_thread(
-                SpawnedMock.spawn_with_template, TEMPLATE, None, MockBusType.SYSTEM, log, log
+                SpawnedMock.spawn_with_template,
+                TEMPLATE,
+                self._parameters,
+                MockBusType.SYSTEM,
+                log,
+                log,
             )
         finally:
             log.close()
