@@ -135,15 +135,22 @@ class Decoder:
         return Reading(format="ibeacon", ibeacon=ident, tx_power=int(beacon.power))
 
     def _sensor(self, advert: Advert, fmt: str, parser_type: type) -> Reading | None:
-        parser = self._parser(advert.address, fmt, parser_type)
+        entry = self._parser(advert.address, fmt, parser_type)
+        parser, before = entry
         update = parser.update(service_info(advert))
+        # a parser hands back every value it ever saw; only new value objects come from this advert
+        fresh = {k: v for k, v in update.entity_values.items() if before.get(k) is not v}
+        entry[1] = dict(update.entity_values)
         readings: dict[str, float] = {}
         battery: float | None = None
-        for key, value in update.entity_values.items():
+        for key, value in fresh.items():
             metric = METRICS.get(key.key, "")
             number = value.native_value
             if metric == "" or not isinstance(number, int | float):
                 continue
+            description = update.entity_descriptions.get(key)
+            if metric == "battery_voltage" and _unit(description) == "mV":
+                number = number / 1000  # Ruuvi reports millivolts
             if metric is None and 0 <= number <= 100:
                 battery = float(number)
             elif metric is not None and in_range(metric, float(number)):
@@ -154,16 +161,22 @@ class Decoder:
             return None
         return Reading(format=fmt, readings=readings, battery=battery, tx_power=advert.tx_power)
 
-    def _parser(self, address: str, fmt: str, parser_type: type) -> Any:
+    def _parser(self, address: str, fmt: str, parser_type: type) -> list[Any]:
+        """[parser, the values of its previous update] for this device."""
         key = (address, fmt)
-        parser = self._parsers.get(key)
-        if parser is None:
-            parser = self._parsers[key] = parser_type()
+        entry = self._parsers.get(key)
+        if entry is None:
+            entry = self._parsers[key] = [parser_type(), {}]
             if len(self._parsers) > MAX_PARSERS:
                 self._parsers.popitem(last=False)
         else:
             self._parsers.move_to_end(key)
-        return parser
+        return entry
+
+
+def _unit(description: Any) -> str | None:
+    unit = getattr(description, "native_unit_of_measurement", None)
+    return None if unit is None else str(getattr(unit, "value", unit))
 
 
 def in_range(metric: str, value: float) -> bool:
