@@ -326,3 +326,70 @@ def test_startup_step_rejects_unreadable_options(fake_supervisor, tmp_path):
     assert result.returncode == 1
     assert "Could not prepare the edge configuration" in result.stderr
     assert not (tmp_path / "edge-config.json").exists()
+
+
+# --- the whole add-on start: start-up step, then the edge, against a real broker --------------------
+
+
+async def _retained(host: str, port: int, topic: str, timeout: float) -> dict[str, Any] | None:
+    import aiomqtt
+
+    async with aiomqtt.Client(host, port, identifier=f"probe-{os.getpid()}") as client:
+        await client.subscribe(topic, qos=1)
+        try:
+            async with asyncio.timeout(timeout):
+                async for message in client.messages:
+                    payload = json.loads(bytes(message.payload))
+                    if payload.get("state") == "online":
+                        return dict(payload)
+        except TimeoutError:
+            return None
+    return None
+
+
+async def test_addon_start_announces_the_node_and_connects_to_the_supervisors_broker(
+    fake_supervisor, mosquitto, tmp_path
+):
+    # the Supervisor hands out the real broker, as it would the Mosquitto add-on
+    fake_supervisor.mqtt = {"host": mosquitto.host, "port": mosquitto.port, "ssl": False}
+    assert render(fake_supervisor, tmp_path).returncode == 0
+    config = json.loads((tmp_path / "edge-config.json").read_text())
+    env = {**os.environ, "SUPERVISOR_TOKEN": TOKEN, "SUPERVISOR_URL": fake_supervisor.url}
+    log_path = tmp_path / "edge.log"
+    # what run.sh execs, on simulated tags (no radio here) and with the state in tmp_path
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "asset_tracker_edge", "simulate",
+            "--config", str(tmp_path / "edge-config.json"), "--data", str(tmp_path / "data"),
+            "--rate", "5", "--seed", "7",
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        birth = await _retained(
+            mosquitto.host, mosquitto.port, f"asset_tracker/{config['node']['id']}/status", 30
+        )
+        assert birth is not None, log_path.read_text()[-2000:]
+        assert birth["node"] == "homeassistant"
+        for _ in range(300):
+            if any(r[1] == "/discovery" for r in fake_supervisor.requests):
+                break
+            await asyncio.sleep(0.1)
+        discovery = [r for r in fake_supervisor.requests if r[1] == "/discovery"]
+        assert discovery == [
+            (
+                "POST",
+                "/discovery",
+                {
+                    "service": "asset_tracker",
+                    "config": {"root_topic": "asset_tracker", "node": "homeassistant"},
+                },
+            )
+        ]
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=30)
+    # a clean stop on SIGTERM, and the broker password never reached the log
+    log_text = log_path.read_text()
+    assert process.returncode == 0, log_text[-2000:]
+    assert "s3cret" not in log_text
