@@ -76,6 +76,8 @@ class Pipeline:
         self.adverts = 0
         self.unknown: OrderedDict[str, int] = OrderedDict()
         self.unknown_total = 0
+        # gone in a mass vanish: the node_alert said it; no missing anomaly each until seen again
+        self._vanished: set[str] = set()
         self._rate_mark = (now(), 0)
         self._last_log = 0.0
 
@@ -88,6 +90,7 @@ class Pipeline:
         if asset_id is None:
             self._count_unknown(advert.address)
             return
+        self._vanished.discard(asset_id)
         now = advert.received_ms
         asset = self.assets[asset_id]
         asset.last_seen_ms = max(asset.last_seen_ms, now)
@@ -141,13 +144,14 @@ class Pipeline:
             message = f"{len(departed)} assets vanished at once"
             data = {"reason": "mass_vanish", "count": len(departed), "message": message}
             await self._emit(EdgeEvent("node_alert", Priority.CRITICAL, None, data, now))
+            self._vanished.update(asset_id for asset_id, _ in departed)
         for asset_id, state in departed:
             await self._presence(asset_id, self.assets[asset_id], state, now)
         for asset_id, asset in self.assets.items():
             if asset.last_seen_ms == 0:
                 continue
             for finding in asset.rules.missing(now - asset.last_seen_ms, self._setting):
-                if not mass:
+                if asset_id not in self._vanished:
                     await self._anomaly(asset_id, finding, now)
         self.presence.save()
 

@@ -1,0 +1,225 @@
+"""The sensing pipeline on simulated adverts: few meaningful events, right priorities, timers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asset_tracker_edge import protocol
+from asset_tracker_edge.advert import Advert
+from asset_tracker_edge.config import validate
+from asset_tracker_edge.events import EdgeEvent, Priority
+from asset_tracker_edge.pipeline import Pipeline
+from asset_tracker_edge.settings import RuntimeSettings, defaults_from
+from asset_tracker_edge.simulator import Simulator
+
+CYCLE_START_MS = 600_000 * 1000  # the simulator's anomalies follow a 600 s cycle of wall time
+
+
+class Run:
+    """A pipeline fed from a simulator on a simulated clock; events land in a list."""
+
+    def __init__(self, tmp_path: Path, *, anomalies: bool, tags: int = 4, sensors: int = 2,
+                 **sections: Any) -> None:  # fmt: skip
+        raw: dict[str, Any] = {
+            "node": {"id": "n1"},
+            "storage": {"path": str(tmp_path)},
+            "simulator": {"tags": tags, "sensors": sensors, "anomalies": anomalies, "seed": 11},
+            **sections,
+        }
+        config = validate(raw)
+        self.simulator = Simulator(config, "n1")
+        self.config = validate({**raw, "assets": self.simulator.assets()})
+        self.settings = RuntimeSettings(defaults_from(self.config))
+        self.events: list[EdgeEvent] = []
+        self.now = CYCLE_START_MS
+        self.pipeline = Pipeline(self.config, self.settings, self.emit, now=lambda: self.now)
+        self.adverts = 0
+
+    async def emit(self, event: EdgeEvent) -> None:
+        self.events.append(event)
+
+    async def feed(
+        self, seconds: float, per_s: int = 12, tick: bool = True, only: set[str] | None = None
+    ) -> None:
+        """Adverts at `per_s` for `seconds` of simulated time (only from the assets `only`
+        names, if given), ticking once a second."""
+        step = 1000 // per_s
+        end = self.now + int(seconds * 1000)
+        next_tick = self.now + 1000
+        while self.now < end:
+            advert = self.simulator.next_advert(self.now)
+            if advert is not None and (only is None or self.asset_of(advert) in only):
+                self.adverts += 1
+                await self.pipeline.handle_advert(advert)
+            self.now += step
+            if tick and self.now >= next_tick:
+                await self.pipeline.tick()
+                next_tick += 1000
+
+    def asset_of(self, advert: Advert) -> str | None:
+        return self.pipeline.matcher.match(advert, self.pipeline.decoder.decode(advert))
+
+    @property
+    def asset_ids(self) -> set[str]:
+        return {a["id"] for a in self.config["assets"]}
+
+    def of(self, kind: str, asset: str | None = None) -> list[EdgeEvent]:
+        return [e for e in self.events if e.kind == kind and (asset is None or e.asset == asset)]
+
+
+@pytest.fixture
+async def run(tmp_path: Path) -> Run:
+    r = Run(tmp_path, anomalies=False, telemetry={"interval_s": 10})
+    await r.pipeline.decoder.async_setup()
+    return r
+
+
+def wire(events: list[EdgeEvent]) -> bytes:
+    """The events as the node would send them; raises if any breaks PROTOCOL.md."""
+    body = [
+        {"seq": i + 1, "hlc": [e.obs_ms or 1, 0], "kind": e.kind, "prio": str(e.priority),
+         "asset": e.asset, "data": e.data, "obs_ms": e.obs_ms}
+        for i, e in enumerate(events)
+    ]  # fmt: skip
+    return protocol.encode("events", {"node": "n1", "epoch": 1, "floor": 1, "events": body})
+
+
+async def test_presence_is_critical_and_telemetry_routine_and_rate_limited(run: Run) -> None:
+    await run.feed(60)
+    assets = {a["id"] for a in run.config["assets"]}
+    presence = run.of("presence")
+    assert {e.asset for e in presence} == assets
+    assert all(e.priority is Priority.CRITICAL and e.data["state"] == "present" for e in presence)
+    assert len(presence) == len(assets)  # once each: no flapping in a minute of noise
+    telemetry = run.of("telemetry")
+    assert all(e.priority is Priority.ROUTINE for e in telemetry)
+    per_asset = Counter(e.asset for e in telemetry)
+    assert set(per_asset) == assets
+    # 60 s at one telemetry per 10 s per asset, however many adverts (about 120 per asset)
+    assert max(per_asset.values()) <= 60 // 10 + 1
+    assert run.adverts >= 600
+    assert len(run.events) < run.adverts / 10
+    sensor = [e for e in telemetry if e.asset == "sensor_2"][-1]
+    assert 20 < sensor.data["readings"]["temperature"] < 25
+    assert sensor.data["battery"] == 80 - (CYCLE_START_MS // 86_400_000) % 30  # slow drain
+    wire(run.events)
+    assert run.pipeline.health()["assets_tracked"] == len(assets)
+    assert run.pipeline.health()["transitions"] == len(assets)
+
+
+async def test_the_warming_freezer_raises_one_threshold_anomaly(tmp_path: Path) -> None:
+    r = Run(tmp_path, anomalies=True, tags=2, sensors=2)
+    await r.pipeline.decoder.async_setup()
+    r.now += 200_000  # the door opens 240 s into the cycle and stays open two minutes
+    await r.feed(200, per_s=4)
+    threshold = [e for e in r.of("anomaly", "freezer") if e.data["rule"] == "threshold"]
+    assert len(threshold) == 1
+    (event,) = threshold
+    assert event.priority is Priority.CRITICAL
+    assert event.data["metric"] == "temperature"
+    assert event.data["value"] > -12.0
+    assert not [e for e in r.of("anomaly", "sensor_2") if e.data["rule"] == "threshold"]
+    wire(r.events)
+
+
+async def test_unknown_adverts_are_counted_not_published(run: Run) -> None:
+    for i in range(60):
+        mac = f"de:ad:be:ef:00:{i:02x}"
+        await run.pipeline.handle_advert(
+            Advert(mac, -70, run.now, manufacturer_data={0x0059: b"\x01"})
+        )
+    await run.pipeline.handle_advert(Advert("de:ad:be:ef:00:01", -70, run.now))
+    assert run.events == []
+    assert run.pipeline.unknown_total == 61
+    assert len(run.pipeline.unknown) == 50  # a bounded sample of addresses
+    assert run.pipeline.unknown["de:ad:be:ef:00:01"] == 1  # evicted from the sample, then counted afresh
+    assert run.pipeline.health()["unknown_tags"] == 61
+
+
+async def test_garbage_adverts_of_an_asset_are_counted_and_change_nothing(run: Run) -> None:
+    await run.feed(5)
+    before = list(run.events)
+    mac = Simulator.sensor_mac(0)
+    bthome = "0000fcd2-0000-1000-8000-00805f9b34fb"
+    await run.pipeline.handle_advert(
+        Advert(mac, -60, run.now, service_data={bthome: b"\x40\x02\xff"})
+    )
+    await run.pipeline.handle_advert(Advert(mac, -60, run.now, service_data={bthome: b"\x40\x02\x20\x4e"}))  # fmt: skip
+    assert not [e for e in run.events[len(before) :] if e.kind == "anomaly"]
+    assert run.pipeline.health()["decode_errors"] >= 1
+    assert run.pipeline.assets["freezer"].readings["temperature"] < 0
+
+
+async def test_tick_moves_silent_assets_away_once_after_the_timeout(run: Run) -> None:
+    await run.feed(5)
+    last_seen = {a: t.last_seen_ms for a, t in run.pipeline.assets.items()}
+    talking = run.asset_ids - {"tag_1", "freezer"}
+    await run.feed(70, only=talking)
+    away = [e for e in run.of("presence") if e.data["state"] == "away"]
+    assert sorted(e.asset or "" for e in away) == ["freezer", "tag_1"]
+    for e in away:
+        assert e.priority is Priority.CRITICAL
+        # ticks are a second apart: away on the first tick at or after the timeout
+        assert 60_000 <= (e.obs_ms or 0) - last_seen[e.asset or ""] < 61_000
+    assert not run.of("node_alert")  # two assets is not a mass vanish
+    assert run.pipeline.presence.assets["tag_2"].state == "present"
+
+
+async def test_a_single_missing_asset_is_an_anomaly_once(run: Run) -> None:
+    run.settings.apply({"rules.missing.after_s": 120}, None)
+    await run.feed(5)
+    await run.feed(200, per_s=4, only=run.asset_ids - {"tag_3"})
+    missing = [e for e in run.of("anomaly") if e.data["rule"] == "missing"]
+    assert [(e.asset, e.priority) for e in missing] == [("tag_3", Priority.CRITICAL)]
+
+
+async def test_a_mass_vanish_is_one_node_alert_not_an_anomaly_per_asset(
+    run: Run, tmp_path: Path
+) -> None:
+    run.settings.apply({"rules.missing.after_s": 120}, None)
+    await run.feed(5)
+    await run.feed(300, per_s=1, only=set())  # the radio went deaf: nothing at all
+    (alert,) = run.of("node_alert")
+    assert alert.priority is Priority.CRITICAL
+    assert alert.asset is None
+    assert alert.data["reason"] == "mass_vanish"
+    assert alert.data["count"] == len(run.asset_ids)
+    away = [e for e in run.of("presence") if e.data["state"] == "away"]
+    assert {e.asset for e in away} == run.asset_ids
+    assert not [e for e in run.of("anomaly") if e.data["rule"] == "missing"]
+    wire(run.events)
+    # back again: present once more; the state was persisted on every tick
+    await run.feed(5)
+    present = [e for e in run.of("presence") if e.data["state"] == "present"]
+    assert len(present) == 2 * len(run.asset_ids)
+    assert (tmp_path / "presence.json").exists()
+
+
+async def test_snapshot_matches_the_protocol(run: Run) -> None:
+    before = run.pipeline.snapshot()
+    assert {a["state"] for a in before} == {"unknown"}
+    await run.feed(20)
+    assets = run.pipeline.snapshot()
+    assert {a["asset"] for a in assets} == run.asset_ids
+    assert all(a["state"] == "present" for a in assets)
+    freezer = next(a for a in assets if a["asset"] == "freezer")
+    assert set(freezer) >= {"asset", "state", "hlc", "rssi", "distance_m", "battery", "readings"}
+    assert -25 < freezer["readings"]["temperature"] < -10
+    tag = next(a for a in assets if a["asset"] == "tag_1")
+    assert "readings" not in tag
+    assert tag["distance_m"] > 0
+    for body in (before, assets):
+        payload = protocol.encode("snapshot", {"node": "n1", "hlc": [run.now, 0], "assets": body})
+        decoded = protocol.decode("asset_tracker", "asset_tracker/n1/snapshot", payload)
+        assert len(decoded.message["assets"]) == len(run.asset_ids)
+
+
+async def test_live_settings_reach_the_pipeline(run: Run) -> None:
+    run.settings.apply({"telemetry.interval_s": 60, "presence.debounce": 20}, None)
+    await run.feed(30)
+    # with a 20-advert debounce at 2 adverts/s per asset, 30 s is enough; telemetry once each
+    assert len(run.of("presence")) == len(run.asset_ids)
+    assert Counter(e.asset for e in run.of("telemetry")) == dict.fromkeys(run.asset_ids, 1)
