@@ -7,6 +7,7 @@ twice (the saved state remembers it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -53,6 +54,8 @@ from .models import Anomaly, AssetState, NodeState, Order
 
 _LOGGER = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = timedelta(seconds=30)
+PROBE_ATTEMPTS = 20
+PROBE_INTERVAL_S = 0.5
 
 
 class AssetTrackerHub:
@@ -80,6 +83,8 @@ class AssetTrackerHub:
         self._flush_cancel: CALLBACK_TYPE | None = None
         self._unsubscribers: list[Callable[[], None]] = []
         self._next_version: dict[str, int] = {}
+        self._subscribed = asyncio.Event()
+        self._announce_task: asyncio.Task[None] | None = None
 
     # lifecycle
 
@@ -93,9 +98,31 @@ class AssetTrackerHub:
         self._unsubscribers.append(
             async_track_time_interval(self.hass, self._housekeeping, HOUSEKEEPING_INTERVAL)
         )
+        self._announce_task = self.hass.async_create_background_task(
+            self._announce_when_subscribed(), f"{DOMAIN} announce {self.root}"
+        )
+
+    async def _announce_when_subscribed(self) -> None:
+        """Say "online" only once the broker delivers to us.
+
+        Nodes replay their backlog as soon as the host is online; a replay that reached the broker
+        before our subscription did would be dropped and only re-sent after the nodes' ack
+        timeout. Our own probe coming back proves the subscription is active.
+        """
+        probe = f"{self.root}/host/probe"
+        for _ in range(PROBE_ATTEMPTS):
+            await mqtt.async_publish(self.hass, probe, self.entry_id, qos=1)
+            try:
+                async with asyncio.timeout(PROBE_INTERVAL_S):
+                    await self._subscribed.wait()
+                break
+            except TimeoutError:
+                continue
         await self._publish_host("online")
 
     async def async_stop(self) -> None:
+        if self._announce_task is not None:
+            self._announce_task.cancel()
         for unsubscribe in self._unsubscribers:
             unsubscribe()
         self._unsubscribers.clear()
@@ -200,6 +227,9 @@ class AssetTrackerHub:
 
     @callback
     def _on_message(self, msg: mqtt.ReceiveMessage) -> None:
+        if msg.topic == f"{self.root}/host/probe":
+            self._subscribed.set()
+            return
         try:
             payload = msg.payload
             decoded = protocol.decode(
@@ -285,9 +315,18 @@ class AssetTrackerHub:
             asset.name = item.get("name") or item["id"]
             asset.type = item.get("type", "tag")
             asset.model = item.get("model")
+            self._rename_device(asset_device_identifier(self, asset.asset_id), asset.name)
             self._asset_changed(asset)
+        self._rename_device(node_device_identifier(self, node_id), node.name)
         self._node_changed(node)
         self._schedule_flush()
+
+    def _rename_device(self, identifier: tuple[str, str], name: str) -> None:
+        """A device made before its announcement arrived takes the announced name."""
+        registry = dr.async_get(self.hass)
+        device = registry.async_get_device_by_identifier(identifier, self.entry_id)
+        if device is not None and device.name != name:
+            registry.async_update_device(device.id, name=name)
 
     def _on_cmd_result(self, node_id: str, decoded: protocol.Decoded) -> None:
         msg = decoded.message

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from homeassistant.core import HomeAssistant
 from mqtt_edge import ROOT
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 
 from custom_components.asset_tracker.const import CONF_ROOT_TOPIC, DOMAIN
 
@@ -35,6 +35,8 @@ async def setup_entry(
 ) -> MockConfigEntry:
     config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(config_entry.entry_id)
+    # the broker echoing the integration's subscription probe: the host is announced after it
+    async_fire_mqtt_message(hass, f"{ROOT}/host/probe", config_entry.entry_id)
     await hass.async_block_till_done()
     return config_entry
 

@@ -241,3 +241,30 @@ async def test_unload_says_host_offline(
     assert published(mqtt_mock, "host/status")[-1]["state"] == "online"
     assert await hass.config_entries.async_unload(setup_entry.entry_id)
     assert published(mqtt_mock, "host/status")[-1]["state"] == "offline"
+
+
+async def test_host_online_waits_for_the_subscription(
+    hass: HomeAssistant, mqtt_mock: Any, config_entry: Any
+) -> None:
+    from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
+
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    topics = [c.args[0] for c in mqtt_mock.async_publish.call_args_list]
+    assert "asset_tracker/host/probe" in topics, "no subscription probe sent"
+    assert published(mqtt_mock, "host/status") == []  # not before the broker delivers to us
+    async_fire_mqtt_message(hass, "asset_tracker/host/probe", config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert published(mqtt_mock, "host/status")[-1]["state"] == "online"
+
+
+async def test_late_announcement_renames_devices(hass: HomeAssistant, setup_entry: Any) -> None:
+    edge = Edge(hass)
+    edge.event("telemetry", "tag_1", {"rssi": -60.0}, (now_ms(), 0))
+    await hass.async_block_till_done()
+    assert device(hass, "asset", "tag_1").name == "tag_1"
+    edge.announce([{"id": "tag_1", "name": "Dog collar", "type": "tag"}])
+    await hass.async_block_till_done()
+    assert device(hass, "asset", "tag_1").name == "Dog collar"
+    assert device(hass, "node", "garage").name == "Garage Pi"
