@@ -244,9 +244,13 @@ async def test_unload_says_host_offline(
 
 
 async def test_host_online_waits_for_the_subscription(
-    hass: HomeAssistant, mqtt_mock: Any, config_entry: Any
+    hass: HomeAssistant, mqtt_mock: Any, config_entry: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
+
+    from custom_components.asset_tracker import hub
+
+    monkeypatch.setattr(hub, "PROBE_INTERVAL_S", 60.0)  # no fallback announcement on a slow machine
 
     config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(config_entry.entry_id)
