@@ -8,6 +8,7 @@ suite, 3.14 in the add-on suite); pip fetches the dependencies from the package 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -63,18 +64,22 @@ def test_wheel_holds_the_package_and_its_metadata(wheel):
 
 
 def test_wheel_installs_into_a_fresh_venv_and_the_command_runs(wheel, tmp_path):
+    # a clean environment: a PYTHONPATH with the checkout (and its egg-info) would make pip
+    # believe the package is installed already and the checkout would run instead
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
     python = venv / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
         check=True,
         timeout=600,
+        env=env,
     )
     command = venv / "bin" / "asset-tracker-edge"
     assert command.exists()
     result = subprocess.run(
-        [str(command), "--help"], capture_output=True, text=True, timeout=60, check=False
+        [str(command), "--help"], capture_output=True, text=True, timeout=60, check=False, env=env
     )
     assert result.returncode == 0, result.stderr
     assert "run" in result.stdout
@@ -85,6 +90,7 @@ def test_wheel_installs_into_a_fresh_venv_and_the_command_runs(wheel, tmp_path):
         text=True,
         check=True,
         cwd=tmp_path,
+        env=env,
     ).stdout
     assert str(venv) in where
 
