@@ -340,7 +340,10 @@ async def test_host_online_brings_rebirth_snapshot_and_replay(
             f"{ROOT}/n1/cmd", {"v": 1, "node": "n1", "id": "s1", "op": "snapshot", "hlc": _now()}
         )
         await obs.wait(lambda: len(obs.on(f"{ROOT}/n1/snapshot")) == snapshots + 1)
+        # the result follows the snapshot it reports on
+        await obs.wait(lambda: f"{ROOT}/n1/cmd/result" in obs.latest)
         assert obs.latest[f"{ROOT}/n1/cmd/result"]["ok"] is True
+        assert obs.latest[f"{ROOT}/n1/cmd/result"]["id"] == "s1"
 
 
 async def test_stale_will_over_our_birth_is_healed(broker: Mosquitto, tmp_path: Path) -> None:
