@@ -311,6 +311,7 @@ async def bench_batching(
 
 async def main() -> None:
     metrics: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="edge-core-bench-") as tmp:
         work = Path(tmp)
         append_rate = await bench_append(work / "append")
