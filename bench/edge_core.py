@@ -396,6 +396,15 @@ async def main() -> None:
             note="peak RSS of the edge process at 20 routine events/s",
         ),
     ]
+    metrics.append(
+        metric(
+            "host_load_average_1m",
+            max(load_before, os.getloadavg()[0]),
+            "load",
+            note=f"1-minute load average of the machine ({os.cpu_count()} CPUs) around the run: "
+            "latency tails and throughput above are only comparable at similar load",
+        )
+    )
     path = write_part(
         "edge_core", "Edge delivery core (outbox, replay, latency, batching)", metrics
     )
