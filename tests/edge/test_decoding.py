@@ -209,7 +209,7 @@ _DECODER = Decoder()
 asyncio.run(_DECODER.async_setup())
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(key=FORMAT_KEYS, tail=st.binary(max_size=40), name=st.sampled_from([None, "GVH5075"]))
 def test_arbitrary_bytes_never_raise(
     key: tuple[str, object, bytes], tail: bytes, name: str | None
