@@ -42,8 +42,11 @@ def to_advert(device: BLEDevice, data: AdvertisementData) -> Advert:
 
 def passive_args() -> dict[str, Any]:
     """BlueZ passive scanning needs advertisement monitor patterns: match every flags value."""
-    from bleak.assigned_numbers import AdvertisementDataType
-    from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
+    try:
+        from bleak.args.bluez import AdvertisementDataType, OrPattern
+    except ImportError:  # bleak before the args modules
+        from bleak.assigned_numbers import AdvertisementDataType
+        from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
 
     flags = (b"\x02", b"\x06", b"\x1a", b"\x04", b"\x05", b"\x18", b"\x1e")
     patterns = [OrPattern(0, AdvertisementDataType.FLAGS, f) for f in flags]
@@ -75,9 +78,9 @@ class BleScanner:
             task.add_done_callback(self._pending.discard)
 
     def _scanner(self) -> BleakScanner:
-        kwargs: dict[str, Any] = passive_args() if self.mode == "passive" else {}
+        kwargs: dict[str, Any] = passive_args() if self.mode == "passive" else {"bluez": {}}
         if self.adapter:
-            kwargs["adapter"] = self.adapter
+            kwargs["bluez"]["adapter"] = self.adapter
         return BleakScanner(detection_callback=self._callback, **kwargs)
 
     async def run(self, silence_restart_s: float = SILENCE_RESTART_S) -> None:

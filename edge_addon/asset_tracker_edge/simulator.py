@@ -119,7 +119,7 @@ class Simulator:
             if distance > 30:
                 return None
             return Advert(
-                address=f"5c:f3:70:00:00:{i + 1:02x}",
+                address=f"5c:f3:70:00:{(i + 1) // 256:02x}:{(i + 1) % 256:02x}",
                 rssi=self.rssi_at(distance),
                 received_ms=now_ms,
                 manufacturer_data={0x004C: ibeacon_data(1, i + 1)},
@@ -128,7 +128,7 @@ class Simulator:
 
     def _sensor_advert(self, k: int, now_ms: int) -> Advert:
         t = now_ms / 1000
-        base, spread = (-18.0, 0.3) if k == 0 else (21.0 + k, 0.4)
+        base, spread = (-18.0, 0.3) if k == 0 else (19.0 + k % 8, 0.4)
         temperature = base + 0.5 * math.sin(t / 300) + self._noise.gauss(0, spread / 3)
         if k == 0 and self.anomalies and 240 < (t % CYCLE_S) < 360:
             temperature += ((t % CYCLE_S) - 240) / 120 * 14  # the door was left open
