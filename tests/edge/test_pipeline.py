@@ -103,7 +103,7 @@ async def test_presence_is_critical_and_telemetry_routine_and_rate_limited(run: 
     assert run.adverts >= 600
     assert len(run.events) < run.adverts / 10
     sensor = [e for e in telemetry if e.asset == "sensor_2"][-1]
-    assert 20 < sensor.data["readings"]["temperature"] < 25
+    assert 15 < sensor.data["readings"]["temperature"] < 30  # a room, not the freezer
     assert sensor.data["battery"] == 80 - (CYCLE_START_MS // 86_400_000) % 30  # slow drain
     wire(run.events)
     assert run.pipeline.health()["assets_tracked"] == len(assets)
