@@ -42,11 +42,12 @@ def to_advert(device: BLEDevice, data: AdvertisementData) -> Advert:
 
 def passive_args() -> dict[str, Any]:
     """BlueZ passive scanning needs advertisement monitor patterns: match every flags value."""
+    from bleak.assigned_numbers import AdvertisementDataType
+
     try:
-        from bleak.args.bluez import AdvertisementDataType, OrPattern
+        from bleak.args.bluez import OrPattern
     except ImportError:  # bleak before the args modules
-        from bleak.assigned_numbers import AdvertisementDataType
-        from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
+        from bleak.backends.bluezdbus.advertisement_monitor import OrPattern  # type: ignore[no-redef]
 
     flags = (b"\x02", b"\x06", b"\x1a", b"\x04", b"\x05", b"\x18", b"\x1e")
     patterns = [OrPattern(0, AdvertisementDataType.FLAGS, f) for f in flags]
