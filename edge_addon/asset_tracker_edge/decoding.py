@@ -32,9 +32,9 @@ RUUVI = 0x0499
 GOVEE_IDS = frozenset({0xEC88, 0x88EC, 0x0001, 0x8801, 0xEF88})
 BTHOME_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
 EDDYSTONE_UUID = "0000feaa-0000-1000-8000-00805f9b34fb"
-XIAOMI_UUIDS = frozenset(
-    {"0000fe95-0000-1000-8000-00805f9b34fb", "0000181a-0000-1000-8000-00805f9b34fb"}
-)
+MIBEACON_UUID = "0000fe95-0000-1000-8000-00805f9b34fb"
+# custom firmware (ATC1441 and pvvx) for Xiaomi thermometers; xiaomi-ble reads MiBeacon only
+ATC_UUID = "0000181a-0000-1000-8000-00805f9b34fb"
 MAX_PARSERS = 4096
 
 # parser key -> protocol metric; None: the battery percentage
@@ -117,8 +117,10 @@ class Decoder:
             return self._sensor(advert, "ruuvi", ruuvitag_ble.RuuvitagBluetoothDeviceData)
         if EDDYSTONE_UUID in sd:
             return decode_eddystone(sd[EDDYSTONE_UUID])
-        if XIAOMI_UUIDS & sd.keys():
+        if MIBEACON_UUID in sd:
             return self._sensor(advert, "xiaomi", xiaomi_ble.XiaomiBluetoothDeviceData)
+        if ATC_UUID in sd:
+            return decode_atc(sd[ATC_UUID])
         if GOVEE_IDS & mfr.keys() and (advert.local_name or "").startswith(
             ("GV", "Govee", "ihoment")
         ):
@@ -224,3 +226,20 @@ def decode_eddystone(frame: bytes) -> Reading:
             readings["temperature"] = temp_raw / 256
         return Reading(format="eddystone_tlm", readings=readings)
     raise DecodeError(f"unsupported Eddystone frame type 0x{kind:02x}")
+
+
+def decode_atc(frame: bytes) -> Reading:
+    """The ATC1441 (13 bytes, big endian) and pvvx (15 bytes, little endian) custom formats."""
+    if len(frame) == 13:
+        temp, humidity, battery, millivolts = struct.unpack(">hBBH", frame[6:12])
+        values = {"temperature": temp / 10, "humidity": float(humidity)}
+    elif len(frame) in (15, 16):
+        temp, hum, millivolts, battery = struct.unpack("<hHHB", frame[6:13])
+        values = {"temperature": temp / 100, "humidity": hum / 100}
+    else:
+        raise DecodeError(f"ATC/pvvx frame of {len(frame)} bytes")
+    values["battery_voltage"] = millivolts / 1000
+    readings = {k: v for k, v in values.items() if in_range(k, v)}
+    if len(readings) != len(values) or not 0 <= battery <= 100:
+        raise DecodeError("ATC/pvvx value out of range")
+    return Reading(format="xiaomi", readings=readings, battery=float(battery))

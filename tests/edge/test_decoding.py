@@ -224,3 +224,33 @@ def test_arbitrary_bytes_never_raise(
         for metric, value in reading.readings.items():
             assert value == value, metric  # never NaN
     assert isinstance(reading, Reading | None)
+
+
+def test_atc1441_and_pvvx_custom_formats_decode():
+    """Xiaomi LYWSD03MMC on custom firmware: ATC1441 (big endian) and pvvx (little endian)."""
+    import struct
+
+    from asset_tracker_edge.decoding import decode_atc
+
+    atc = bytes.fromhex("a4c138000001") + struct.pack(">hBBH", 215, 48, 87, 2950) + b"\x01"
+    reading = decode_atc(atc)
+    assert reading.readings == {"temperature": 21.5, "humidity": 48.0, "battery_voltage": 2.95}
+    assert reading.battery == 87.0
+    pvvx = bytes.fromhex("01000038c1a4") + struct.pack("<hHHBBB", -550, 4825, 2950, 87, 1, 4)
+    reading = decode_atc(pvvx)
+    assert reading.readings["temperature"] == -5.5 and reading.readings["humidity"] == 48.25
+
+
+def test_atc_frames_of_the_wrong_size_or_range_are_malformed():
+    import struct
+
+    from asset_tracker_edge.advert import Advert
+    from asset_tracker_edge.decoding import ATC_UUID, Decoder
+
+    decoder = Decoder()
+    short = Advert("a4:c1:38:00:00:01", -60, 0, service_data={ATC_UUID: b"\x01\x02\x03"})
+    hot = bytes.fromhex("a4c138000001") + struct.pack(">hBBH", 3000, 48, 87, 2950) + b"\x01"
+    bad = Advert("a4:c1:38:00:00:01", -60, 0, service_data={ATC_UUID: hot})
+    assert decoder.decode(short) is None
+    assert decoder.decode(bad) is None
+    assert decoder.errors["malformed"] == 2
