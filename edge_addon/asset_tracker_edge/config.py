@@ -161,6 +161,8 @@ CONFIG_SCHEMA = _section(
                 vol.Optional("password"): str,
                 _opt("root_topic", "asset_tracker"): vol.All(str, vol.Match(ROOT_TOPIC)),
                 _opt("keepalive_s", 30): _int(5, 3600),
+                vol.Optional("reconnect_min_s"): _float(0.05, 60),
+                vol.Optional("reconnect_max_s"): _float(1, 3600),
                 _opt("tls", {}): TLS,
             }
         ),
@@ -178,6 +180,10 @@ CONFIG_SCHEMA = _section(
                 _opt("window_ms", 1000): _int(10, 60000),
                 _opt("max_events", 200): _int(1, 500),
                 _opt("max_inflight", 20): _int(1, 1000),
+                # delivery tuning the core reads; the defaults suit a Raspberry Pi on Wi-Fi
+                vol.Optional("max_unacked"): _int(100, 1_000_000),
+                vol.Optional("replay_rate"): _float(100, 1_000_000),
+                vol.Optional("ack_timeout_s"): _float(1, 600),
             }
         ),
         _opt("clock", {}): _section({_opt("max_offset_ms", 60_000): _int(1000, 3_600_000)}),
