@@ -47,6 +47,7 @@ SIGNAL_NEW_NODE: Final = f"{DOMAIN}_new_node_{{}}"
 SIGNAL_ASSET_UPDATE: Final = f"{DOMAIN}_asset_{{}}_{{}}"
 SIGNAL_NODE_UPDATE: Final = f"{DOMAIN}_node_{{}}_{{}}"
 SIGNAL_ANOMALY: Final = f"{DOMAIN}_anomaly_{{}}_{{}}"
+SIGNAL_TICK: Final = f"{DOMAIN}_tick_{{}}"
 SIGNAL_NEW_READING: Final = f"{DOMAIN}_new_reading_{{}}"
 
 ANOMALY_RULES: Final = ["threshold", "rate", "zscore", "missing", "battery", "movement", "other"]

@@ -46,6 +46,7 @@ from .const import (
     SIGNAL_NEW_NODE,
     SIGNAL_NEW_READING,
     SIGNAL_NODE_UPDATE,
+    SIGNAL_TICK,
     STORAGE_VERSION,
 )
 from .dedupe import DedupeState
@@ -84,6 +85,7 @@ class AssetTrackerHub:
         self._unsubscribers: list[Callable[[], None]] = []
         self._next_version: dict[str, int] = {}
         self._subscribed = asyncio.Event()
+        self._changed_assets: set[str] = set()
         self._announce_task: asyncio.Task[None] | None = None
 
     # lifecycle
@@ -243,6 +245,7 @@ class AssetTrackerHub:
         handler = self._handlers.get(decoded.kind)
         if handler is not None and decoded.node is not None:
             handler(self, decoded.node, decoded)
+            self._flush_changes()
 
     def _reject(self, node: str | None, reason: str, detail: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -451,7 +454,8 @@ class AssetTrackerHub:
         self._fuse(asset)
         self._asset_changed(asset)
 
-    def _fuse(self, asset: AssetState) -> None:
+    def _fuse(self, asset: AssetState) -> bool:
+        """Re-decides the asset's node; True when it changed."""
         window_ms = int(self.options[CONF_FUSION_WINDOW]) * 1000
         now = max(wall_ms(), asset.last_seen_ms or 0)
         present = {n: s for n, s in asset.sightings.items() if s.present is not False}
@@ -461,7 +465,7 @@ class AssetTrackerHub:
         if asset.presence == "away":
             chosen = None
         if chosen == asset.node:
-            return
+            return False
         previous, asset.node = asset.node, chosen
         area = self.area_of(chosen)
         asset.visits.enter(area, now, dt_util.now().date())
@@ -469,6 +473,7 @@ class AssetTrackerHub:
             EVENT_AREA_CHANGED,
             {"asset": asset.asset_id, "from_node": previous, "to_node": chosen, "area": area},
         )
+        return True
 
     def area_of(self, node_id: str | None) -> str | None:
         """The Home Assistant area of a node's device, else the node's suggested area."""
@@ -533,6 +538,7 @@ class AssetTrackerHub:
             return False
         asset.anomaly = None
         self._asset_changed(asset)
+        self._flush_changes()
         self._schedule_flush()
         return True
 
@@ -570,11 +576,20 @@ class AssetTrackerHub:
                 )
             self._node_changed(node)
         for asset in self.assets.values():
-            self._fuse(asset)
-            self._asset_changed(asset)
+            if self._fuse(asset):  # a node's sightings aged out of the fusion window
+                self._asset_changed(asset)
+        self._flush_changes()
+        # time-based values (dwell) refresh on their own signal, not by rewriting every entity
+        async_dispatcher_send(self.hass, SIGNAL_TICK.format(self.entry_id))
 
     def _asset_changed(self, asset: AssetState) -> None:
-        async_dispatcher_send(self.hass, SIGNAL_ASSET_UPDATE.format(self.entry_id, asset.asset_id))
+        """Marks the asset; its entities are written once per message, not once per event."""
+        self._changed_assets.add(asset.asset_id)
+
+    def _flush_changes(self) -> None:
+        changed, self._changed_assets = self._changed_assets, set()
+        for asset_id in changed:
+            async_dispatcher_send(self.hass, SIGNAL_ASSET_UPDATE.format(self.entry_id, asset_id))
 
     def _node_changed(self, node: NodeState) -> None:
         async_dispatcher_send(self.hass, SIGNAL_NODE_UPDATE.format(self.entry_id, node.node_id))

@@ -34,7 +34,7 @@ from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
 from .clock import wall_ms
-from .const import SIGNAL_NEW_READING
+from .const import SIGNAL_NEW_READING, SIGNAL_TICK
 from .entity import AssetEntity, NodeEntity, async_track_devices
 from .hub import AssetTrackerHub
 from .models import AssetState, AssetTrackerConfigEntry, NodeState
@@ -47,6 +47,7 @@ class AssetSensorDescription(SensorEntityDescription):
     """An asset sensor and how to read it."""
 
     value_fn: Callable[[AssetTrackerHub, AssetState], StateType | datetime]
+    ticks: bool = False  # changes with time alone: refreshed on the hub's housekeeping tick
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +112,7 @@ ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
         translation_key="dwell",
         device_class=SensorDeviceClass.DURATION,
         native_unit_of_measurement=UnitOfTime.MINUTES,
+        ticks=True,
         value_fn=lambda _hub, a: a.visits.dwell_minutes(wall_ms()),
     ),
     AssetSensorDescription(
@@ -239,6 +241,14 @@ class AssetSensor(AssetEntity, SensorEntity):
         self.entity_description = description
         if description.translation_key is None:
             self._attr_translation_key = None
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        if self.entity_description.ticks:
+            signal = SIGNAL_TICK.format(self.hub.entry_id)
+            self.async_on_remove(
+                async_dispatcher_connect(self.hass, signal, self.async_write_ha_state)
+            )
 
     @property
     def native_value(self) -> StateType | datetime:
