@@ -170,8 +170,10 @@ def assert_exactly_once_in_order(
     missing = sorted(set(expected) - set(seqs))
     if missing:
         near = [b for b in consumer.batches if b[0] > missing[0] - 50 and b[1] < missing[-1] + 50]
-        raise AssertionError(f"{len(missing)} events missing, {missing[:5]}..{missing[-1]}; "
-                             f"messages around them (floor, first, last, n, W): {near[:40]}")
+        raise AssertionError(
+            f"{len(missing)} events missing, {missing[:5]}..{missing[-1]}; "
+            f"messages around them (floor, first, last, n, W): {near[:40]}"
+        )
     assert sorted(seqs) == sorted(expected)
     for prio in ("critical", "routine"):
         newest = 0

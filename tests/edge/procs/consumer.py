@@ -112,8 +112,15 @@ class Consumer:
 
     def _apply(self, batch: dict[str, Any]) -> None:
         self.messages += 1
-        self.batches.append((batch["floor"], batch["events"][0]["seq"], batch["events"][-1]["seq"],
-                             len(batch["events"]), self.watermark))
+        self.batches.append(
+            (
+                batch["floor"],
+                batch["events"][0]["seq"],
+                batch["events"][-1]["seq"],
+                len(batch["events"]),
+                self.watermark,
+            )
+        )
         if batch["epoch"] != self.epoch:
             self.epoch = batch["epoch"]
             self.epochs.append(batch["epoch"])
