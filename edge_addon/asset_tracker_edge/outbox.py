@@ -158,6 +158,10 @@ class Outbox:
         self._db_acked = 0
         self._db_dropped: dict[Priority, int] = dict.fromkeys(CLASSES, 0)
         self._writes_since_checkpoint = 0
+        # set when a write failed: what the tables hold may differ from the _db_* view, since
+        # SQLite can report a failure (SQLITE_FULL) for a transaction that is partly or fully
+        # on disk
+        self._db_stale = False
         self._db_version = 0
         self._applied_version = 0
         self._busy = 0  # operations submitted to the writer thread and not finished
@@ -277,9 +281,11 @@ class Outbox:
 
     async def _commit_batch(self, batch: list[Record]) -> None:
         delay = 0.05
+        failed = False
         while True:
             try:
-                if self._can_inline(batch):
+                # a retry runs on the writer thread: it may first re-read the tables
+                if not failed and self._can_inline(batch):
                     info, snap = self._commit_db(batch)
                 else:
                     info, snap = await self._run(self._commit_db_threaded, batch)
@@ -287,6 +293,7 @@ class Outbox:
             except sqlite3.Error as err:
                 # the records keep their seqs and are retried; nothing was published from them
                 self.commit_errors += 1
+                failed = True
                 _LOGGER.warning("outbox commit of %d events failed: %s; retrying", len(batch), err)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -605,7 +612,12 @@ class Outbox:
 
     def _checkpoint_db(self) -> None:
         self._writes_since_checkpoint = 0
-        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        # best effort: the data is safe in the WAL either way. It runs after a write has
+        # committed, so its failure (a full disk) must never be reported as that write's
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as err:
+            _LOGGER.warning("outbox checkpoint failed: %s", err)
 
     def _commit_db_threaded(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
         result = self._commit_db(batch)
@@ -620,6 +632,9 @@ class Outbox:
     def _commit_db(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
         self._writes_since_checkpoint += 1
         db = self._conn()
+        stale = self._db_stale
+        if stale:
+            self._resync_db()
         states = {
             p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
             for p, s in self._db_states.items()
@@ -634,15 +649,23 @@ class Outbox:
                 rows = [(r.seq, r.wall_ms, r.body) for r in batch if r.priority is priority]
                 if not rows:
                     continue
+                # after a failed write some of these rows may already be stored: a retry
+                # replaces them (same seq, same body) and counts the table afresh
+                verb = "INSERT OR REPLACE" if stale else "INSERT"
                 db.executemany(
-                    f"INSERT INTO {_TABLE[priority]} (seq, wall_ms, body) VALUES (?, ?, ?)",  # noqa: S608
+                    f"{verb} INTO {_TABLE[priority]} (seq, wall_ms, body) VALUES (?, ?, ?)",
                     rows,
                 )
                 state = states[priority]
-                state.count += len(rows)
-                state.bytes += sum(len(r[2]) for r in rows)
-                if state.min_seq is None:
-                    state.min_seq, state.min_wall = rows[0][0], rows[0][1]
+                if stale:
+                    fresh = self._class_state(priority)
+                    fresh.max_seq = max(fresh.max_seq, state.max_seq, rows[-1][0])
+                    states[priority] = state = fresh
+                else:
+                    state.count += len(rows)
+                    state.bytes += sum(len(r[2]) for r in rows)
+                    if state.min_seq is None:
+                        state.min_seq, state.min_wall = rows[0][0], rows[0][1]
                 state.max_seq = max(state.max_seq, rows[-1][0])
                 appended[priority] = len(rows)
                 committed[priority] = [(r[0], r[2]) for r in rows]
@@ -651,8 +674,9 @@ class Outbox:
             db.execute("UPDATE meta SET value=? WHERE key='high_seq'", (high,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._abort_db()
             raise
+        self._db_stale = False
         self._db_states = states
         self._db_high = high
         for priority, n in dropped.items():
@@ -731,6 +755,8 @@ class Outbox:
     def _delete_db(self, through: int) -> _Snapshot:
         self._writes_since_checkpoint += 1
         db = self._conn()
+        if self._db_stale:
+            self._resync_db()
         states = {
             p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
             for p, s in self._db_states.items()
@@ -755,9 +781,36 @@ class Outbox:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._abort_db()
             raise
+        self._db_stale = False
         self._db_states = states
         self._db_acked = max(self._db_acked, through)
         self._checkpoint_if_due()
         return self._snapshot()
+
+    def _abort_db(self) -> None:
+        """Ends a failed write transaction without hiding why it failed.
+
+        On SQLITE_FULL (and I/O errors) SQLite may already have rolled the transaction back, or
+        only the failing statement, or have written the commit before reporting the error; a
+        ROLLBACK is only valid while a transaction is open, and the next write re-reads the
+        tables instead of trusting the view it had."""
+        self._db_stale = True
+        db = self._conn()
+        if not db.in_transaction:
+            return
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            _LOGGER.warning("outbox rollback failed: %s", err)
+
+    def _resync_db(self) -> None:
+        """Re-reads the tables and counters after a failed write (writer thread only)."""
+        for priority in CLASSES:
+            fresh = self._class_state(priority)
+            fresh.max_seq = max(fresh.max_seq, self._db_states[priority].max_seq)
+            self._db_states[priority] = fresh
+        self._db_high = max(self._db_high, self._db_meta("high_seq"))
+        self._db_acked = max(self._db_acked, self._db_meta("acked"))
+        self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -267,3 +270,92 @@ async def test_floor_never_passes_an_unacknowledged_event_under_acks_and_inline_
     assert not violations[:5]
     assert box.floor == box.acked + 1
     await box.close()
+
+
+async def test_commit_failing_on_a_full_store_is_retried_until_every_event_is_stored_once(
+    tmp_path: Path,
+) -> None:
+    box = await _open(tmp_path / "o.db", commit_window_ms=5)
+    delivered: list[int] = []
+    box.add_listener(
+        lambda info: delivered.extend(s for rows in info.records.values() for s, _ in rows)
+    )
+    for i in range(1, 21):
+        _append(box, i)
+    await box.flush()
+    box.ack(box.epoch, 10)
+
+    def cap(pages: int | None) -> None:
+        db = box._conn()
+        limit = pages if pages is not None else db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={limit}")
+
+    # no page may be added: every insert of a new group fails with SQLITE_FULL mid-transaction
+    await box._run(cap, None)
+    big = {"kind": "telemetry", "asset": "tag", "data": {"n": 0, "pad": "x" * 3000}}
+    seqs = [
+        box.append(big, C if i % 5 == 0 else R, Timestamp(2_000_000 + i, 0)).seq for i in range(40)
+    ]
+    for _ in range(200):
+        if box.commit_errors >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert box.commit_errors >= 2
+    assert box.high_seq == 20
+    box.ack(box.epoch, 20)  # a delete on the full store fails or succeeds, never wedges
+    await asyncio.sleep(0.1)
+
+    await box._run(cap, 1_000_000)  # space returns
+    await asyncio.wait_for(box.flush(), 30)
+    assert box.high_seq == seqs[-1] == 60
+    assert sorted(delivered) == list(range(1, 61))  # each committed group published exactly once
+    stored = sorted(
+        [s for s, _ in await box.read(C, 0, 10_000, 1 << 40)]
+        + [s for s, _ in await box.read(R, 0, 10_000, 1 << 40)]
+    )
+    assert stored == list(range(21, 61))
+    assert box.depth == 40
+    # delivery continues: new events commit normally and acknowledgements drain the store
+    assert _append(box, 99) == 61
+    await box.flush()
+    box.ack(box.epoch, 61)
+    for _ in range(200):
+        if box.depth == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert box.depth == 0
+    await box.close()
+    again = await _open(tmp_path / "o.db")
+    assert again.next_seq == 62
+    assert again.depth == 0
+    await again.close()
+
+
+def test_outbox_on_a_real_full_disk_commits_every_event_exactly_once(tmp_path: Path) -> None:
+    """An 8 MiB tmpfs in a private mount namespace fills up three times while events keep coming."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    script = Path(__file__).with_name("outbox_full_disk.py")
+    # inside a chroot `/` is no mount point and its propagation cannot be changed; the namespace
+    # the chroot runs in is private already
+    shell = (
+        "mount --make-rprivate / 2>/dev/null; "
+        f"mount -t tmpfs -o size=8192k,mode=0700 tmpfs {folder} && "
+        f"exec {sys.executable} {script} {folder} 3"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", shell],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["errors"][0] > 0, result["errors"]  # the disk really was full
+    n = result["appended"]
+    assert result["high"] == n
+    assert sorted(result["published"]) == list(range(1, n + 1))  # each event published once
+    assert sorted(result["stored"]) == list(range(result["acked"] + 1, n + 1))
