@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger("asset_tracker_edge")
 TICK_S = 1.0
+SHUTDOWN_TIMEOUT_S = 15.0
+EXIT_STUCK = 70  # EX_SOFTWARE: systemd's Restart=on-failure starts a fresh process
 
 
 def parser() -> argparse.ArgumentParser:
@@ -164,7 +167,15 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) ->
     stopper.cancel()
     for task in reversed(tasks):
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # bounded: a task that swallows its cancellation must not keep the process alive
+        done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_TIMEOUT_S)
+        if not done:
+            # the outbox is crash-safe by design (it survives kill -9), so leaving hard is safe
+            _LOGGER.error(
+                "%s did not stop within %.0f s; exiting", task.get_name(), SHUTDOWN_TIMEOUT_S
+            )
+            logging.shutdown()
+            os._exit(EXIT_STUCK)
 
 
 async def _ticker(pipeline: Pipeline) -> None:

@@ -227,7 +227,8 @@ async def test_disk_full_on_the_outbox_folder(
 ) -> None:
     fills = 3 if LONG else 1
     # the outbox folder is a 16 MiB tmpfs of the edge process's own; a ballast file fills it
-    rig = await rig_factory(seed=41, total=int(RATE * (8 * fills + 3)), tmpfs_kib=16384)
+    # enough events that the stream is still running when the disk fills, even on a loaded machine
+    rig = await rig_factory(seed=41, total=int(RATE * (8 * fills + 20)), tmpfs_kib=16384)
     errors_seen = 0
     for _ in range(fills):
         await rig.pause(0.5, 1.0)
