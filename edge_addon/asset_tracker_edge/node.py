@@ -477,7 +477,8 @@ class EdgeNode(LinkOwner):
         assert self._health_dirty is not None
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._health_dirty.wait(), HEALTH_INTERVAL_S)
+                async with asyncio.timeout(HEALTH_INTERVAL_S):
+                    await self._health_dirty.wait()
             self._health_dirty.clear()
             self._health_marks = self._interest()
             if self.link.connected:

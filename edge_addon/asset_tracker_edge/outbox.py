@@ -269,7 +269,8 @@ class Outbox:
             await self._has_pending.wait()
             if not self._critical_pending:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), window)
+                    async with asyncio.timeout(window):
+                        await self._urgent.wait()
             elif self.options.critical_window_ms > 0:
                 await asyncio.sleep(self.options.critical_window_ms / 1000)
             batch, self._pending = self._pending, []

@@ -194,7 +194,8 @@ class DeliveryScheduler:
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._sleep_s())
+                    async with asyncio.timeout(self._sleep_s()):
+                        await self._wake.wait()
                 self._wake.clear()
                 while self.active and time.monotonic() >= self._hold_until:
                     self._check_ack_progress()

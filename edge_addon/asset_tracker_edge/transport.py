@@ -271,7 +271,8 @@ class MqttLink:
         if self._client is None:
             return
         with contextlib.suppress(LinkDown, TimeoutError):
-            await asyncio.wait_for(self.publish(topic, payload, qos=1, retain=True), 2.0)
+            async with asyncio.timeout(2.0):
+                await self.publish(topic, payload, qos=1, retain=True)
 
     def health(self) -> dict[str, Any]:
         return {
