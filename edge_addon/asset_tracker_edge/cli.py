@@ -166,9 +166,14 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) ->
     # producers first, so the node can flush and say goodbye with nothing left in flight
     stopper.cancel()
     for task in reversed(tasks):
-        task.cancel()
-        # bounded: a task that swallows its cancellation must not keep the process alive
-        done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_TIMEOUT_S)
+        # repeated and bounded: on Python 3.11 asyncio.wait_for (inside aiomqtt) can swallow a
+        # cancellation, and a task that swallows one must not keep the process alive
+        done = set()
+        for _ in range(int(SHUTDOWN_TIMEOUT_S)):
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=1.0)
+            if done:
+                break
         if not done:
             # the outbox is crash-safe by design (it survives kill -9), so leaving hard is safe
             _LOGGER.error(
