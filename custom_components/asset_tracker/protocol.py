@@ -388,13 +388,33 @@ _HEALTH = _obj(
                 "oldest_ms": _COUNT,
                 "dropped": _section({"routine": _COUNT, "critical": _COUNT}),
                 "replay_rate": _RATE,
+                "epoch": _COUNT,
+                "commit_errors": _COUNT,
+                "retransmits": _COUNT,
+                "recovered": _section(
+                    {
+                        "reason": _text(256),
+                        "moved_to": _text(4096),
+                        "at_ms": _COUNT,
+                    }
+                ),
             }
         ),
         _opt("transport"): _section(
-            {"publish_latency_ms": _RATE, "inflight": _COUNT, "reconnects": _COUNT}
+            {
+                "connected": _flag,
+                "publish_latency_ms": _RATE,
+                "inflight": _COUNT,
+                "reconnects": _COUNT,
+            }
         ),
         _opt("clock"): _section(
-            {"offset_ms": _int(-MAX_SAFE_INT), "rejected": _COUNT, "synced": _flag}
+            {
+                "offset_ms": _int(-MAX_SAFE_INT),
+                "rejected": _COUNT,
+                "synced": _flag,
+                "backward_jumps": _COUNT,
+            }
         ),
         _opt("scanner"): _section(
             {

@@ -549,7 +549,8 @@ class Outbox:
             reason,
             target,
         )
-        return Recovery(reason=reason, moved_to=str(target), at_ms=wall_clock_ms())
+        # the reason travels in health messages, whose fields are bounded (PROTOCOL.md)
+        return Recovery(reason=reason[:256], moved_to=str(target), at_ms=wall_clock_ms())
 
     def _close_db(self) -> None:
         if self._db is not None:
