@@ -185,8 +185,9 @@ async def test_mutual_tls_needs_a_client_certificate_from_the_right_ca(
         async with running(anonymous), running(impostor):
             await wait_until(lambda: anonymous.link.last_error and impostor.link.last_error, 30)
             await wait_until(
-                lambda: "CERTIFICATE_REQUIRED" in caplog.text
-                and "UNKNOWN_CA" in caplog.text.upper(),
+                lambda: (
+                    "CERTIFICATE_REQUIRED" in caplog.text and "UNKNOWN_CA" in caplog.text.upper()
+                ),
                 60,
             )
         assert anonymous.link.connects == 0
