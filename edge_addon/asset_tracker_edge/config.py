@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,28 @@ SIMULATOR = _section(
 )
 
 
+def _every(schema: vol.Schema) -> Callable[[Any], list[Any]]:
+    """`[schema]` that reports every bad item: voluptuous stops at the first item failing deeper."""
+
+    def check(value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise vol.Invalid("expected a list")
+        items: list[Any] = []
+        errors: list[vol.Invalid] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(schema(item))
+            except vol.MultipleInvalid as err:
+                errors.extend(vol.Invalid(e.msg, [index, *e.path]) for e in err.errors)
+            except vol.Invalid as err:
+                errors.append(vol.Invalid(err.msg, [index, *err.path]))
+        if errors:
+            raise vol.MultipleInvalid(errors)
+        return items
+
+    return check
+
+
 def _check_unique(assets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ids = [a["id"] for a in assets]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -206,7 +228,7 @@ CONFIG_SCHEMA = _section(
         _opt("rules", {}): RULES,
         _opt("unknown_tags", {}): _section({_opt("report", False): bool}),
         _opt("metrics", {}): _section({_opt("prometheus_port", None): vol.Maybe(_int(1, 65535))}),
-        _opt("assets", []): vol.All([ASSET], _check_unique),
+        _opt("assets", []): vol.All(_every(ASSET), _check_unique),
         _opt("simulator", {}): SIMULATOR,
     }
 )

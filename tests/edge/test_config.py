@@ -114,6 +114,27 @@ def test_duplicate_asset_ids_are_named() -> None:
     assert found == ["assets: duplicate asset ids: a, b"]
 
 
+def test_every_bad_asset_is_reported_not_only_the_first() -> None:
+    found = problems(
+        minimal(
+            assets=[
+                asset("a", mac="zz"),
+                asset("ok"),
+                {"id": "b", "match": {}},
+                {**asset("c"), "type": "x"},
+                5,
+            ]
+        )
+    )
+    assert found == [
+        "assets.0.match.mac: does not match regular expression ^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$",
+        "assets.2.match: needs one of mac, ibeacon, eddystone or irk",
+        "assets.3.type: value must be one of ['sensor', 'tag']",
+        "assets.4: expected a dictionary",
+    ]
+    assert problems(minimal(assets="a")) == ["assets: expected a list"]
+
+
 def test_an_asset_needs_a_match() -> None:
     assert problems(minimal(assets=[{"id": "a", "match": {}}])) == [
         "assets.0.match: needs one of mac, ibeacon, eddystone or irk"
