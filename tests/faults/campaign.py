@@ -173,6 +173,17 @@ class EdgeProcess:
         return Path(f"/proc/{self.proc.pid}/root") / str(self.data).lstrip("/")
 
     async def wait_for(self, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
+        status = await self.status_within(predicate, timeout, what)
+        if status is None:
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}; last {self.last}"
+            )
+        return status
+
+    async def status_within(
+        self, predicate: Any, timeout: float, what: str
+    ) -> dict[str, Any] | None:
+        """The first new status matching `predicate`, or None after `timeout`; the edge must live."""
         deadline = time.monotonic() + timeout
         seen = len(self.statuses)
         while time.monotonic() < deadline:
@@ -186,7 +197,7 @@ class EdgeProcess:
                     f"log: {self.log_tail()}"
                 )
             await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; last {self.last}")
+        return None
 
     def log_tail(self, lines: int = 15) -> str:
         try:

@@ -229,28 +229,32 @@ async def test_disk_full_on_the_outbox_folder(
     # the outbox folder is a 16 MiB tmpfs of the edge process's own; a ballast file fills it
     # enough events that the stream is still running when the disk fills, even on a loaded machine
     rig = await rig_factory(seed=41, total=int(RATE * (8 * fills + 20)), tmpfs_kib=16384)
-    errors_seen = 0
-    for _ in range(fills):
+    biting = 0
+    for round_ in range(fills):
         await rig.pause(0.5, 1.0)
         ballast = rig.edge.fs_root / "ballast"
         before = int(rig.edge.last.get("commit_errors", 0))
         fill(ballast)
-        full = await rig.edge.wait_for(
+        # the first fill meets a fresh WAL that must grow, so a commit fails; later fills may
+        # find the WAL already large enough to reuse its pages and commit on, which is fine:
+        # the stream is checked for losses either way
+        full = await (rig.edge.wait_for if round_ == 0 else rig.edge.status_within)(
             lambda s, b=before: s["commit_errors"] > b, 20, "a failed commit on the full disk"
         )
-        errors_seen += full["commit_errors"] - before
+        biting += full is not None
         await rig.pause(2.0, 3.0)
         ballast.unlink()
         rig.injected += 1
         await rig.recovered()
     rig.extra["commit_errors"] = int(rig.edge.last.get("commit_errors", 0))
+    rig.extra["fills_that_failed_a_commit"] = biting
     await finish(
         rig,
         campaign,
         "disk full (outbox folder)",
         "16 MiB tmpfs in a private mount namespace filled by a ballast file for 2-3 s",
     )
-    assert errors_seen > 0
+    assert rig.extra["commit_errors"] > 0
 
 
 def set_offset(path: Path, seconds: int) -> None:
