@@ -7,6 +7,7 @@ tests, and `asset-tracker-edge check-config` reports every problem it finds, one
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -244,7 +245,7 @@ def validate(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _describe(err: vol.Invalid) -> str:
-    path = ".".join(str(p) for p in err.path) or "(top level)"
+    path = ".".join(_key_text(p) for p in err.path) or "(top level)"
     message = err.msg
     if message == "extra keys not allowed":
         message = "unknown key"
@@ -253,18 +254,49 @@ def _describe(err: vol.Invalid) -> str:
     return f"{path}: {message}"
 
 
+def _key_text(key: Any) -> str:
+    """A key as it reads in a one-line problem: quoted when it is not a plain name."""
+    text = str(key)
+    return text if text.isprintable() and text and "." not in text else json.dumps(text)
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """`ASSET_TRACKER__MQTT__HOST=broker` -> {"mqtt": {"host": "broker"}} (YAML scalars)."""
     tree: dict[str, Any] = {}
-    for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
+    problems: list[str] = []
+    # sorted, so a section and a key inside it conflict the same way whatever the order
+    for name in sorted(n for n in environ if n.startswith(ENV_PREFIX)):
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(text) if text else None
+        try:
+            _set_path(tree, path, _env_value(environ[name]))
+        except yaml.YAMLError as err:
+            problems.append(f"{name}: invalid YAML: {_yaml_problem(err)}")
+        except _EnvConflict as err:
+            problems.append(f"{name}: {err}")
+    if problems:
+        raise ConfigError(problems)
     return tree
+
+
+class _EnvConflict(Exception):
+    """A variable that cannot take its place in the tree the others build."""
+
+
+def _env_value(text: str) -> Any:
+    return yaml.safe_load(text) if text else None
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    if not path:
+        raise _EnvConflict("names no setting")
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise _EnvConflict(f"another variable sets {part} to a single value")
+    if isinstance(node.get(path[-1]), dict):
+        raise _EnvConflict("other variables set keys inside it")
+    node[path[-1]] = value
 
 
 def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,7 +329,8 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> dict[st
 def _yaml_problem(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    return f"{getattr(err, 'problem', None) or err}{where}"
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())
+    return f"{problem}{where}"
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -98,7 +98,8 @@ class Pipeline:
         power = (reading.tx_power if reading and reading.tx_power else None) or self._path_loss[
             "measured_power"
         ]
-        asset.distance_m = distance_m(rssi, power, self._path_loss["exponent"])
+        if rssi is not None:
+            asset.distance_m = distance_m(rssi, power, self._path_loss["exponent"])
         transition = self.presence.seen(
             asset_id, now, self._setting("presence.debounce"), self._away_ms()
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ def check(key: str, value: Any) -> str | None:
         return None if isinstance(value, bool) else "must be true or false"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "must be a number"
+    if not math.isfinite(value):
+        return "must be a finite number"
     if kind is int and value != int(value):
         return "must be a whole number"
     if low is not None and value < low:

@@ -11,6 +11,7 @@ from statistics import median
 
 WINDOW = 5
 ALPHA = 0.3
+RSSI_MIN, RSSI_MAX = -127.0, 20.0  # dBm, as PROTOCOL.md bounds `rssi`
 
 
 class RssiFilter:
@@ -21,7 +22,11 @@ class RssiFilter:
         self._alpha = alpha
         self.value: float | None = None
 
-    def update(self, rssi: float) -> float:
+    def update(self, rssi: float) -> float | None:
+        """The smoothed value; a sample outside the physical range leaves it unchanged."""
+        if not RSSI_MIN <= rssi <= RSSI_MAX:
+            # HCI reports 127 for "not available"; some adapters report -128: neither is a signal
+            return self.value
         self._recent.append(rssi)
         m = median(self._recent)
         self.value = m if self.value is None else self.value + self._alpha * (m - self.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import aiomqtt
 import pytest
 import yaml
 from asset_tracker_edge import protocol
-from asset_tracker_edge.cli import main
+from asset_tracker_edge.cli import PARSER_LOGGERS, main
 from mosquitto_broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +104,17 @@ async def test_check_config_rejects_bad_input_with_one_line_and_no_traceback(
         assert lines[0].startswith("error: "), case
         assert EXPECTED[case] in lines[0], (case, lines[0])
         assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("level", "quiet"), [("INFO", True), ("DEBUG", False)])
+def test_parser_libraries_say_nothing_per_advert_unless_debugging(
+    level: str, quiet: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for library in PARSER_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(library), "level", logging.NOTSET)
+    assert main(["--log-level", level, "check-config", str(EXAMPLE)]) == 0
+    levels = {logging.getLogger(library).level for library in PARSER_LOGGERS}
+    assert levels == ({logging.CRITICAL} if quiet else {logging.NOTSET})
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

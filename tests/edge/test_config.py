@@ -240,6 +240,29 @@ def test_env_overrides_win_over_the_file_and_are_validated(tmp_path: Path) -> No
     assert err.value.problems == ["mqtt.port: value must be at most 65535"]
 
 
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"ASSET_TRACKER__": "x"}, "ASSET_TRACKER__: names no setting"),
+        ({"ASSET_TRACKER__NODE__ID": "[x"}, "ASSET_TRACKER__NODE__ID: invalid YAML: "),
+        (
+            {"ASSET_TRACKER__MQTT": "x", "ASSET_TRACKER__MQTT__HOST": "b"},
+            "ASSET_TRACKER__MQTT__HOST: another variable sets mqtt to a single value",
+        ),
+        (
+            {"ASSET_TRACKER__MQTT__HOST__X": "b", "ASSET_TRACKER__MQTT__HOST": "a"},
+            "ASSET_TRACKER__MQTT__HOST__X: another variable sets host to a single value",
+        ),
+    ],
+)
+def test_bad_env_overrides_are_one_line_problems(environ: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        env_overrides(environ)
+    assert len(raised.value.problems) == 1
+    assert raised.value.problems[0].startswith(problem)
+    assert "\n" not in raised.value.problems[0]
+
+
 def test_env_alone_can_configure_a_node() -> None:
     config = load(None, environ={"ASSET_TRACKER__NODE__ID": "garage"})
     assert config["node"]["id"] == "garage"

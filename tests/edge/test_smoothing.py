@@ -67,3 +67,14 @@ def test_weaker_signal_is_never_nearer(a: int, b: int, power: int, exponent: flo
     weak, strong = min(a, b), max(a, b)
     assert distance_m(weak, power, exponent) >= distance_m(strong, power, exponent)
     assert 0 <= distance_m(strong, power, exponent) <= 1000  # PROTOCOL.md: 0..1000
+
+
+def test_samples_outside_the_physical_range_change_nothing() -> None:
+    f = RssiFilter()
+    assert f.update(127) is None  # HCI's "RSSI not available" before any real sample
+    assert f.update(-128) is None
+    first = f.update(-60)
+    assert first == -60
+    assert f.update(127) == first
+    assert f.update(-200) == first
+    assert f.update(-61) != first
