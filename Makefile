@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench demo e2e faults check-wheels clean
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench demo e2e faults faults-long fuzz check-wheels clean
 
 setup:
 	bash scripts/toolchain.sh
@@ -42,6 +42,17 @@ e2e:
 
 faults:
 	$(PY314) python -m pytest tests/faults -p no:cacheprovider -p no:homeassistant
+
+faults-long:
+	ASSET_TRACKER_FAULTS=long $(PY314) python -m pytest tests/faults -p no:cacheprovider -p no:homeassistant
+
+# 100,000 generated inputs per fuzz test (hours on a small machine); `make test` runs 300 each
+fuzz:
+	ASSET_TRACKER_FUZZ=long $(PY314) python -m pytest -p no:cacheprovider -p no:homeassistant \
+		tests/edge/test_fuzz_protocol.py tests/edge/test_fuzz_boundaries.py --hypothesis-show-statistics
+	ASSET_TRACKER_FUZZ=long $(PY314) python -m pytest -p no:cacheprovider --no-cov \
+		tests/integration/test_fuzz_protocol.py tests/integration/test_fuzz_services.py \
+		--hypothesis-show-statistics
 
 check-wheels:
 	bash scripts/check-wheels.sh

@@ -65,6 +65,7 @@ async def _configure_node(call: ServiceCall) -> dict[str, Any]:
     try:
         protocol.encode("cmd", probe)
     except protocol.ProtocolError as err:
+        hub.rejected["invalid_settings"] = hub.rejected.get("invalid_settings", 0) + 1
         raise ServiceValidationError(
             translation_domain=DOMAIN,
             translation_key="invalid_settings",
