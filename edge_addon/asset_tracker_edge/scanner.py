@@ -19,12 +19,16 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
 from .advert import Advert
+from .decoding import APPLE, ATC_UUID, BTHOME_UUID, EDDYSTONE_UUID, GOVEE_IDS, MIBEACON_UUID, RUUVI
 
 _LOGGER = logging.getLogger(__name__)
 SILENCE_RESTART_S = 120.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
 
 OnAdvert = Callable[[Advert], Awaitable[None] | None]
+FLAG_VALUES = (b"\x02", b"\x06", b"\x1a", b"\x04", b"\x05", b"\x18", b"\x1e")
+SERVICE_DATA_UUIDS = (BTHOME_UUID, MIBEACON_UUID, ATC_UUID, EDDYSTONE_UUID)
+COMPANY_IDS = frozenset({APPLE, RUUVI, *GOVEE_IDS})
 
 
 def to_advert(device: BLEDevice, data: AdvertisementData) -> Advert:
@@ -41,7 +45,11 @@ def to_advert(device: BLEDevice, data: AdvertisementData) -> Advert:
 
 
 def passive_args() -> dict[str, Any]:
-    """BlueZ passive scanning needs advertisement monitor patterns: match every flags value."""
+    """BlueZ passive scanning reports only adverts matching monitor patterns (OR-ed).
+
+    Flags catch every discoverable device; the formats the decoder reads also match on their
+    service-data UUID or company id, because many sensor tags advertise without Flags.
+    """
     from bleak.assigned_numbers import AdvertisementDataType
 
     try:
@@ -49,9 +57,22 @@ def passive_args() -> dict[str, Any]:
     except ImportError:  # bleak before the args modules
         from bleak.backends.bluezdbus.advertisement_monitor import OrPattern  # type: ignore[no-redef]
 
-    flags = (b"\x02", b"\x06", b"\x1a", b"\x04", b"\x05", b"\x18", b"\x1e")
-    patterns = [OrPattern(0, AdvertisementDataType.FLAGS, f) for f in flags]
+    patterns = [OrPattern(0, AdvertisementDataType.FLAGS, f) for f in FLAG_VALUES]
+    patterns += [
+        OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, _uuid16_le(uuid))
+        for uuid in SERVICE_DATA_UUIDS
+    ]
+    patterns += [
+        OrPattern(
+            0, AdvertisementDataType.MANUFACTURER_SPECIFIC_DATA, company.to_bytes(2, "little")
+        )
+        for company in sorted(COMPANY_IDS)
+    ]
     return {"scanning_mode": "passive", "bluez": {"or_patterns": patterns}}
+
+
+def _uuid16_le(uuid: str) -> bytes:
+    return int(uuid[4:8], 16).to_bytes(2, "little")
 
 
 class BleScanner:

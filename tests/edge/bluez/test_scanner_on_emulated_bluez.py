@@ -172,6 +172,26 @@ async def test_injected_adverts_come_out_as_the_right_events(
         assert sum(1 for e in events.items if e.kind == "presence") == 1
 
 
+async def test_passive_scanning_hears_sensor_tags_that_advertise_without_flags(
+    bluez: EmulatedBluez, tmp_path: Path
+) -> None:
+    """Many sensor tags send non-connectable adverts with no Flags: their format must match."""
+    await bluez.add_adapter("hci0")
+    async with running_node(tmp_path, "passive") as (_scanner, pipeline, events):
+        sensor = {"service_data": {BTHOME_UUID: BTHOME_PAYLOAD}}
+        await until_processed(bluez, pipeline, 1, address=SENSOR_ADDRESS, flags=0, **sensor)
+        telemetry = await events.wait_for(lambda e: e.kind == "telemetry" and e.asset == "freezer")
+        assert telemetry.data["readings"]["temperature"] == pytest.approx(25.06)
+        beacon = {"manufacturer_data": {0x004C: IBEACON}}
+        await until_processed(
+            bluez, pipeline, pipeline.adverts + 2, address=TAG_ADDRESS, flags=0, **beacon
+        )
+        await events.wait_for(presence_of("forklift_1", "present"))
+        # a flag-less advert in no format the node reads is filtered by bluetoothd already
+        stranger = {"manufacturer_data": {0x1234: b"\x01"}}
+        assert await bluez.advertise("hci0", STRANGER, rssi=-50, flags=0, **stranger) == ""
+
+
 SENSOR = {"address": SENSOR_ADDRESS, "service_data": {BTHOME_UUID: BTHOME_PAYLOAD}}
 
 
