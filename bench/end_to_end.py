@@ -140,6 +140,11 @@ def close(value: Any, expected: float) -> bool:
         return False
 
 
+def reads(value: float) -> Match:
+    """A state that shows the reading `value`."""
+    return lambda state, _attrs: close(state, value)
+
+
 @dataclass(frozen=True)
 class Gateway:
     """One way from an advert to Home Assistant, as the harness drives it."""
@@ -182,7 +187,7 @@ async def routine_series(gateway: Gateway, watch: StateWatch, samples: int) -> l
         value = routine_temperature(i)
         advert = sensor_advert(ROUTINE_MAC, value)
         entity = gateway.reading_entity
-        out.append(await timed(gateway, watch, entity, advert, lambda s, _a, v=value: close(s, v)))
+        out.append(await timed(gateway, watch, entity, advert, reads(value)))
         await asyncio.sleep(0.05)
     return out
 
