@@ -237,6 +237,10 @@ class HassClient:
 
     async def onboarded(self) -> bool:
         async with self.session.get(f"{self.url}/api/onboarding") as resp:
+            if resp.status == 404:
+                # once every step is done, Home Assistant stops serving the onboarding API
+                return True
+            resp.raise_for_status()
             steps = await resp.json()
         return all(step["done"] for step in steps)
 

@@ -218,6 +218,8 @@ async def test_edge_kill9_and_hass_restart_lose_and_duplicate_nothing(stack: Sta
         await client.close()
         client = stack.client()
         await wait_for(lambda: _entry_loaded(client), 60, 0.5, "integration loaded again")
+        # a restarted instance is onboarded, as `make demo` finds it on its second run
+        assert await client.onboarded()
         # phase 3: the backlog from the outage and the live stream catch up ...
         backlog_end = _edge_high_seq(stack)
         started = time.monotonic()
