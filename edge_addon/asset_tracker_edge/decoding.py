@@ -3,27 +3,32 @@
 The cheap part (which format is this?) is decided here from the company id or service UUID, so a
 parser only ever sees advertisements of its own format; Eddystone, which no maintained parser
 covers, is read from the public frame layout.
+
+A parser package is imported when the first advertisement of its format is decoded, not before:
+together they and what they pull in cost some 20 MiB of RSS (xiaomi-ble alone 15, for its cloud
+client), and a node usually sees two or three of the formats.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import math
 import struct
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import aiooui
-import bthome_ble
-import govee_ble
-import ibeacon_ble
-import ruuvitag_ble
-import xiaomi_ble
-from home_assistant_bluetooth import BluetoothServiceInfoBleak
 
 from .advert import Advert
+
+if TYPE_CHECKING:
+    from home_assistant_bluetooth import BluetoothServiceInfoBleak
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +41,19 @@ MIBEACON_UUID = "0000fe95-0000-1000-8000-00805f9b34fb"
 # custom firmware (ATC1441 and pvvx) for Xiaomi thermometers; xiaomi-ble reads MiBeacon only
 ATC_UUID = "0000181a-0000-1000-8000-00805f9b34fb"
 MAX_PARSERS = 4096
+
+# format -> (package, parser class) of the formats read by a Bluetooth-Devices parser
+PARSERS: dict[str, tuple[str, str]] = {
+    "ibeacon": ("ibeacon_ble", "iBeaconParser"),
+    "bthome": ("bthome_ble", "BTHomeBluetoothDeviceData"),
+    "ruuvi": ("ruuvitag_ble", "RuuvitagBluetoothDeviceData"),
+    "xiaomi": ("xiaomi_ble", "XiaomiBluetoothDeviceData"),
+    "govee": ("govee_ble", "GoveeBluetoothDeviceData"),
+}
+FORMATS = frozenset({*PARSERS, "eddystone", "atc", "manufacturer"})
+# the formats whose content names an asset (also the keys of an asset's `match` for them); the
+# others count only for allow-listed addresses
+BY_CONTENT = frozenset({"ibeacon", "eddystone"})
 
 # parser key -> protocol metric; None: the battery percentage
 METRICS: dict[str, str | None] = {
@@ -79,23 +97,64 @@ class DecodeError(ValueError):
     """An advertisement of a known format that does not parse."""
 
 
+def classify(advert: Advert) -> str | None:
+    """The advert's format from its company ids and service-data UUIDs alone, or None."""
+    mfr, sd = advert.manufacturer_data, advert.service_data
+    if APPLE in mfr and mfr[APPLE][:2] == b"\x02\x15":
+        return "ibeacon"
+    if BTHOME_UUID in sd:
+        return "bthome"
+    if RUUVI in mfr:
+        return "ruuvi"
+    if EDDYSTONE_UUID in sd:
+        return "eddystone"
+    if MIBEACON_UUID in sd:
+        return "xiaomi"
+    if ATC_UUID in sd:
+        return "atc"
+    if GOVEE_IDS & mfr.keys() and (advert.local_name or "").startswith(("GV", "Govee", "ihoment")):
+        return "govee"
+    return "manufacturer" if mfr else None
+
+
 class Decoder:
     """Decodes adverts; keeps one parser per device (parsers hold per-device state)."""
 
     def __init__(self) -> None:
         self.formats: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self._parsers: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._ibeacon = ibeacon_ble.iBeaconParser()
+        self._parsers: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
+        self._ibeacon: Any = None
+        self._decoders: dict[str, Callable[[Advert], Reading | None]] = {
+            fmt: partial(self._sensor, fmt=fmt) for fmt in PARSERS if fmt != "ibeacon"
+        }
+        self._decoders |= {
+            "ibeacon": self._decode_ibeacon,
+            "eddystone": lambda advert: decode_eddystone(advert.service_data[EDDYSTONE_UUID]),
+            "atc": lambda advert: decode_atc(advert.service_data[ATC_UUID]),
+            "manufacturer": lambda advert: Reading(format="manufacturer", tx_power=advert.tx_power),
+        }
 
     async def async_setup(self) -> None:
-        """Loads the vendor table ibeacon-ble consults (a file read, off the event loop)."""
+        """Loads the vendor table ibeacon-ble consults (a file read, off the event loop).
+
+        Also fails the start, not the first advert of a format, when a parser is not installed.
+        """
+        missing = [pkg for pkg, _ in PARSERS.values() if importlib.util.find_spec(pkg) is None]
+        if missing:
+            raise ModuleNotFoundError(f"parser packages not installed: {', '.join(missing)}")
         await aiooui.async_load()
 
-    def decode(self, advert: Advert) -> Reading | None:
-        """The reading, or None when nothing is recognised; never raises on bad data."""
+    def decode(self, advert: Advert, wanted: Container[str] = FORMATS) -> Reading | None:
+        """The reading, or None when nothing is recognised; never raises on bad data.
+
+        Adverts of a format not in `wanted` are left alone, and their parser is not imported.
+        """
+        kind = classify(advert)
+        if kind is None or kind not in wanted:
+            return None
         try:
-            reading = self._decode(advert)
+            reading = self._decoders[kind](advert)
         except (DecodeError, ValueError, struct.error, IndexError, KeyError, TypeError) as err:
             self.errors["malformed"] += 1
             _LOGGER.debug("Malformed advertisement from %s: %s", advert.address, err)
@@ -107,37 +166,17 @@ class Decoder:
     def stats(self) -> dict[str, Any]:
         return {"formats": dict(self.formats), "errors": dict(self.errors)}
 
-    def _decode(self, advert: Advert) -> Reading | None:
-        mfr, sd = advert.manufacturer_data, advert.service_data
-        if APPLE in mfr and mfr[APPLE][:2] == b"\x02\x15":
-            return self._decode_ibeacon(advert)
-        if BTHOME_UUID in sd:
-            return self._sensor(advert, "bthome", bthome_ble.BTHomeBluetoothDeviceData)
-        if RUUVI in mfr:
-            return self._sensor(advert, "ruuvi", ruuvitag_ble.RuuvitagBluetoothDeviceData)
-        if EDDYSTONE_UUID in sd:
-            return decode_eddystone(sd[EDDYSTONE_UUID])
-        if MIBEACON_UUID in sd:
-            return self._sensor(advert, "xiaomi", xiaomi_ble.XiaomiBluetoothDeviceData)
-        if ATC_UUID in sd:
-            return decode_atc(sd[ATC_UUID])
-        if GOVEE_IDS & mfr.keys() and (advert.local_name or "").startswith(
-            ("GV", "Govee", "ihoment")
-        ):
-            return self._sensor(advert, "govee", govee_ble.GoveeBluetoothDeviceData)
-        if mfr:
-            return Reading(format="manufacturer", tx_power=advert.tx_power)
-        return None
-
     def _decode_ibeacon(self, advert: Advert) -> Reading:
+        if self._ibeacon is None:
+            self._ibeacon = parser_type("ibeacon")()
         beacon = self._ibeacon.parse(service_info(advert))
         if beacon is None:
             raise DecodeError("not a valid iBeacon frame")
         ident = (str(beacon.uuid).lower(), int(beacon.major), int(beacon.minor))
         return Reading(format="ibeacon", ibeacon=ident, tx_power=int(beacon.power))
 
-    def _sensor(self, advert: Advert, fmt: str, parser_type: type) -> Reading | None:
-        entry = self._parser(advert.address, fmt, parser_type)
+    def _sensor(self, advert: Advert, fmt: str) -> Reading | None:
+        entry = self._parser(advert.address, fmt)
         parser, before = entry
         update = parser.update(service_info(advert))
         # a parser hands back every value it ever saw; only new value objects come from this advert
@@ -163,17 +202,29 @@ class Decoder:
             return None
         return Reading(format=fmt, readings=readings, battery=battery, tx_power=advert.tx_power)
 
-    def _parser(self, address: str, fmt: str, parser_type: type) -> list[Any]:
+    def _parser(self, address: str, fmt: str) -> list[Any]:
         """[parser, the values of its previous update] for this device."""
         key = (address, fmt)
         entry = self._parsers.get(key)
         if entry is None:
-            entry = self._parsers[key] = [parser_type(), {}]
+            entry = self._parsers[key] = [parser_type(fmt)(), {}]
             if len(self._parsers) > MAX_PARSERS:
                 self._parsers.popitem(last=False)
         else:
             self._parsers.move_to_end(key)
         return entry
+
+
+_loaded: dict[str, Any] = {}
+
+
+def parser_type(fmt: str) -> Any:
+    """The parser class of a format, its package imported on first use."""
+    cls = _loaded.get(fmt)
+    if cls is None:
+        package, name = PARSERS[fmt]
+        cls = _loaded[fmt] = getattr(importlib.import_module(package), name)
+    return cls
 
 
 def _unit(description: Any) -> str | None:
@@ -187,7 +238,8 @@ def in_range(metric: str, value: float) -> bool:
 
 
 def service_info(advert: Advert) -> BluetoothServiceInfoBleak:
-    return BluetoothServiceInfoBleak(
+    info_type = _loaded.get("info") or _load_info_type()
+    return info_type(  # type: ignore[no-any-return]
         advert.local_name or "",
         advert.address.upper(),
         advert.rssi,
@@ -195,12 +247,20 @@ def service_info(advert: Advert) -> BluetoothServiceInfoBleak:
         advert.service_data,
         list(advert.service_uuids),
         "local",
-        None,  # type: ignore[arg-type]  # no BLEDevice: the parsers never connect
+        None,  # no BLEDevice: the parsers never connect
         None,
         False,
         time.monotonic(),
         advert.tx_power,
     )
+
+
+def _load_info_type() -> Any:
+    # the parsers import it too, so it is loaded with the first of them, never before
+    from home_assistant_bluetooth import BluetoothServiceInfoBleak
+
+    _loaded["info"] = BluetoothServiceInfoBleak
+    return BluetoothServiceInfoBleak
 
 
 def decode_eddystone(frame: bytes) -> Reading:
