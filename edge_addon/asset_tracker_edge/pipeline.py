@@ -16,7 +16,7 @@ from typing import Any
 
 from .advert import Advert
 from .anomaly import AssetRules, Finding
-from .decoding import Decoder, Reading
+from .decoding import BY_CONTENT, FORMATS, Decoder, Reading
 from .events import EdgeEvent, Priority
 from .identity import AssetMatcher
 from .presence import PresenceTracker
@@ -65,6 +65,11 @@ class Pipeline:
         self._path_loss = config["path_loss"]
         self.decoder = Decoder()
         self.matcher = AssetMatcher(config["assets"])
+        # what an advert from an address that is no asset's is decoded for: only a format that
+        # can name a configured asset by its content (an iBeacon or Eddystone UID)
+        self._by_content = frozenset(
+            fmt for fmt in BY_CONTENT if any(fmt in a["match"] for a in config["assets"])
+        )
         path = Path(config["storage"]["path"]) / "presence.json"
         self.presence = PresenceTracker(path if Path(config["storage"]["path"]).is_dir() else None)
         self.assets = {
@@ -85,8 +90,13 @@ class Pipeline:
 
     async def handle_advert(self, advert: Advert) -> None:
         self.adverts += 1
-        reading = self.decoder.decode(advert)
-        asset_id = self.matcher.match(advert, reading)
+        # a neighbour's sensor would otherwise cost a parse per advert, per-device parser state
+        # and maybe the import of its parser, for readings no asset can have
+        by_address = self.matcher.match(advert, None)
+        reading = self.decoder.decode(
+            advert, FORMATS if by_address is not None else self._by_content
+        )
+        asset_id = by_address if reading is None else self.matcher.match(advert, reading)
         if asset_id is None:
             self._count_unknown(advert.address)
             return
