@@ -134,6 +134,35 @@ async def test_xiaomi_mibeacon_unencrypted(decoder: Decoder) -> None:
     assert reading.readings == {"temperature": 25.4, "humidity": 58.4}
 
 
+async def test_govee_h5075(decoder: Decoder) -> None:
+    # company 0xEC88; 24 bits big endian, temperature x10000 + humidity x10, then battery %
+    frame = bytes.fromhex("000341c26400")  # 213442: 21.3 degC, 44.2 %
+    reading = decoder.decode(
+        advert(local_name="GVH5075_2762", manufacturer_data={0xEC88: frame}, tx_power=-2)
+    )
+    assert reading == Reading(
+        format="govee", readings={"temperature": 21.3, "humidity": 44.2}, battery=100.0, tx_power=-2
+    )
+
+
+async def test_govee_company_id_without_a_govee_name_is_no_govee_reading(decoder: Decoder) -> None:
+    reading = decoder.decode(advert(local_name="other", manufacturer_data={0xEC88: b"\x00\x03"}))
+    assert reading == Reading(format="manufacturer")
+
+
+async def test_formats_not_wanted_are_not_decoded(decoder: Decoder) -> None:
+    bthome = advert(service_data={BTHOME_UUID: bytes.fromhex("4002c40903bf13")})
+    beacon = advert(manufacturer_data={APPLE: IBEACON})
+    assert decoder.decode(bthome, wanted={"ibeacon"}) is None
+    assert decoder.decode(beacon, wanted={"ibeacon"}) is not None
+    assert decoder.decode(beacon, wanted=()) is None
+    assert decoder.formats == {"ibeacon": 1}
+    # the skipped advert left no state behind: the tag's first decoded advert reports everything
+    reading = decoder.decode(bthome)
+    assert reading is not None
+    assert reading.readings == {"temperature": 25.0, "humidity": 50.55}
+
+
 async def test_unknown_manufacturer_falls_back_to_a_generic_reading(decoder: Decoder) -> None:
     reading = decoder.decode(advert(manufacturer_data={0x0059: b"\x01\x02\x03"}, tx_power=-4))
     assert reading == Reading(format="manufacturer", tx_power=-4)
