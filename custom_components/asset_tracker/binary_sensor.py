@@ -40,6 +40,9 @@ class PresenceSensor(AssetEntity, BinarySensorEntity):
     def __init__(self, hub: AssetTrackerHub, asset_id: str) -> None:
         super().__init__(hub, asset_id, "presence")
 
+    def state_inputs(self) -> Any:
+        return self.is_on
+
     @property
     def is_on(self) -> bool | None:
         presence = self.asset.presence
@@ -53,6 +56,9 @@ class AnomalySensor(AssetEntity, BinarySensorEntity):
 
     def __init__(self, hub: AssetTrackerHub, asset_id: str) -> None:
         super().__init__(hub, asset_id, "anomaly")
+
+    def state_inputs(self) -> Any:
+        return (self.is_on, self.extra_state_attributes)
 
     @property
     def is_on(self) -> bool:
@@ -71,6 +77,9 @@ class ConnectivitySensor(NodeEntity, BinarySensorEntity):
 
     def __init__(self, hub: AssetTrackerHub, node_id: str) -> None:
         super().__init__(hub, node_id, "connectivity")
+
+    def state_inputs(self) -> Any:
+        return self.is_on
 
     @property
     def is_on(self) -> bool:

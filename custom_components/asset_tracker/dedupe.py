@@ -73,6 +73,13 @@ class DedupeState:
         window.mark(seq)
         return True
 
+    def applied_before(self, node: str, epoch: int, seq: int) -> bool:
+        """True (and counted as a duplicate) for an identity already applied; marks nothing."""
+        if self.window(node, epoch).seen(seq):
+            self.duplicates += 1
+            return True
+        return False
+
     def watermark(self, node: str, epoch: int) -> int:
         return self.window(node, epoch).watermark
 

@@ -30,13 +30,20 @@ async def async_setup_entry(
 
 
 class AssetTracker(AssetEntity, BaseScannerEntity):
-    """Presence as home / not_home; the fused area and nearest node as attributes."""
+    """Presence as home / not_home; the fused area and nearest node as attributes.
+
+    The distance is left to the Distance sensor: it changes with every advert, and as an
+    attribute it would rewrite the tracker (and add a recorder row) each time.
+    """
 
     _attr_name = None
     _attr_source_type = SourceType.BLUETOOTH_LE
 
     def __init__(self, hub: AssetTrackerHub, asset_id: str) -> None:
         super().__init__(hub, asset_id, "tracker")
+
+    def state_inputs(self) -> Any:
+        return (self.is_connected, self.extra_state_attributes)
 
     @property
     def is_connected(self) -> bool:
@@ -45,8 +52,4 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         asset = self.asset
-        return {
-            "area": self.hub.area_of(asset.node),
-            "node": asset.node,
-            "distance_m": asset.distance_m,
-        }
+        return {"area": self.hub.area_of(asset.node), "node": asset.node}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
@@ -16,9 +17,11 @@ from .const import SIGNAL_ASSET_UPDATE, SIGNAL_NEW_ASSET, SIGNAL_NEW_NODE, SIGNA
 from .hub import AssetTrackerHub, asset_device_identifier, node_device_identifier
 from .models import AssetState, NodeState
 
+_NEVER_WRITTEN = object()
+
 
 class AssetTrackerEntity(Entity):
-    """Common behaviour: push-updated, translated names."""
+    """Common behaviour: push-updated, translated names, written only when the state changed."""
 
     _attr_has_entity_name = True
     _attr_should_poll = False
@@ -26,6 +29,25 @@ class AssetTrackerEntity(Entity):
     def __init__(self, hub: AssetTrackerHub, key: str) -> None:
         self.hub = hub
         self._attr_translation_key = key
+        self._written: Any = _NEVER_WRITTEN
+
+    def state_inputs(self) -> Any:
+        """What the written state is made of; compared, never hashed.
+
+        Platforms override it with their raw values: computing those is far cheaper than the
+        state Home Assistant would build just to find it unchanged.
+        """
+        return (self.available, self.state, self.extra_state_attributes)
+
+    @callback
+    def async_write_if_changed(self) -> None:
+        """Writes the state unless its inputs are those of the last write (most updates of a
+        busy fleet change one of an asset's entities, not all of them)."""
+        inputs = self.state_inputs()
+        if inputs == self._written:
+            return
+        self._written = inputs
+        self.async_write_ha_state()
 
 
 class AssetEntity(AssetTrackerEntity):
@@ -49,7 +71,9 @@ class AssetEntity(AssetTrackerEntity):
 
     async def async_added_to_hass(self) -> None:
         signal = SIGNAL_ASSET_UPDATE.format(self.hub.entry_id, self.asset_id)
-        self.async_on_remove(async_dispatcher_connect(self.hass, signal, self.async_write_ha_state))
+        self.async_on_remove(
+            async_dispatcher_connect(self.hass, signal, self.async_write_if_changed)
+        )
 
 
 class NodeEntity(AssetTrackerEntity):
@@ -75,7 +99,9 @@ class NodeEntity(AssetTrackerEntity):
 
     async def async_added_to_hass(self) -> None:
         signal = SIGNAL_NODE_UPDATE.format(self.hub.entry_id, self.node_id)
-        self.async_on_remove(async_dispatcher_connect(self.hass, signal, self.async_write_ha_state))
+        self.async_on_remove(
+            async_dispatcher_connect(self.hass, signal, self.async_write_if_changed)
+        )
 
 
 def async_track_devices(

@@ -3,6 +3,12 @@
 An event is acknowledged to its edge node only after the dedupe state that records it has been
 saved, so a Home Assistant crash can neither lose an event (the edge still holds it) nor apply it
 twice (the saved state remembers it).
+
+Critical events (presence, alerting anomalies, node alerts) are applied in the MQTT callback that
+brings them. Routine events wait in a backlog applied in slices of a few milliseconds, each slice
+followed by a return to the event loop, so a burst of telemetry never blocks Home Assistant and
+never delays an alert queued behind it. An event is claimed in the dedupe state only when it is
+applied, so an acknowledgement never covers an event still waiting.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -26,6 +33,7 @@ from homeassistant.util import dt as dt_util
 
 from . import protocol
 from .alerts import VanishCorrelator
+from .backlog import Backlog, PendingEvent
 from .clock import HybridClock, wall_ms
 from .const import (
     ACK_INTERVAL_S,
@@ -57,6 +65,8 @@ _LOGGER = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = timedelta(seconds=30)
 PROBE_ATTEMPTS = 20
 PROBE_INTERVAL_S = 0.5
+# how long one slice of routine events may hold the event loop (entity writes included)
+SLICE_S = 0.004
 
 
 class AssetTrackerHub:
@@ -86,7 +96,11 @@ class AssetTrackerHub:
         self._next_version: dict[str, int] = {}
         self._subscribed = asyncio.Event()
         self._changed_assets: set[str] = set()
+        self._changed_nodes: set[str] = set()
         self._announce_task: asyncio.Task[None] | None = None
+        self.backlog = Backlog()
+        self._drain_task: asyncio.Task[None] | None = None
+        self._areas: dict[str, str | None] = {}
 
     # lifecycle
 
@@ -99,6 +113,14 @@ class AssetTrackerHub:
         )
         self._unsubscribers.append(
             async_track_time_interval(self.hass, self._housekeeping, HOUSEKEEPING_INTERVAL)
+        )
+        # a node's area is cached; a device moved to another area, or an area renamed, clears it
+        bus = self.hass.bus
+        self._unsubscribers.append(
+            bus.async_listen(dr.EVENT_DEVICE_REGISTRY_UPDATED, self._forget_areas)
+        )
+        self._unsubscribers.append(
+            bus.async_listen(ar.EVENT_AREA_REGISTRY_UPDATED, self._forget_areas)
         )
         self._announce_task = self.hass.async_create_background_task(
             self._announce_when_subscribed(), f"{DOMAIN} announce {self.root}"
@@ -128,6 +150,10 @@ class AssetTrackerHub:
         for unsubscribe in self._unsubscribers:
             unsubscribe()
         self._unsubscribers.clear()
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+        # not claimed, so not acknowledged: the edges send what was still waiting again
+        self.backlog.clear()
         await self.async_flush()
         await self._publish_host("offline")
 
@@ -310,6 +336,7 @@ class AssetTrackerHub:
         node = self.node(node_id)
         node.name = msg.get("name") or node_id
         node.suggested_area = msg.get("area")
+        self._forget_areas()
         node.sw = msg.get("sw") or node.sw
         node.settings = dict(msg.get("settings", {}))
         node.settings_version = msg.get("settings_version", 0)
@@ -350,7 +377,9 @@ class AssetTrackerHub:
     def _on_snapshot(self, node_id: str, decoded: protocol.Decoded) -> None:
         node = self.node(node_id)
         self._merge_clock(node, decoded.message.get("hlc"))
+        now = wall_ms()
         for item in decoded.message.get("assets", []):
+            self._apply_ahead(item["asset"], now)
             hlc = item["hlc"]
             order: Order = (hlc[0], hlc[1], node_id)
             data = {k: item.get(k) for k in ("rssi", "distance_m", "battery", "readings")}
@@ -364,25 +393,74 @@ class AssetTrackerHub:
         node.epoch = epoch
         window = self.dedupe.window(node_id, epoch)
         window.raise_floor(msg["floor"])
-        now = wall_ms()
         for invalid in decoded.invalid_events:
             self.invalid_events += 1
             self._reject(node_id, f"event_{invalid.reason}", invalid.detail)
             if invalid.seq is not None:
                 self.dedupe.claim(node_id, epoch, invalid.seq)
-        sent = msg.get("sent")
+        sent, replay = msg.get("sent"), msg.get("replay", False)
+        now = wall_ms()
         for event in msg["events"]:
             self._merge_clock(node, event["hlc"])
-            if not self.dedupe.claim(node_id, epoch, event["seq"]):
-                continue
-            self.applied += 1
-            node.events.add(now)
-            self._record_latency(node, event, sent, now)
-            self._apply_event(node, event, replay=msg.get("replay", False))
+            pending = PendingEvent(node_id, epoch, event, replay, sent)
+            if event["prio"] == "critical":
+                self._apply_ahead(pending.event["asset"], now)
+                self._apply(pending, now)
+            elif not self.dedupe.applied_before(node_id, epoch, event["seq"]):
+                # a redelivery of a still waiting event waits too, and is skipped when applied
+                self.backlog.push(pending)
         self._merge_clock(node, sent)
         self._dirty_acks.add((node_id, epoch))
         self._schedule_flush()
         self._node_changed(node)
+        self._start_draining()
+
+    def _apply_ahead(self, asset: str | None, now: int) -> None:
+        """Applies an asset's waiting routine events before something newer about it."""
+        if asset is not None:
+            for pending in self.backlog.take(asset):
+                self._apply(pending, now)
+
+    def _apply(self, pending: PendingEvent, now: int) -> None:
+        """Applies an event unless its identity was applied before."""
+        event = pending.event
+        if not self.dedupe.claim(pending.node, pending.epoch, event["seq"]):
+            return
+        node = self.nodes[pending.node]
+        self.applied += 1
+        node.events.add(now)
+        self._record_latency(node, event, pending.sent, now)
+        self._apply_event(node, event, replay=pending.replay)
+        self._dirty_acks.add((pending.node, pending.epoch))
+
+    def _start_draining(self) -> None:
+        if self.backlog and self._drain_task is None:
+            # a tracked task: Home Assistant waits for it when it waits for pending work
+            self._drain_task = self.hass.async_create_task(
+                self._drain(), f"{DOMAIN} backlog {self.root}", eager_start=False
+            )
+
+    async def _drain(self) -> None:
+        try:
+            while self.backlog:
+                self._apply_slice()
+                await asyncio.sleep(0)  # the loop runs everything else that is due
+        finally:
+            self._drain_task = None
+
+    def _apply_slice(self) -> None:
+        """Applies waiting events for about SLICE_S, then writes the entities they changed.
+
+        Writes take about as long as applying, so half the slice goes to each.
+        """
+        deadline = time.perf_counter() + SLICE_S / 2
+        now = wall_ms()
+        while (pending := self.backlog.pop()) is not None:
+            self._apply(pending, now)
+            if time.perf_counter() >= deadline:
+                break
+        self._flush_changes()
+        self._schedule_flush()
 
     def _record_latency(
         self, node: NodeState, event: dict[str, Any], sent: list[int] | None, now: int
@@ -479,6 +557,18 @@ class AssetTrackerHub:
         """The Home Assistant area of a node's device, else the node's suggested area."""
         if node_id is None:
             return None
+        try:
+            return self._areas[node_id]
+        except KeyError:
+            area = self._areas[node_id] = self._look_up_area(node_id)
+            return area
+
+    @callback
+    def _forget_areas(self, _event: Any = None) -> None:
+        """Devices or areas changed: every entity asks the registries again."""
+        self._areas.clear()
+
+    def _look_up_area(self, node_id: str) -> str | None:
         node = self.nodes.get(node_id)
         device = dr.async_get(self.hass).async_get_device_by_identifier(
             node_device_identifier(self, node_id), self.entry_id
@@ -583,16 +673,19 @@ class AssetTrackerHub:
         async_dispatcher_send(self.hass, SIGNAL_TICK.format(self.entry_id))
 
     def _asset_changed(self, asset: AssetState) -> None:
-        """Marks the asset; its entities are written once per message, not once per event."""
+        """Marks the asset; its entities are written once per message or slice, not per event."""
         self._changed_assets.add(asset.asset_id)
 
-    def _flush_changes(self) -> None:
-        changed, self._changed_assets = self._changed_assets, set()
-        for asset_id in changed:
-            async_dispatcher_send(self.hass, SIGNAL_ASSET_UPDATE.format(self.entry_id, asset_id))
-
     def _node_changed(self, node: NodeState) -> None:
-        async_dispatcher_send(self.hass, SIGNAL_NODE_UPDATE.format(self.entry_id, node.node_id))
+        self._changed_nodes.add(node.node_id)
+
+    def _flush_changes(self) -> None:
+        assets, self._changed_assets = self._changed_assets, set()
+        nodes, self._changed_nodes = self._changed_nodes, set()
+        for asset_id in assets:
+            async_dispatcher_send(self.hass, SIGNAL_ASSET_UPDATE.format(self.entry_id, asset_id))
+        for node_id in nodes:
+            async_dispatcher_send(self.hass, SIGNAL_NODE_UPDATE.format(self.entry_id, node_id))
 
     _handlers: ClassVar[dict[str, Callable[[AssetTrackerHub, str, protocol.Decoded], None]]] = {
         "status": _on_status,

@@ -76,6 +76,7 @@ ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
     AssetSensorDescription(
         key="distance",
         translation_key="distance",
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.DISTANCE,
         native_unit_of_measurement=UnitOfLength.METERS,
         state_class=SensorStateClass.MEASUREMENT,
@@ -103,6 +104,7 @@ ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
     AssetSensorDescription(
         key="last_seen",
         translation_key="last_seen",
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=_last_seen,
@@ -110,6 +112,7 @@ ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
     AssetSensorDescription(
         key="dwell",
         translation_key="dwell",
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.DURATION,
         native_unit_of_measurement=UnitOfTime.MINUTES,
         ticks=True,
@@ -118,6 +121,7 @@ ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
     AssetSensorDescription(
         key="visits",
         translation_key="visits",
+        entity_registry_enabled_default=False,
         state_class=SensorStateClass.TOTAL,
         value_fn=lambda _hub, a: sum(a.visits.per_area.values()),
     ),
@@ -250,6 +254,9 @@ class AssetSensor(AssetEntity, SensorEntity):
                 async_dispatcher_connect(self.hass, signal, self.async_write_ha_state)
             )
 
+    def state_inputs(self) -> Any:
+        return (self.native_value, self.extra_state_attributes)
+
     @property
     def native_value(self) -> StateType | datetime:
         return self.entity_description.value_fn(self.hub, self.asset)
@@ -276,6 +283,9 @@ class ReadingSensor(AssetEntity, SensorEntity):
         if device_class is None:
             self._attr_name = metric.replace("_", " ").capitalize()
 
+    def state_inputs(self) -> Any:
+        return self.native_value
+
     @property
     def native_value(self) -> float | None:
         return self.asset.readings.get(self.metric)
@@ -291,6 +301,9 @@ class NodeSensor(NodeEntity, SensorEntity):
     ) -> None:
         super().__init__(hub, node_id, description.key)
         self.entity_description = description
+
+    def state_inputs(self) -> Any:
+        return (self.native_value, self.extra_state_attributes)
 
     @property
     def native_value(self) -> StateType:

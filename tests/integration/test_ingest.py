@@ -26,6 +26,7 @@ def entity_id(hass: HomeAssistant, platform: str, unique_id: str) -> str:
 
 async def flush(hass: HomeAssistant) -> None:
     hub = next(iter(hass.config_entries.async_entries(DOMAIN))).runtime_data.hub
+    await hass.async_block_till_done()  # routine events are applied in slices after the message
     await hub.async_flush()
     await hass.async_block_till_done()
 

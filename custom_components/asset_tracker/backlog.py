@@ -1,0 +1,75 @@
+"""Routine events received but not yet applied, oldest first and reachable per asset.
+
+Routine events are applied in short slices between other work of Home Assistant's event loop;
+a critical event for an asset first takes that asset's waiting events out of the line, so the
+asset still sees its events in the order they arrived.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    """A validated event of an `events` message, with what applying it needs from the message."""
+
+    node: str
+    epoch: int
+    event: dict[str, Any]
+    replay: bool
+    sent: list[int] | None
+    taken: bool = False  # applied ahead of the line; the line skips it
+
+
+class Backlog:
+    """A FIFO of pending events with an index per asset."""
+
+    def __init__(self) -> None:
+        self._line: deque[PendingEvent] = deque()
+        self._by_asset: dict[str | None, deque[PendingEvent]] = {}
+        self._waiting = 0
+
+    def __len__(self) -> int:
+        return self._waiting
+
+    def push(self, pending: PendingEvent) -> None:
+        self._line.append(pending)
+        asset = pending.event["asset"]
+        waiting = self._by_asset.get(asset)
+        if waiting is None:
+            waiting = self._by_asset[asset] = deque()
+        waiting.append(pending)
+        self._waiting += 1
+
+    def pop(self) -> PendingEvent | None:
+        """The oldest event still waiting, or None."""
+        while self._line:
+            pending = self._line.popleft()
+            if pending.taken:
+                continue
+            asset = pending.event["asset"]
+            waiting = self._by_asset[asset]
+            waiting.popleft()  # the line and the asset's queue share their order
+            if not waiting:
+                del self._by_asset[asset]
+            self._waiting -= 1
+            return pending
+        return None
+
+    def take(self, asset: str | None) -> list[PendingEvent]:
+        """The asset's waiting events, oldest first, removed from the line."""
+        waiting = self._by_asset.pop(asset, None)
+        if waiting is None:
+            return []
+        for pending in waiting:
+            pending.taken = True
+        self._waiting -= len(waiting)
+        return list(waiting)
+
+    def clear(self) -> None:
+        self._line.clear()
+        self._by_asset.clear()
+        self._waiting = 0
