@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from .advert import Advert
 from .decoding import Reading
 
@@ -18,6 +16,9 @@ RPA_CACHE = 2048
 
 def ah(irk: bytes, prand: bytes) -> bytes:
     """The Core spec's address hash e(k, padding || prand) mod 2^24, most significant first."""
+    # imported on first use: cryptography is ~7 MiB of RSS that nodes without IRKs never need
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     encryptor = Cipher(algorithms.AES(irk), modes.ECB()).encryptor()  # noqa: S305
     return (encryptor.update(bytes(13) + prand) + encryptor.finalize())[-3:]
 

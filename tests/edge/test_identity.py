@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from asset_tracker_edge.advert import Advert
 from asset_tracker_edge.config import validate
 from asset_tracker_edge.decoding import Reading
@@ -101,3 +106,25 @@ def test_unknown_advert_is_none() -> None:
     reading = Reading(format="manufacturer")
     assert matcher().match(advert("de:ad:be:ef:00:01"), reading) is None
     assert AssetMatcher([]).match(advert(SPEC_RPA), None) is None
+
+
+def test_cryptography_is_imported_only_to_resolve_an_irk() -> None:
+    script = """
+import sys
+from asset_tracker_edge.advert import Advert
+from asset_tracker_edge.pipeline import Pipeline
+from asset_tracker_edge.identity import AssetMatcher
+matcher = AssetMatcher([{"id": "phone", "match": {"irk": "ec0234a357c8ad05341010a60a397d9b"}}])
+before = "cryptography" in sys.modules
+matcher.match(Advert("70:81:94:00:00:01", -60, 0), None)
+print(before, "cryptography" in sys.modules)
+"""
+    edge = Path(__file__).resolve().parents[2] / "edge_addon"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(edge), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
