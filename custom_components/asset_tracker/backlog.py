@@ -14,14 +14,31 @@ from typing import Any
 
 @dataclass(slots=True)
 class PendingEvent:
-    """A validated event of an `events` message, with what applying it needs from the message."""
+    """An event of an `events` message as received (checked when applied), with what applying
+    it needs from the message."""
 
     node: str
     epoch: int
-    event: dict[str, Any]
+    index: int  # in its message, for the detail of a rejection
+    raw: Any
     replay: bool
     sent: list[int] | None
     taken: bool = False  # applied ahead of the line; the line skips it
+
+    @property
+    def asset(self) -> str | None:
+        asset = self.raw.get("asset") if isinstance(self.raw, dict) else None
+        return asset if isinstance(asset, str) else None
+
+    @property
+    def seq(self) -> int | None:
+        seq = self.raw.get("seq") if isinstance(self.raw, dict) else None
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+    @property
+    def critical(self) -> bool:
+        """Anything not marked routine is looked at at once (a bad mark is rejected at once)."""
+        return not isinstance(self.raw, dict) or self.raw.get("prio") != "routine"
 
 
 class Backlog:
@@ -37,7 +54,7 @@ class Backlog:
 
     def push(self, pending: PendingEvent) -> None:
         self._line.append(pending)
-        asset = pending.event["asset"]
+        asset = pending.asset
         waiting = self._by_asset.get(asset)
         if waiting is None:
             waiting = self._by_asset[asset] = deque()
@@ -50,7 +67,7 @@ class Backlog:
             pending = self._line.popleft()
             if pending.taken:
                 continue
-            asset = pending.event["asset"]
+            asset = pending.asset
             waiting = self._by_asset[asset]
             waiting.popleft()  # the line and the asset's queue share their order
             if not waiting:

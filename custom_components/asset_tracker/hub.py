@@ -152,6 +152,7 @@ class AssetTrackerHub:
         self._unsubscribers.clear()
         if self._drain_task is not None:
             self._drain_task.cancel()
+            self._drain_task = None
         # not claimed, so not acknowledged: the edges send what was still waiting again
         self.backlog.clear()
         await self.async_flush()
@@ -260,8 +261,12 @@ class AssetTrackerHub:
             return
         try:
             payload = msg.payload
+            # events are checked one by one when applied, so a big batch costs little here
             decoded = protocol.decode(
-                self.root, msg.topic, payload if isinstance(payload, str) else bytes(payload)
+                self.root,
+                msg.topic,
+                payload if isinstance(payload, str) else bytes(payload),
+                check_events=False,
             )
         except protocol.UnknownTopic:
             return
@@ -391,22 +396,15 @@ class AssetTrackerHub:
         node = self.node(node_id)
         epoch = msg["epoch"]
         node.epoch = epoch
-        window = self.dedupe.window(node_id, epoch)
-        window.raise_floor(msg["floor"])
-        for invalid in decoded.invalid_events:
-            self.invalid_events += 1
-            self._reject(node_id, f"event_{invalid.reason}", invalid.detail)
-            if invalid.seq is not None:
-                self.dedupe.claim(node_id, epoch, invalid.seq)
+        self.dedupe.window(node_id, epoch).raise_floor(msg["floor"])
         sent, replay = msg.get("sent"), msg.get("replay", False)
         now = wall_ms()
-        for event in msg["events"]:
-            self._merge_clock(node, event["hlc"])
-            pending = PendingEvent(node_id, epoch, event, replay, sent)
-            if event["prio"] == "critical":
-                self._apply_ahead(pending.event["asset"], now)
+        for index, raw in enumerate(msg["events"]):
+            pending = PendingEvent(node_id, epoch, index, raw, replay, sent)
+            if pending.critical:
+                self._apply_ahead(pending.asset, now)
                 self._apply(pending, now)
-            elif not self.dedupe.applied_before(node_id, epoch, event["seq"]):
+            elif pending.seq is None or not self.dedupe.applied_before(node_id, epoch, pending.seq):
                 # a redelivery of a still waiting event waits too, and is skipped when applied
                 self.backlog.push(pending)
         self._merge_clock(node, sent)
@@ -422,11 +420,19 @@ class AssetTrackerHub:
                 self._apply(pending, now)
 
     def _apply(self, pending: PendingEvent, now: int) -> None:
-        """Applies an event unless its identity was applied before."""
-        event = pending.event
+        """Checks an event and applies it unless its identity was applied before."""
+        node = self.nodes[pending.node]
+        event = protocol.check_event(pending.index, pending.raw)
+        if isinstance(event, protocol.InvalidEvent):
+            self.invalid_events += 1
+            self._reject(node.node_id, f"event_{event.reason}", event.detail)
+            if event.seq is not None:  # skipped, but processed: the watermark may pass it
+                self.dedupe.claim(pending.node, pending.epoch, event.seq)
+                self._dirty_acks.add((pending.node, pending.epoch))
+            return
+        self._merge_clock(node, event["hlc"])
         if not self.dedupe.claim(pending.node, pending.epoch, event["seq"]):
             return
-        node = self.nodes[pending.node]
         self.applied += 1
         node.events.add(now)
         self._record_latency(node, event, pending.sent, now)
