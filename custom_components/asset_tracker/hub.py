@@ -97,6 +97,7 @@ class AssetTrackerHub:
         self._subscribed = asyncio.Event()
         self._changed_assets: set[str] = set()
         self._changed_nodes: set[str] = set()
+        self._counted_nodes: set[str] = set()  # event rates and latencies moved
         self._announce_task: asyncio.Task[None] | None = None
         self.backlog = Backlog()
         self._drain_task: asyncio.Task[None] | None = None
@@ -410,7 +411,8 @@ class AssetTrackerHub:
         self._merge_clock(node, sent)
         self._dirty_acks.add((node_id, epoch))
         self._schedule_flush()
-        self._node_changed(node)
+        # the node's rate and latency sensors are not urgent: written with the next slice
+        self._counted_nodes.add(node_id)
         self._start_draining()
 
     def _apply_ahead(self, asset: str | None, now: int) -> None:
@@ -440,7 +442,7 @@ class AssetTrackerHub:
         self._dirty_acks.add((pending.node, pending.epoch))
 
     def _start_draining(self) -> None:
-        if self.backlog and self._drain_task is None:
+        if self._drain_task is None:
             # a tracked task: Home Assistant waits for it when it waits for pending work
             self._drain_task = self.hass.async_create_task(
                 self._drain(), f"{DOMAIN} backlog {self.root}", eager_start=False
@@ -448,9 +450,10 @@ class AssetTrackerHub:
 
     async def _drain(self) -> None:
         try:
+            self._apply_slice()
             while self.backlog:
-                self._apply_slice()
                 await asyncio.sleep(0)  # the loop runs everything else that is due
+                self._apply_slice()
         finally:
             self._drain_task = None
 
@@ -465,6 +468,8 @@ class AssetTrackerHub:
             self._apply(pending, now)
             if time.perf_counter() >= deadline:
                 break
+        self._changed_nodes |= self._counted_nodes
+        self._counted_nodes.clear()
         self._flush_changes()
         self._schedule_flush()
 
