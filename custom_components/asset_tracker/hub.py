@@ -530,18 +530,24 @@ class AssetTrackerHub:
         else:
             asset.order = order
             asset.last_seen_ms = order[0]
-            for key in ("rssi", "distance_m", "battery"):
-                if data.get(key) is not None:
-                    setattr(asset, key, data[key])
-            for metric, value in (data.get("readings") or {}).items():
-                if metric not in asset.readings:
-                    signal = SIGNAL_NEW_READING.format(self.entry_id)
-                    asset.readings[metric] = value
-                    async_dispatcher_send(self.hass, signal, asset.asset_id, metric)
-                asset.readings[metric] = value
+        # field by field: an older event still carries the newest value of the fields it holds
+        self._apply_fields(asset, order, data)
         asset.presence = fused_presence(asset.sightings)
         self._fuse(asset)
         self._asset_changed(asset)
+
+    def _apply_fields(self, asset: AssetState, order: Order, data: dict[str, Any]) -> None:
+        for key in ("rssi", "distance_m", "battery"):
+            if data.get(key) is not None and asset.newer_for(key, order):
+                setattr(asset, key, data[key])
+        for metric, value in (data.get("readings") or {}).items():
+            if not asset.newer_for(f"reading:{metric}", order):
+                continue
+            first = metric not in asset.readings
+            asset.readings[metric] = value
+            if first:
+                signal = SIGNAL_NEW_READING.format(self.entry_id)
+                async_dispatcher_send(self.hass, signal, asset.asset_id, metric)
 
     def _fuse(self, asset: AssetState) -> bool:
         """Re-decides the asset's node; True when it changed."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 Hlc = tuple[int, int]
 Order = tuple[int, int, str]  # (wall_ms, counter, node): the total order of the protocol
+NO_ORDER: Order = (0, 0, "")
 
 
 @dataclass(slots=True)
@@ -95,6 +96,22 @@ class AssetState:
     anomaly: Anomaly | None = None
     last_anomaly: Anomaly | None = None
     visits: Visits = field(default_factory=Visits)
+    # (HLC, node) per field ("rssi", "battery", "reading:temperature"...): a reading stamped
+    # before a newer presence change still is the newest reading, and must not be dropped
+    field_orders: dict[str, Order] = field(default_factory=dict)
+
+    def newer_for(self, key: str, order: Order) -> bool:
+        """Records `order` for the field `key` when it is newer than what the field holds."""
+        if order <= self.field_orders.get(key, self.order if self._restored(key) else NO_ORDER):
+            return False
+        self.field_orders[key] = order
+        return True
+
+    def _restored(self, key: str) -> bool:
+        """A value restored from a store without field orders is as new as the asset's order."""
+        if key.startswith("reading:"):
+            return key[8:] in self.readings
+        return getattr(self, key, None) is not None
 
     def persistable(self) -> dict[str, Any]:
         return {
@@ -110,6 +127,7 @@ class AssetState:
             "readings": self.readings,
             "last_seen_ms": self.last_seen_ms,
             "anomaly": self.anomaly.as_dict() if self.anomaly else None,
+            "field_orders": {k: list(v) for k, v in self.field_orders.items()},
         }
 
     @classmethod
@@ -130,6 +148,10 @@ class AssetState:
             readings=dict(raw.get("readings") or {}),
             last_seen_ms=raw.get("last_seen_ms"),
             anomaly=_restore_anomaly(anomaly) if anomaly else None,
+            field_orders={
+                str(k): (int(v[0]), int(v[1]), str(v[2]))
+                for k, v in (raw.get("field_orders") or {}).items()
+            },
         )
 
 

@@ -135,6 +135,54 @@ async def test_late_replay_never_overwrites_newer_observation(
     assert history[0].time_fired_timestamp == (t - 60_000) / 1000
 
 
+async def test_a_reading_older_than_a_presence_change_is_still_the_newest_reading(
+    hass: HomeAssistant, setup_entry: Any, mqtt_mock: Any
+) -> None:
+    """Routine telemetry waits for the batch window on the edge; critical presence does not."""
+    edge = Edge(hass)
+    t = now_ms()
+    edge.event("telemetry", "freezer", {"rssi": -60.0, "readings": {"temperature": -18.0}}, (t, 0))
+    await flush(hass)
+    edge.event("presence", "freezer", {"state": "present", "rssi": -55.0}, (t + 2000, 0))
+    await flush(hass)
+    # stamped between the two, delivered after the presence change
+    late = {"rssi": -70.0, "battery": 77, "readings": {"temperature": -12.5, "humidity": 40.0}}
+    edge.event("telemetry", "freezer", late, (t + 1000, 0))
+    await flush(hass)
+    hub = setup_entry.runtime_data.hub
+    freezer = hub.assets["freezer"]
+    assert freezer.readings == {"temperature": -12.5, "humidity": 40.0}
+    assert freezer.battery == 77
+    assert freezer.rssi == -55.0  # the presence change's signal is newer than the late one
+    assert freezer.order[:2] == (t + 2000, 0)
+    state = hass.states.get(
+        entity_id(hass, "sensor", "asset_tracker:asset:freezer:reading_temperature")
+    )
+    assert float(state.state) == -12.5
+    assert hass.states.get(
+        entity_id(hass, "sensor", "asset_tracker:asset:freezer:reading_humidity")
+    )
+    # an even older reading changes nothing, and field orders survive a restart of the hub
+    edge.event("telemetry", "freezer", {"readings": {"temperature": 5.0}}, (t + 500, 0))
+    await flush(hass)
+    assert freezer.readings["temperature"] == -12.5
+    restored = type(freezer).restore("freezer", freezer.persistable())
+    assert restored.field_orders == freezer.field_orders
+    assert not restored.newer_for("reading:temperature", (t + 900, 0, "garage"))
+    assert restored.newer_for("reading:temperature", (t + 1001, 0, "garage"))
+
+
+def test_values_restored_without_field_orders_are_as_new_as_the_asset() -> None:
+    from custom_components.asset_tracker.models import AssetState
+
+    old_store = {"order": [5000, 0, "garage"], "battery": 50, "readings": {"temperature": 1.0}}
+    asset = AssetState.restore("cat", old_store)
+    assert not asset.newer_for("battery", (4000, 0, "garage"))
+    assert not asset.newer_for("reading:temperature", (4000, 0, "garage"))
+    assert asset.newer_for("reading:humidity", (4000, 0, "garage"))  # a field it never had
+    assert asset.newer_for("battery", (6000, 0, "garage"))
+
+
 async def test_rejections_are_counted_and_change_nothing(
     hass: HomeAssistant, setup_entry: Any, mqtt_mock: Any, caplog: Any
 ) -> None:
