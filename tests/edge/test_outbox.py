@@ -332,7 +332,7 @@ async def test_commit_failing_on_a_full_store_is_retried_until_every_event_is_st
 
 
 def test_outbox_on_a_real_full_disk_commits_every_event_exactly_once(tmp_path: Path) -> None:
-    """An 8 MiB tmpfs in a private mount namespace fills up three times while events keep coming."""
+    """A 16 MiB tmpfs in a private mount namespace fills up three times while events keep coming."""
     folder = tmp_path / "data"
     folder.mkdir()
     script = Path(__file__).with_name("outbox_full_disk.py")
@@ -340,7 +340,7 @@ def test_outbox_on_a_real_full_disk_commits_every_event_exactly_once(tmp_path: P
     # the chroot runs in is private already
     shell = (
         "mount --make-rprivate / 2>/dev/null; "
-        f"mount -t tmpfs -o size=8192k,mode=0700 tmpfs {folder} && "
+        f"mount -t tmpfs -o size=16384k,mode=0700 tmpfs {folder} && "
         f"exec {sys.executable} {script} {folder} 3"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
