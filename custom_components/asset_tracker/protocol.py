@@ -1,8 +1,9 @@
-"""The v1 wire codec of the integration: topics, decode and encode of every payload in PROTOCOL.md.
+"""The v1 wire codec: topics, decode and encode of every payload in PROTOCOL.md.
 
-The edge has its own codec (the two halves are deployed separately and never import each other);
-both are pinned by the shared vectors in tests/vectors/, so they cannot drift. Home Assistant
-aliases `voluptuous` to its validation library; only the voluptuous surface is used here.
+The edge package and the integration each ship this same file (the two halves are deployed
+separately and never import each other); a test keeps the copies identical and the shared vectors
+in tests/vectors/ pin the behaviour. Home Assistant aliases `voluptuous` to its validation
+library; only the voluptuous surface is used here.
 
 Decoding applies the rejection reasons in the order PROTOCOL.md gives them and returns a
 *canonical* message: unknown fields dropped, absent optional fields filled with their default

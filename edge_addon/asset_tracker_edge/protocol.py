@@ -1,7 +1,9 @@
-"""The v1 wire codec of the edge: topics, decode and encode of every payload in PROTOCOL.md.
+"""The v1 wire codec: topics, decode and encode of every payload in PROTOCOL.md.
 
-The integration has its own codec (the two halves are deployed separately and never import each
-other); both are pinned by the shared vectors in tests/vectors/, so they cannot drift.
+The edge package and the integration each ship this same file (the two halves are deployed
+separately and never import each other); a test keeps the copies identical and the shared vectors
+in tests/vectors/ pin the behaviour. Home Assistant aliases `voluptuous` to its validation
+library; only the voluptuous surface is used here.
 
 Decoding applies the rejection reasons in the order PROTOCOL.md gives them and returns a
 *canonical* message: unknown fields dropped, absent optional fields filled with their default
@@ -770,24 +772,38 @@ def _check_version(obj: dict[str, Any]) -> None:
         )
 
 
-def _decode_events(node: str, obj: dict[str, Any]) -> Decoded:
+def check_event(index: int, raw: Any) -> dict[str, Any] | InvalidEvent:
+    """Event `index` of a valid `events` envelope: canonical, or why it is skipped."""
+    try:
+        return _event(raw)
+    except _UnknownKind as err:
+        return InvalidEvent(index, _seq_of(raw), "unknown_kind", _event_detail(index, err))
+    except vol.Invalid as err:
+        return InvalidEvent(index, _seq_of(raw), "invalid", _event_detail(index, err))
+
+
+def _decode_events(node: str, obj: dict[str, Any], check_events: bool) -> Decoded:
     message = _validate("events", obj)
+    if not check_events:
+        return Decoded("events", node, message)
     valid: list[dict[str, Any]] = []
     invalid: list[InvalidEvent] = []
     for index, raw in enumerate(message["events"]):
-        try:
-            valid.append(_event(raw))
-        except _UnknownKind as err:
-            detail = _event_detail(index, err)
-            invalid.append(InvalidEvent(index, _seq_of(raw), "unknown_kind", detail))
-        except vol.Invalid as err:
-            invalid.append(InvalidEvent(index, _seq_of(raw), "invalid", _event_detail(index, err)))
+        checked = check_event(index, raw)
+        if isinstance(checked, InvalidEvent):
+            invalid.append(checked)
+        else:
+            valid.append(checked)
     message["events"] = valid
     return Decoded("events", node, message, tuple(invalid))
 
 
-def decode(root: str, topic: str, payload: bytes | str) -> Decoded:
-    """Decodes one MQTT message; raises ProtocolError with the first reason in PROTOCOL.md order."""
+def decode(root: str, topic: str, payload: bytes | str, *, check_events: bool = True) -> Decoded:
+    """Decodes one MQTT message; raises ProtocolError with the first reason in PROTOCOL.md order.
+
+    With `check_events` False an `events` message keeps its events as received (the envelope is
+    still checked): the caller checks each with `check_event` when it gets to it.
+    """
     topic_error: ProtocolError | None = None
     node: str | None = None
     kind = ""
@@ -805,7 +821,7 @@ def decode(root: str, topic: str, payload: bytes | str) -> Decoded:
         raise ProtocolError("node_mismatch", f"node: {obj['node']!r} on the topic of {node!r}")
     if kind == "events":
         assert node is not None
-        return _decode_events(node, obj)
+        return _decode_events(node, obj, check_events)
     return Decoded(kind, node, _validate(kind, obj))
 
 
