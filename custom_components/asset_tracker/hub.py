@@ -65,6 +65,7 @@ _LOGGER = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = timedelta(seconds=30)
 PROBE_ATTEMPTS = 20
 PROBE_INTERVAL_S = 0.5
+WRITES_OK_S = 60  # of node uptime without a new failed commit before the repair goes away
 # how long one slice of routine events may hold the event loop (entity writes included)
 SLICE_S = 0.004
 
@@ -376,8 +377,10 @@ class AssetTrackerHub:
     def _on_health(self, node_id: str, decoded: protocol.Decoded) -> None:
         node = self.node(node_id)
         node.health = decoded.message
-        node.clock_offset_ms = decoded.message.get("clock", {}).get("offset_ms")
+        # every section is optional, and an absent one decodes to None
+        node.clock_offset_ms = (decoded.message.get("clock") or {}).get("offset_ms")
         self._check_dropping(node)
+        self._check_storage(node)
         self._node_changed(node)
 
     def _on_snapshot(self, node_id: str, decoded: protocol.Decoded) -> None:
@@ -664,6 +667,27 @@ class AssetTrackerHub:
                 translation_placeholders={"node": node.name, "count": str(dropped)},
             )
         node.dropped_seen = dropped
+
+    def _check_storage(self, node: NodeState) -> None:
+        """A node whose outbox commits fail (a full disk) keeps events in memory only: say so."""
+        errors = int(node.outbox.get("commit_errors") or 0)
+        uptime = float(node.health.get("uptime_s") or 0)
+        issue_id = f"outbox_write_failing_{self.entry_id}_{node.node_id}"
+        if errors > node.commit_errors_seen:
+            node.commit_errors_since = uptime
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key="outbox_write_failing",
+                translation_placeholders={"node": node.name, "count": str(errors)},
+            )
+        elif errors < node.commit_errors_seen or uptime - node.commit_errors_since >= WRITES_OK_S:
+            # a restarted node, or one whose writes have succeeded for a while
+            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+        node.commit_errors_seen = errors
 
     @callback
     def _housekeeping(self, _now: datetime | None = None) -> None:

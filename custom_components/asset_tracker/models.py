@@ -62,13 +62,15 @@ class NodeState:
     clock_offset_ms: int | None = None
     clock_rejected: int = 0
     dropped_seen: int = 0
+    commit_errors_seen: int = 0
+    commit_errors_since: float = 0.0  # the node's uptime when its commit errors last rose
     events: RateWindow = field(default_factory=lambda: RateWindow(300_000))
     anomalies: RateWindow = field(default_factory=lambda: RateWindow(3_600_000))
     latency: LatencyWindow = field(default_factory=LatencyWindow)
 
     @property
     def outbox(self) -> dict[str, Any]:
-        outbox: dict[str, Any] = self.health.get("outbox", {})
+        outbox: dict[str, Any] = self.health.get("outbox") or {}
         return outbox
 
     def dropped_total(self) -> int:

@@ -93,6 +93,37 @@ async def test_health_and_dropping_repair(hass: HomeAssistant, setup_entry: Any)
     assert issue is not None and issue.translation_placeholders == {"node": "garage", "count": "3"}
 
 
+async def test_failing_outbox_writes_raise_a_repair_until_writes_succeed_again(
+    hass: HomeAssistant, setup_entry: Any
+) -> None:
+    edge = Edge(hass)
+    edge.birth()
+    issue_id = f"outbox_write_failing_{setup_entry.entry_id}_garage"
+    issues = ir.async_get(hass)
+
+    def report(commit_errors: int, uptime_s: int) -> None:
+        outbox = {"depth": 40, "commit_errors": commit_errors}
+        edge.send("health", {"outbox": outbox, "hlc": [now_ms(), 0], "uptime_s": uptime_s})
+
+    async def issue_after(commit_errors: int, uptime_s: int) -> ir.IssueEntry | None:
+        report(commit_errors, uptime_s)
+        await hass.async_block_till_done()
+        return issues.async_get_issue(DOMAIN, issue_id)
+
+    assert await issue_after(0, 10) is None
+    issue = await issue_after(4, 20)  # the disk filled up
+    assert issue is not None and issue.severity is ir.IssueSeverity.ERROR
+    assert issue.translation_placeholders == {"node": "garage", "count": "4"}
+    # the same report again (a retained message delivered twice) and a short quiet spell keep it
+    assert await issue_after(4, 20) is not None
+    assert await issue_after(4, 50) is not None
+    # a minute of node uptime without a new failure: it writes again
+    assert await issue_after(4, 80) is None
+    assert await issue_after(9, 90) is not None
+    # a restarted node counts from zero
+    assert await issue_after(0, 5) is None
+
+
 async def test_clock_far_ahead_is_refused_and_repaired(
     hass: HomeAssistant, setup_entry: Any
 ) -> None:
