@@ -49,9 +49,11 @@ faults-long:
 # 100,000 generated inputs per fuzz test (hours on a small machine); `make test` runs 300 each
 fuzz:
 	ASSET_TRACKER_FUZZ=long $(PY314) python -m pytest -p no:cacheprovider -p no:homeassistant \
-		tests/edge/test_fuzz_protocol.py tests/edge/test_fuzz_boundaries.py --hypothesis-show-statistics
+		tests/edge/test_fuzz_protocol.py tests/edge/test_fuzz_boundaries.py tests/edge/test_fuzz_node.py \
+		--hypothesis-show-statistics
 	ASSET_TRACKER_FUZZ=long $(PY314) python -m pytest -p no:cacheprovider --no-cov \
 		tests/integration/test_fuzz_protocol.py tests/integration/test_fuzz_services.py \
+		tests/integration/test_fuzz_hub.py \
 		--hypothesis-show-statistics
 
 check-wheels:

@@ -75,7 +75,7 @@ class NodeState:
 
     def dropped_total(self) -> int:
         dropped = self.outbox.get("dropped", {})
-        return int(sum(dropped.values())) if isinstance(dropped, dict) else 0
+        return int(sum(v or 0 for v in dropped.values())) if isinstance(dropped, dict) else 0
 
 
 @dataclass(slots=True)
