@@ -425,6 +425,7 @@ _HEALTH = _obj(
                 "assets_tracked": _COUNT,
                 "transitions": _COUNT,
                 "unknown_tags": _COUNT,
+                "adverts_dropped": _COUNT,
             }
         ),
         _opt("rejected"): _nullable(_mapping(_match(_IDENT, "a counter name"), _COUNT)),

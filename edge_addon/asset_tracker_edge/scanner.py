@@ -23,6 +23,9 @@ from .decoding import APPLE, ATC_UUID, BTHOME_UUID, EDDYSTONE_UUID, GOVEE_IDS, M
 
 _LOGGER = logging.getLogger(__name__)
 SILENCE_RESTART_S = 120.0
+# adverts in flight while the pipeline waits (a full disk stops the outbox, and with it `emit`):
+# past this many, new ones are dropped and counted rather than queued without bound
+MAX_PENDING = 1000
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
 
 OnAdvert = Callable[[Advert], Awaitable[None] | None]
@@ -87,12 +90,16 @@ class BleScanner:
         self.last_error: str | None = None
         self._last_advert = time.monotonic()
         self._pending: set[asyncio.Task[None]] = set()
+        self.adverts_dropped = 0
 
     def health(self) -> dict[str, Any]:
-        return {"state": self.state}
+        return {"state": self.state, "adverts_dropped": self.adverts_dropped}
 
     def _callback(self, device: BLEDevice, data: AdvertisementData) -> None:
         self._last_advert = time.monotonic()
+        if len(self._pending) >= MAX_PENDING:
+            self.adverts_dropped += 1
+            return
         result = self._on_advert(to_advert(device, data))
         if asyncio.iscoroutine(result):
             task = asyncio.ensure_future(result)
