@@ -187,6 +187,11 @@ class EdgeNode(LinkOwner):
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         self.scheduler.stop()
         with contextlib.suppress(Exception):
+            # the retained health is what a dashboard shows while the node is away: the last word
+            await self.link.publish_final(
+                self.topic("health"), protocol.encode("health", self.health())
+            )
+        with contextlib.suppress(Exception):
             await self.link.publish_final(self.topic("status"), self._status_payload("offline"))
         for task in [*tasks, *self._tasks]:
             task.cancel()
