@@ -13,9 +13,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .durable_file import write_json_atomic
 
@@ -26,9 +25,11 @@ MAX_COUNTER = 65535
 DEFAULT_LEASE_MS = 5_000
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Timestamp:
-    """An HLC value; ordering is lexicographic on (wall_ms, counter)."""
+class Timestamp(NamedTuple):
+    """An HLC value; ordering is lexicographic on (wall_ms, counter).
+
+    A named tuple rather than a frozen dataclass: one is made per event, and building a frozen
+    dataclass costs several times as much."""
 
     wall_ms: int
     counter: int
@@ -128,9 +129,16 @@ class HybridClock:
     def now(self) -> Timestamp:
         """Local or send event: l' = max(l, pt); c' = c + 1 if l' == l else 0."""
         pt = self.physical_ms()
-        cur = self._state
-        new = Timestamp(pt, 0) if pt > cur.wall_ms else _advance(cur.wall_ms, cur.counter + 1)
-        self._set(new)
+        wall, counter = self._state
+        if pt > wall:
+            new = Timestamp(pt, 0)
+        elif counter < MAX_COUNTER:
+            new = Timestamp(wall, counter + 1)
+        else:
+            new = Timestamp(wall + 1, 0)  # the overflow rule, as in _advance
+        if new.wall_ms >= self._lease:
+            self._persist_lease(new.wall_ms)
+        self._state = new
         return new
 
     def receive(self, remote: Timestamp) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from asset_tracker_edge.events import Priority
 from asset_tracker_edge.hlc import Timestamp
-from asset_tracker_edge.outbox import CommitInfo, Outbox, OutboxOptions
+from asset_tracker_edge.outbox import GROUP_MAX, CommitInfo, Outbox, OutboxOptions
 
 C, R = Priority.CRITICAL, Priority.ROUTINE
 
@@ -76,6 +76,25 @@ async def test_group_commit_one_transaction_per_window(tmp_path: Path) -> None:
     assert box.commits == 1
     assert infos[0].appended == {C: 0, R: 1000}
     await box.close()
+
+
+async def test_a_full_group_is_committed_without_waiting_for_the_window(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db", commit_window_ms=3_600_000)
+    infos: list[CommitInfo] = []
+    box.add_listener(infos.append)
+    # a producer that only awaits the backpressure point, like a burst through EdgeNode.emit
+    for i in range(1, GROUP_MAX + 11):
+        await box.wait_writable()
+        _append(box, i)
+    async with asyncio.timeout(30):
+        while not infos:
+            await asyncio.sleep(0.01)
+    assert infos[0].appended[R] >= GROUP_MAX
+    assert [seq for seq, _ in infos[0].records[R]] == list(range(1, infos[0].high_seq + 1))
+    await box.close()
+    again = await _open(tmp_path / "o.db")
+    assert await _all(again, R) == list(range(1, GROUP_MAX + 11))
+    await again.close()
 
 
 async def test_critical_event_cuts_the_window_short(tmp_path: Path) -> None:
@@ -226,6 +245,12 @@ async def test_oversized_or_unencodable_event_is_refused_without_using_a_seq(
         box.append(
             {"kind": "telemetry", "asset": None, "data": {"x": float("nan")}}, R, Timestamp(1, 0)
         )
+    with pytest.raises(TypeError):
+        box.append({"kind": "telemetry", "asset": None, "data": {"x": {1, 2}}}, R, Timestamp(1, 0))
+    looped: dict = {"kind": "telemetry", "asset": None, "data": {}}
+    looped["data"]["self"] = looped
+    with pytest.raises(ValueError):
+        box.append(looped, R, Timestamp(1, 0))
     assert _append(box, 1) == 1
     await box.close()
 
