@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,15 +151,72 @@ class OutboxOptions:
     critical_window_ms: float = 0.0
 
 
+@dataclass(slots=True)
+class _Job:
+    future: concurrent.futures.Future[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+class _WriterThread:
+    """The one thread that owns the SQLite connection. Jobs run one at a time in submission order,
+    except that urgent ones (critical commits) go ahead of everything queued, so a critical event
+    waits at most for the job already running, never for a queue of replay reads and deletes."""
+
+    def __init__(self) -> None:
+        self._urgent: deque[_Job] = deque()
+        self._normal: deque[_Job] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        # a daemon: a process that exits without closing the outbox is a crash the store survives
+        self._thread = threading.Thread(target=self._work, name="outbox-writer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, fn: Callable[..., _T], args: tuple[Any, ...], *, urgent: bool
+    ) -> concurrent.futures.Future[_T]:
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("outbox writer is shut down")
+            (self._urgent if urgent else self._normal).append(_Job(future, fn, args))
+            self._ready.notify()
+        return future
+
+    def shutdown(self) -> None:
+        """Runs what is queued, then stops the thread."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _next(self) -> _Job | None:
+        with self._ready:
+            while not self._urgent and not self._normal:
+                if self._closed:
+                    return None
+                self._ready.wait()
+            return self._urgent.popleft() if self._urgent else self._normal.popleft()
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = job.fn(*job.args)
+            except BaseException as err:  # handed to the awaiting task, as an executor does
+                job.future.set_exception(err)
+            else:
+                job.future.set_result(result)
+
+
 class Outbox:
     """The node's durable event log with an ack cursor, a purge policy and backpressure."""
 
     def __init__(self, path: Path, options: OutboxOptions | None = None) -> None:
         self.path = path
         self.options = options or OutboxOptions()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="outbox-writer"
-        )
+        self._writer = _WriterThread()
         self._db: sqlite3.Connection | None = None
         self.epoch = 0
         self.recovery: Recovery | None = None
@@ -191,6 +250,7 @@ class Outbox:
         self._db_acked = 0
         self._db_dropped: dict[Priority, int] = dict.fromkeys(CLASSES, 0)
         self._writes_since_checkpoint = 0
+        self._checkpoint_queued = False
         # set when a write failed: what the tables hold may differ from the _db_* view, since
         # SQLite can report a failure (SQLITE_FULL) for a transaction that is partly or fully
         # on disk
@@ -225,7 +285,7 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._delete_task
         await self._run(self._close_db)
-        self._executor.shutdown(wait=True)
+        self._writer.shutdown()
 
     # appending ---------------------------------------------------------------------------------
 
@@ -327,7 +387,9 @@ class Outbox:
                 if not failed and self._can_inline(batch):
                     info, snap = self._commit_db(batch)
                 else:
-                    info, snap = await self._run(self._commit_db_threaded, batch)
+                    # a critical commit goes ahead of queued reads, deletes and checkpoints
+                    critical = any(r.priority is Priority.CRITICAL for r in batch)
+                    info, snap = await self._run(self._commit_db, batch, urgent=critical)
                 break
             except sqlite3.Error as err:
                 # the records keep their seqs and are retried; nothing was published from them
@@ -337,8 +399,7 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.commits += 1
-        if self._writes_since_checkpoint >= _CHECKPOINT_EVERY and self._busy == 0:
-            self._submit(self._checkpoint_db)
+        self._checkpoint_when_due()
         self._committing = 0
         self._apply(snap)
         self._release_waiters()
@@ -397,6 +458,7 @@ class Outbox:
                 await asyncio.sleep(1.0)
                 continue
             self._deleted_through = through
+            self._checkpoint_when_due()
             self._apply(snap)
             self._notify_state()
 
@@ -465,12 +527,14 @@ class Outbox:
         self._dropped = snap.dropped
         self.acked = max(self.acked, snap.acked)
 
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.wrap_future(self._submit(fn, *args))
+    async def _run(self, fn: Callable[..., _T], *args: Any, urgent: bool = False) -> _T:
+        return await asyncio.wrap_future(self._submit(fn, *args, urgent=urgent))
 
-    def _submit(self, fn: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
+    def _submit(
+        self, fn: Callable[..., _T], *args: Any, urgent: bool = False
+    ) -> concurrent.futures.Future[_T]:
         loop = asyncio.get_running_loop()
-        work = self._executor.submit(fn, *args)
+        work = self._writer.submit(fn, args, urgent=urgent)
         self._busy += 1
         # counted until the thread is really done, even if an awaiting task is cancelled
         work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._done_one))
@@ -478,6 +542,13 @@ class Outbox:
 
     def _done_one(self) -> None:
         self._busy -= 1
+
+    def _checkpoint_when_due(self) -> None:
+        """Checkpoints run as writer jobs of their own (never inside a commit, whose result would
+        wait for their fsync) and never on the loop."""
+        if self._writes_since_checkpoint >= _CHECKPOINT_EVERY and not self._checkpoint_queued:
+            self._checkpoint_queued = True
+            self._submit(self._checkpoint_db)
 
     def _can_inline(self, batch: list[Record]) -> bool:
         """A small commit may run on the event loop when the writer thread is idle (so nothing
@@ -650,6 +721,7 @@ class Outbox:
         )
 
     def _checkpoint_db(self) -> None:
+        self._checkpoint_queued = False
         self._writes_since_checkpoint = 0
         # best effort: the data is safe in the WAL either way. It runs after a write has
         # committed, so its failure (a full disk) must never be reported as that write's
@@ -657,16 +729,6 @@ class Outbox:
             self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as err:
             _LOGGER.warning("outbox checkpoint failed: %s", err)
-
-    def _commit_db_threaded(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
-        result = self._commit_db(batch)
-        self._checkpoint_if_due()
-        return result
-
-    def _checkpoint_if_due(self) -> None:
-        # on the writer thread only: a checkpoint fsyncs, which must never stall the event loop
-        if self._writes_since_checkpoint >= _CHECKPOINT_EVERY:
-            self._checkpoint_db()
 
     def _commit_db(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
         self._writes_since_checkpoint += 1
@@ -825,7 +887,6 @@ class Outbox:
         self._db_stale = False
         self._db_states = states
         self._db_acked = max(self._db_acked, through)
-        self._checkpoint_if_due()
         return self._snapshot()
 
     def _abort_db(self) -> None:

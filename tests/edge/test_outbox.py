@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,37 @@ async def test_critical_event_cuts_the_window_short(tmp_path: Path) -> None:
     _append(box, 1)
     seq = _append(box, 2, C)
     await asyncio.wait_for(box.flush(), 1.0)
+    assert box.high_seq == seq
+    await box.close()
+
+
+async def test_a_critical_commit_goes_ahead_of_queued_writer_work(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db")
+    for i in range(1, 11):
+        _append(box, i)
+    await box.flush()
+    order: list[str] = []
+    box.add_listener(lambda info: order.append("commit") if info.appended[C] else None)
+    # the writer thread is held by a long job while replay reads queue up behind it
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        gate.wait()
+
+    held = box._submit(hold)
+    assert await asyncio.to_thread(entered.wait, 10)
+    reads = [asyncio.ensure_future(box.read(R, 0, 10, 1 << 20)) for _ in range(5)]
+    for read in reads:
+        read.add_done_callback(lambda _: order.append("read"))
+    seq = _append(box, 11, C)
+    await asyncio.sleep(0.05)
+    assert order == []  # nothing can run while the writer is held
+    gate.set()
+    await box.flush()
+    await asyncio.gather(*reads)
+    assert held.done()
+    assert order == ["commit"] + ["read"] * 5
     assert box.high_seq == seq
     await box.close()
 
