@@ -72,8 +72,9 @@ async def test_group_commit_one_transaction_per_window(tmp_path: Path) -> None:
         _append(box, i)
     await asyncio.sleep(0.05)
     assert box.high_seq == 0  # still inside the window: nothing committed yet
-    await asyncio.sleep(0.3)
-    assert box.high_seq == 1000
+    async with asyncio.timeout(10):  # the window ends; a loaded machine may take a while
+        while box.high_seq < 1000:
+            await asyncio.sleep(0.01)
     assert box.commits == 1
     assert infos[0].appended == {C: 0, R: 1000}
     await box.close()
