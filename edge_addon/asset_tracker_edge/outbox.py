@@ -5,9 +5,7 @@ Storage is SQLite in WAL mode, one table per priority class keyed by an explicit
 no AUTOINCREMENT, no extra index), so that replay reads, acknowledgement deletes and the purge
 policy (oldest routine first, critical last) are all rowid range operations. Appends are buffered in
 memory and committed in groups, one transaction per commit window; a critical event cuts the window
-short. Writes run on one writer thread (a critical commit ahead of queued work, or inline on the
-loop when that thread is idle), replay reads and checkpoints on a reader thread with its own
-connection, so neither stalls a critical commit; nothing that can fsync runs on the event loop.
+short. All SQLite work runs on one writer thread, in submission order, off the event loop.
 """
 
 from __future__ import annotations
@@ -160,18 +158,18 @@ class _Job:
     args: tuple[Any, ...]
 
 
-class _Worker:
-    """A thread that owns one SQLite connection. Jobs run one at a time in submission order,
+class _WriterThread:
+    """The one thread that owns the SQLite connection. Jobs run one at a time in submission order,
     except that urgent ones (critical commits) go ahead of everything queued, so a critical event
-    waits at most for the job already running, never for a queue of deletes."""
+    waits at most for the job already running, never for a queue of replay reads and deletes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self) -> None:
         self._urgent: deque[_Job] = deque()
         self._normal: deque[_Job] = deque()
         self._ready = threading.Condition()
         self._closed = False
         # a daemon: a process that exits without closing the outbox is a crash the store survives
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._work, name="outbox-writer", daemon=True)
         self._thread.start()
 
     def submit(
@@ -218,12 +216,8 @@ class Outbox:
     def __init__(self, path: Path, options: OutboxOptions | None = None) -> None:
         self.path = path
         self.options = options or OutboxOptions()
-        # writes (commits, deletes) on one connection and thread; replay reads and checkpoints on
-        # another, so neither ever holds up a critical commit (WAL lets them run side by side)
-        self._writer = _Worker("outbox-writer")
-        self._reader = _Worker("outbox-reader")
+        self._writer = _WriterThread()
         self._db: sqlite3.Connection | None = None
-        self._read_db_conn: sqlite3.Connection | None = None
         self.epoch = 0
         self.recovery: Recovery | None = None
         self.newest_hlc: Timestamp | None = None
@@ -270,7 +264,6 @@ class Outbox:
     async def open(self) -> None:
         """Opens (or recovers) the store and starts the group-commit task."""
         snap, epoch, recovery, newest = await self._run(self._open_db)
-        await self._run_reader(self._open_reader)
         self.epoch = epoch
         self.recovery = recovery
         self.newest_hlc = newest
@@ -291,8 +284,6 @@ class Outbox:
         if self._delete_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._delete_task
-        await self._run_reader(self._close_reader)
-        self._reader.shutdown()
         await self._run(self._close_db)
         self._writer.shutdown()
 
@@ -435,7 +426,7 @@ class Outbox:
         self, priority: Priority, after_seq: int, limit: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
         """Committed events of one class with seq > after_seq, in seq order."""
-        return await self._run_reader(self._read_db, priority, after_seq, limit, max_bytes)
+        return await self._run(self._read_db, priority, after_seq, limit, max_bytes)
 
     def ack(self, epoch: int, seq: int) -> bool:
         """Applies the ack watermark (deleting in the background); False when ignored."""
@@ -539,9 +530,6 @@ class Outbox:
     async def _run(self, fn: Callable[..., _T], *args: Any, urgent: bool = False) -> _T:
         return await asyncio.wrap_future(self._submit(fn, *args, urgent=urgent))
 
-    async def _run_reader(self, fn: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.wrap_future(self._reader.submit(fn, args, urgent=False))
-
     def _submit(
         self, fn: Callable[..., _T], *args: Any, urgent: bool = False
     ) -> concurrent.futures.Future[_T]:
@@ -556,16 +544,16 @@ class Outbox:
         self._busy -= 1
 
     def _checkpoint_when_due(self) -> None:
-        """Checkpoints (which fsync) run on the reader thread: never on the loop, and never where
-        a commit would wait for them."""
+        """Checkpoints run as writer jobs of their own (never inside a commit, whose result would
+        wait for their fsync) and never on the loop."""
         if self._writes_since_checkpoint >= _CHECKPOINT_EVERY and not self._checkpoint_queued:
             self._checkpoint_queued = True
-            self._reader.submit(self._checkpoint_db, (), urgent=False)
+            self._submit(self._checkpoint_db)
 
     def _can_inline(self, batch: list[Record]) -> bool:
         """A small commit may run on the event loop when the writer thread is idle (so nothing
         runs concurrently on the connection) and it cannot block: with synchronous=NORMAL a WAL
-        commit does not fsync, and checkpoints (which do) only ever run on the reader thread."""
+        commit does not fsync, and checkpoints (which do) only ever run on the writer thread."""
         return (
             self._busy == 0
             and self.options.sync != "full"
@@ -573,8 +561,8 @@ class Outbox:
             and any(r.priority is Priority.CRITICAL for r in batch)
         )
 
-    # worker threads ----------------------------------------------------------------------------
-    # Everything below runs on the writer thread, except the reader connection's own methods.
+    # writer thread -----------------------------------------------------------------------------
+    # Everything below runs only on the single writer thread.
 
     def _open_db(self) -> tuple[_Snapshot, int, Recovery | None, Timestamp | None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -602,7 +590,7 @@ class Outbox:
             sync = "FULL" if self.options.sync == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
             db.execute("PRAGMA temp_store=MEMORY")
-            # checkpoints run explicitly on the reader thread (see _checkpoint_db)
+            # checkpoints run explicitly on the writer thread (see _checkpoint_db)
             db.execute("PRAGMA wal_autocheckpoint=0")
             # after a checkpoint the WAL file is cut back to this size, so it never stays large
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
@@ -677,20 +665,6 @@ class Outbox:
             self._db.close()
             self._db = None
 
-    def _open_reader(self) -> None:
-        self._read_db_conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False
-        )
-
-    def _close_reader(self) -> None:
-        if self._read_db_conn is not None:
-            self._read_db_conn.close()
-            self._read_db_conn = None
-
-    def _reader_conn(self) -> sqlite3.Connection:
-        assert self._read_db_conn is not None
-        return self._read_db_conn
-
     def _conn(self) -> sqlite3.Connection:
         assert self._db is not None
         return self._db
@@ -747,13 +721,12 @@ class Outbox:
         )
 
     def _checkpoint_db(self) -> None:
-        # reader thread. A passive checkpoint copies what no reader still needs, alongside writes
         self._checkpoint_queued = False
         self._writes_since_checkpoint = 0
         # best effort: the data is safe in the WAL either way. It runs after a write has
         # committed, so its failure (a full disk) must never be reported as that write's
         try:
-            self._reader_conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as err:
             _LOGGER.warning("outbox checkpoint failed: %s", err)
 
@@ -867,8 +840,7 @@ class Outbox:
     def _read_db(
         self, priority: Priority, after_seq: int, limit: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
-        # reader thread: it sees what is committed, which is all the loop asks for
-        rows = self._reader_conn().execute(
+        rows = self._conn().execute(
             f"SELECT seq, body FROM {_TABLE[priority]} WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
             (after_seq, limit),
         )
