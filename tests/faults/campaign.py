@@ -148,7 +148,7 @@ class EdgeProcess:
         )
         log.close()
         self._reader = asyncio.create_task(self._read(self.proc))
-        await self.wait_for(lambda s: s["connected"], 20, "edge connected")
+        await self.wait_for(lambda s: s["connected"], 60, "edge connected")
 
     async def _read(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
