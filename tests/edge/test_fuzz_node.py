@@ -22,7 +22,7 @@ from asset_tracker_edge.node import EdgeNode
 from asset_tracker_edge.settings import RuntimeSettings, defaults_from
 from hypothesis import event, given
 from hypothesis import strategies as st
-from vectors.fuzz_cases import _mutate, _paths, fuzz
+from vectors.fuzz_cases import fuzz, sparse_mutation
 
 READS = ("asset_tracker/garage/ack", "asset_tracker/garage/cmd", "asset_tracker/garage/status")
 VECTORS = [
@@ -65,15 +65,7 @@ async def deliver(topic: str, payload: bytes) -> tuple[int, int, int]:
 @fuzz
 @given(data=st.data(), vector=st.sampled_from(VECTORS))
 def test_fuzz_the_node_with_mutated_messages(data: st.DataObject, vector: vectors.Vector) -> None:
-    payload = copy.deepcopy(vector.data["payload"])
-    for _ in range(data.draw(st.integers(0, 3), label="mutations")):
-        paths = _paths(payload)
-        if not paths:
-            break
-        path = data.draw(st.sampled_from(paths), label="path")
-        how = data.draw(st.sampled_from(["drop", "replace", "duplicate"]), label="how")
-        replacement: Any = data.draw(st.sampled_from([None, 0, -1, "", [], {}]), label="value")
-        payload = _mutate(payload, path, how, replacement)
+    payload = sparse_mutation(data, copy.deepcopy(vector.data["payload"]))
     topic = vector.data["topic"]
     kept, rejected, acked = asyncio.run(deliver(topic, json.dumps(payload).encode()))
     assert kept == 3  # no message from the integration loses or invents an event

@@ -20,7 +20,7 @@ from homeassistant.components.mqtt.models import ReceiveMessage
 from homeassistant.core import HomeAssistant
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from vectors.fuzz_cases import LONG, _mutate, _paths
+from vectors.fuzz_cases import LONG, sparse_mutation
 
 FUZZ = settings(
     max_examples=100_000 if LONG else 300,
@@ -49,15 +49,7 @@ async def test_fuzz_the_hub_with_mutated_messages(
     vector: vectors.Vector,
 ) -> None:
     hub = setup_entry.runtime_data.hub
-    payload = copy.deepcopy(vector.data["payload"])
-    for _ in range(data.draw(st.integers(0, 3), label="mutations")):
-        paths = _paths(payload)
-        if not paths:
-            break
-        path = data.draw(st.sampled_from(paths), label="path")
-        how = data.draw(st.sampled_from(["drop", "replace", "duplicate"]), label="how")
-        replacement: Any = data.draw(st.sampled_from([None, 0, -1, "", [], {}]), label="value")
-        payload = _mutate(payload, path, how, replacement)
+    payload = sparse_mutation(data, copy.deepcopy(vector.data["payload"]))
     rejected = sum(hub.rejected.values())
     caplog.clear()
     caplog.set_level(logging.WARNING, logger="custom_components.asset_tracker")

@@ -189,6 +189,19 @@ def _mutate(payload: Any, path: tuple[Any, ...], how: str, replacement: Any) -> 
     return payload
 
 
+def sparse_mutation(data: st.DataObject, payload: Any) -> Any:
+    """Up to 3 drops, nulls/empties or duplicates: shapes a codec may still accept."""
+    for _ in range(data.draw(st.integers(0, 3), label="mutations")):
+        paths = _paths(payload)
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths), label="path")
+        how = data.draw(st.sampled_from(["drop", "replace", "duplicate"]), label="how")
+        replacement: Any = data.draw(st.sampled_from([None, 0, -1, "", [], {}]), label="value")
+        payload = _mutate(payload, path, how, replacement)
+    return payload
+
+
 @fuzz
 @given(data=st.data(), vector=st.sampled_from(VALID))
 def test_fuzz_mutated_valid_vectors(
