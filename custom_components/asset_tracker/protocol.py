@@ -394,6 +394,11 @@ _HEALTH = _obj(
                 "epoch": _COUNT,
                 "commit_errors": _COUNT,
                 "retransmits": _COUNT,
+                "rotations": _COUNT,
+                "ack_ahead": _COUNT,
+                "rotated": _section(
+                    {"from": _SAFE, "to": _SAFE, "at_ms": _COUNT, "kept": _COUNT, "lost": _COUNT}
+                ),
                 "recovered": _section(
                     {
                         "reason": _text(256),
@@ -417,6 +422,7 @@ _HEALTH = _obj(
                 "rejected": _COUNT,
                 "synced": _flag,
                 "backward_jumps": _COUNT,
+                "ahead_ms": _COUNT,
             }
         ),
         _opt("scanner"): _section(

@@ -1,10 +1,12 @@
 """Hybrid logical clock (Kulkarni et al. 2014) with the protocol's overflow rule and the
 max-offset guard.
 
-The clock is persisted as a *lease*: a wall time some seconds ahead of anything issued so far. A
-restart begins at ``max(lease, pt)``, so the clock never runs backwards across restarts (even on a
-device that boots with a stale wall clock), while the file is rewritten only once per lease period
-instead of once per event.
+The clock is persisted as a *lease*: a wall time above anything issued so far, and at most the lease
+period ahead of the physical clock when it was written. A restart begins at ``max(lease, pt)``, so the
+clock never runs backwards across restarts (even on a device that boots with a stale wall clock),
+while the file is rewritten only once per lease period instead of once per event. The lease is
+reckoned from the physical clock, never from the restarted clock itself: otherwise every restart
+would begin a full period further ahead, and a crash loop would push the clock ahead without bound.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _LOGGER = logging.getLogger(__name__)
 
 MAX_WALL_MS = 2**53 - 1
 MAX_COUNTER = 65535
-DEFAULT_LEASE_MS = 5_000
+DEFAULT_LEASE_MS = 2_000
 
 
 class Timestamp(NamedTuple):
@@ -177,12 +179,21 @@ class HybridClock:
         if floor >= self._state:
             self._set(floor)
 
+    @property
+    def ahead_ms(self) -> int:
+        """How far the clock's wall part runs ahead of the physical clock (0 when it does not)."""
+        # a bare read: physical_ms() also counts backward steps and settles `synced`
+        return max(0, self._state.wall_ms - self._physical())
+
     def health(self) -> dict[str, Any]:
+        ahead = self.ahead_ms
         return {
             "offset_ms": self.offset_ms if self.offset_ms is not None else 0,
             "rejected": self.rejected,
-            "synced": self.synced,
+            # a clock further ahead than one lease has taken a timestamp from elsewhere
+            "synced": self.synced and ahead <= self._lease_ms,
             "backward_jumps": self.backward_jumps,
+            "ahead_ms": ahead,
         }
 
     # persistence -------------------------------------------------------------------------------
@@ -214,7 +225,9 @@ class HybridClock:
         self._state = new
 
     def _persist_lease(self, wall_ms: int) -> None:
-        lease = min(wall_ms + self._lease_ms, MAX_WALL_MS)
+        # above what is issued (`wall_ms` itself may be issued next, with a higher counter), and a
+        # period past the physical clock, not past `wall_ms`: see the module docstring
+        lease = min(max(wall_ms + 1, self._last_pt + self._lease_ms), MAX_WALL_MS)
         if self._path is not None:
             try:
                 write_json_atomic(self._path, {"lease_ms": lease, "pt_ms": self._last_pt})

@@ -173,6 +173,40 @@ def test_restart_after_crash_right_at_the_lease_is_still_strictly_later(tmp_path
     assert again.now() > last
 
 
+@pytest.mark.parametrize("interval_ms", [200, 1_500, 2_000, 4_000])
+def test_a_crash_loop_never_pushes_the_clock_more_than_one_lease_ahead(
+    tmp_path: Path, interval_ms: int
+) -> None:
+    path = tmp_path / "clock.json"
+    wall = FakeWall(1_764_000_000_000)
+    issued: list[Timestamp] = []
+    worst = 0
+    for _ in range(25):  # 25 kill -9s, each incarnation issuing a few stamps first
+        clock = HybridClock(path, physical=wall, lease_ms=2_000)
+        for _ in range(3):
+            stamp = clock.now()
+            assert not issued or stamp > issued[-1]
+            issued.append(stamp)
+            worst = max(worst, stamp.wall_ms - wall.now)
+        assert clock.health()["ahead_ms"] == max(0, clock.last.wall_ms - wall.now)
+        wall.now += interval_ms
+    assert worst <= 2_000
+    # and once the physical clock passes the lease, stamps are physical time again
+    wall.now += 2_001
+    assert HybridClock(path, physical=wall, lease_ms=2_000).now().wall_ms == wall.now
+
+
+def test_a_clock_further_ahead_than_its_lease_does_not_report_synced(tmp_path: Path) -> None:
+    wall = FakeWall(1_764_000_000_000)
+    clock = HybridClock(tmp_path / "clock.json", physical=wall, lease_ms=2_000)
+    assert clock.receive(Timestamp(wall.now + 30_000, 0))  # within max_offset_ms: merged
+    health = clock.health()
+    assert health["ahead_ms"] == 30_000
+    assert health["synced"] is False
+    wall.now += 30_000
+    assert clock.health()["synced"] is True
+
+
 @pytest.mark.parametrize("content", ["", "{", '{"lease_ms": "x", "pt_ms": 1}', "[1, 2]"])
 def test_damaged_clock_file_does_not_stop_the_node(tmp_path: Path, content: str) -> None:
     path = tmp_path / "clock.json"
