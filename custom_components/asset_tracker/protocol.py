@@ -446,6 +446,7 @@ _ACK = _obj(
         vol.Required("epoch"): _SAFE,
         vol.Required("seq"): _COUNT,
         vol.Required("hlc"): _hlc,
+        _opt("run"): _nullable(_SAFE),
         _opt("closed"): _nullable(
             _obj(
                 {
