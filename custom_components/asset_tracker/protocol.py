@@ -25,7 +25,9 @@ PROTOCOL_VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 262_144
 MAX_EVENTS_PER_MESSAGE: Final = 500
 # a closing ack lists the applied seqs above its watermark (bounded by the edge's unacked window)
-MAX_CLOSED_APPLIED: Final = 10_000
+MAX_CLOSED_ABOVE: Final = 10_000
+# an ack's creator ranges: one per run of the edge in the epoch, more while gaps are open
+MAX_OWNER_RANGES: Final = 1_024
 MAX_ASSETS: Final = 1_000
 MAX_SET_KEYS: Final = 64
 MAX_SAFE_INT: Final = 2**53 - 1
@@ -194,6 +196,16 @@ def _hlc(value: Any) -> list[int]:
                 f"expected [wall_ms, counter] within 0..{MAX_SAFE_INT}, 0..{MAX_HLC_COUNTER}"
             )
     return [wall, counter]
+
+
+def _owner_range(value: Any) -> list[int]:
+    """`[lo, hi, run]`: the applied seqs lo..hi were created by `run`."""
+    if not isinstance(value, list) or len(value) != 3:
+        raise vol.Invalid("expected [lo, hi, run]")
+    lo, hi, run = (_SAFE(v) for v in value)
+    if lo > hi:
+        raise vol.Invalid("lo above hi")
+    return [lo, hi, run]
 
 
 def _node_id(value: Any) -> str:
@@ -446,15 +458,9 @@ _ACK = _obj(
         vol.Required("epoch"): _SAFE,
         vol.Required("seq"): _COUNT,
         vol.Required("hlc"): _hlc,
-        _opt("run"): _nullable(_SAFE),
-        _opt("closed"): _nullable(
-            _obj(
-                {
-                    vol.Required("through"): _COUNT,
-                    _opt("applied", list): _items(_SAFE, 0, MAX_CLOSED_APPLIED),
-                }
-            )
-        ),
+        _opt("owners"): _nullable(_items(_owner_range, 0, MAX_OWNER_RANGES)),
+        _opt("closed", False): _flag,
+        _opt("above", list): _items(_SAFE, 0, MAX_CLOSED_ABOVE),
     }
 )
 
@@ -495,8 +501,6 @@ _EVENTS = _obj(
         **_NODE_HEAD,
         vol.Required("epoch"): _SAFE,
         vol.Required("floor"): _SAFE,
-        _opt("run"): _nullable(_SAFE),
-        _opt("base"): _nullable(_COUNT),
         _opt("sent"): _nullable(_hlc),
         _opt("replay", False): _flag,
         vol.Required("events"): _items(lambda event: event, 1, MAX_EVENTS_PER_MESSAGE),
@@ -509,6 +513,7 @@ _EVENT = _obj(
     {
         vol.Required("seq"): _SAFE,
         vol.Required("hlc"): _hlc,
+        _opt("run"): _nullable(_SAFE),
         _opt("obs_ms"): _nullable(_COUNT),
         vol.Required("kind"): _text(64, 1),
         vol.Required("prio"): _one_of("critical", "routine"),
@@ -889,22 +894,16 @@ def encode_event_batch(
     *,
     sent: Sequence[int] | None = None,
     replay: bool = False,
-    run: int | None = None,
-    base: int | None = None,
 ) -> bytes:
     """An `events` payload spliced from already encoded events (the outbox stores them encoded).
 
     The envelope is validated here; each body must be the JSON of an event accepted by
-    `validate_event` (not re-checked, which keeps a 500-event batch cheap). `run`, `base`, `sent`
-    and `replay` are written only when set.
+    `validate_event` (not re-checked, which keeps a 500-event batch cheap). `sent` and `replay`
+    are written only when set.
     """
     if not 1 <= len(bodies) <= MAX_EVENTS_PER_MESSAGE:
         raise ProtocolError("invalid", f"events: expected 1..{MAX_EVENTS_PER_MESSAGE} items")
     envelope: dict[str, Any] = {"v": PROTOCOL_VERSION, "node": node, "epoch": epoch, "floor": floor}
-    if run is not None:
-        envelope["run"] = run
-    if base is not None:
-        envelope["base"] = base
     if sent is not None:
         envelope["sent"] = list(sent)
     if replay:

@@ -358,6 +358,7 @@ def test_validate_event_gives_the_canonical_event(codec: ModuleType) -> None:
     event = codec.validate_event({**presence(4), "future": 1})
     assert event == {
         **presence(4),
+        "run": None,
         "obs_ms": None,
         "data": {"state": "present", "rssi": None, "distance_m": None},
     }
