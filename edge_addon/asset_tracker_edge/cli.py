@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger("asset_tracker_edge")
 TICK_S = 1.0
 SHUTDOWN_TIMEOUT_S = 15.0
+# the node's orderly stop: committed events sent and published, final health, `offline`
+GOODBYE_TIMEOUT_S = 10.0
 PARSER_LOGGERS = ("bthome_ble", "xiaomi_ble", "govee_ble", "ruuvitag_ble", "ibeacon_ble")
 EXIT_STUCK = 70  # EX_SOFTWARE: systemd's Restart=on-failure starts a fresh process
 
@@ -156,14 +158,18 @@ async def serve(config: dict[str, Any], simulated: bool) -> None:
     _LOGGER.info(
         "Edge node %s started (%s)", config["node"]["id"], "simulated" if simulated else "BLE"
     )
-    await _until_stopped(stop, tasks)
+    await _until_stopped(stop, tasks, graceful={tasks[0]: node.request_stop})
     for helper in helpers:
         helper.cancel()
     notifier.stopping()
     pipeline.presence.save()
 
 
-async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
+async def _until_stopped(
+    stop: asyncio.Event,
+    tasks: list[asyncio.Task[Any]],
+    graceful: Mapping[asyncio.Task[Any], Callable[[], None]],
+) -> None:
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in done:
@@ -172,6 +178,10 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) ->
     # producers first, so the node can flush and say goodbye with nothing left in flight
     stopper.cancel()
     for task in reversed(tasks):
+        if task in graceful and not task.done():
+            # asked, not cancelled: a cancellation would cut its goodbye short
+            graceful[task]()
+            await asyncio.wait({task}, timeout=GOODBYE_TIMEOUT_S)
         # repeated and bounded: on Python 3.11 asyncio.wait_for (inside aiomqtt) can swallow a
         # cancellation, and a task that swallows one must not keep the process alive
         done = set()

@@ -1,12 +1,13 @@
 """Hybrid logical clock (Kulkarni et al. 2014) with the protocol's overflow rule and the
 max-offset guard.
 
-The clock is persisted as a *lease*: a wall time above anything issued so far, and at most the lease
-period ahead of the physical clock when it was written. A restart begins at ``max(lease, pt)``, so the
-clock never runs backwards across restarts (even on a device that boots with a stale wall clock),
-while the file is rewritten only once per lease period instead of once per event. The lease is
-reckoned from the physical clock, never from the restarted clock itself: otherwise every restart
-would begin a full period further ahead, and a crash loop would push the clock ahead without bound.
+The clock is persisted as a *lease*: a wall time above anything issued so far, and at most the
+lease period ahead of the physical clock when it was written. A restart begins at
+``max(lease, pt)``, so the clock never runs backwards across restarts (even on a device that boots
+with a stale wall clock), while the file is rewritten only once per lease period instead of once
+per event. The lease is reckoned from the physical clock, never from the restarted clock itself:
+otherwise every restart would begin a full period further ahead, and a crash loop would push the
+clock ahead without bound.
 """
 
 from __future__ import annotations

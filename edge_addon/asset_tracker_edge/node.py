@@ -18,7 +18,8 @@ from . import __version__, protocol
 from .durable_file import next_boot
 from .events import EdgeEvent
 from .hlc import HybridClock, Timestamp
-from .outbox import Outbox, OutboxOptions
+from .outbox import Closure, Outbox, OutboxOptions
+from .runs import Owners
 from .scheduler import Batch, BatchPolicy, DeliveryScheduler, SchedulerOptions
 from .transport import LinkDown, LinkOptions, LinkOwner, MqttLink, Will
 
@@ -26,6 +27,8 @@ _LOGGER = logging.getLogger(__name__)
 
 CAPS = ["ble", "anomaly", "cmd"]
 HEALTH_INTERVAL_S = 10.0
+# an orderly stop sends what is committed (and awaits its PUBACKs) for at most this long
+GOODBYE_DRAIN_S = 5.0
 # health changes of interest are published at most this often
 HEALTH_MIN_INTERVAL_S = 1.0
 
@@ -110,6 +113,8 @@ class EdgeNode(LinkOwner):
         self._health_dirty: asyncio.Event | None = None
         self._health_marks: tuple[int, ...] = ()
         self._last_rebirth = 0.0
+        self._stop_requested = asyncio.Event()
+        self._stopping = False
         self._unsubscribe_settings = settings.subscribe(self._on_settings_changed)
         self.outbox.add_state_listener(self._check_interest)
         self.outbox.add_listener(lambda _info: self._check_interest())
@@ -176,15 +181,31 @@ class EdgeNode(LinkOwner):
             asyncio.create_task(self.scheduler.run(), name="edge-scheduler"),
             asyncio.create_task(self._health_loop(), name="edge-health"),
         ]
+        stopper = asyncio.create_task(self._stop_requested.wait(), name="edge-stop")
+        graceful = False
         try:
             # asyncio.wait, not gather: cancelling run() must leave the link up for the goodbye
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
+            graceful = stopper in done
         finally:
-            await self._shutdown(tasks)
+            stopper.cancel()
+            await self._shutdown(tasks, graceful=graceful)
 
-    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+    def request_stop(self) -> None:
+        """An orderly stop: what is committed goes out first, then the goodbye (see `run`)."""
+        self._stop_requested.set()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]], *, graceful: bool) -> None:
+        # our own `offline` comes back to us on the status subscription: no rebirth for it
+        self._stopping = True
+        if graceful:
+            # events still in the commit or batch window leave now instead of at the next start
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(GOODBYE_DRAIN_S):
+                    await self.outbox.flush()
+                    await self.scheduler.drain()
         self.scheduler.stop()
         with contextlib.suppress(Exception):
             # the retained health is what a dashboard shows while the node is away: the last word
@@ -269,8 +290,20 @@ class EdgeNode(LinkOwner):
 
     def _on_ack(self, message: dict[str, Any]) -> None:
         self._merge(message)
-        if self.outbox.ack(int(message["epoch"]), int(message["seq"])):
+        epoch, seq = int(message["epoch"]), int(message["seq"])
+        raw_owners = message.get("owners")
+        owners = Owners(raw_owners) if raw_owners is not None else None
+        if message.get("closed"):
+            closure = Closure(seq, frozenset(message.get("above") or ()), owners or Owners(()))
+            self._spawn(self._rotate(epoch, closure))
+        elif self.outbox.ack(epoch, seq, owners):
             self.scheduler.on_ack()
+
+    async def _rotate(self, epoch: int, closure: Closure) -> None:
+        if await self.outbox.rotate(epoch, closure) is not None:
+            # every batch picked under the closed epoch is dropped; replay from the new one
+            self.scheduler.rewind()
+            self._mark_health()
 
     def _on_host_status(self, message: dict[str, Any], *, live: bool) -> None:
         self._merge(message)
@@ -292,7 +325,9 @@ class EdgeNode(LinkOwner):
 
     def _on_own_status(self, message: dict[str, Any]) -> None:
         # a will from an earlier session (takeover after a crash) can overwrite our retained birth
-        if message.get("state") == "online" and message.get("boot") == self.boot:
+        if self._stopping or (
+            message.get("state") == "online" and message.get("boot") == self.boot
+        ):
             return
         if time.monotonic() - self._last_rebirth < 1.0:
             return

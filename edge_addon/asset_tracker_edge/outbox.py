@@ -16,17 +16,19 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .events import Priority
 from .hlc import MAX_WALL_MS, Timestamp, wall_clock_ms
+from .runs import Owners, creator_ranges
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -34,8 +36,8 @@ _T = TypeVar("_T")
 SCHEMA_VERSION = 1
 CLASSES: tuple[Priority, Priority] = (Priority.CRITICAL, Priority.ROUTINE)
 _TABLE = {Priority.CRITICAL: "critical", Priority.ROUTINE: "routine"}
-# what follows an event's HLC in its encoding (an enum's `.value` is a slow property on 3.11)
-_PRIO_FIELD = {p: f'],"prio":"{p.value}",' for p in CLASSES}
+# the runs a store remembers (a run's seqs below the oldest one's base have no known creator)
+KEEP_RUNS = 256
 # purge and ack deletes work in chunks so one long statement never holds the writer thread
 _DELETE_CHUNK = 20_000
 MAX_EVENT_BYTES = 65_536
@@ -121,6 +123,33 @@ class Recovery:
     reason: str
     moved_to: str
     at_ms: int
+
+
+@dataclass(slots=True)
+class Rotation:
+    """The outbox moved to a new epoch after the integration closed the old one."""
+
+    old_epoch: int
+    new_epoch: int
+    at_ms: int
+    # events carried into the new epoch, and seqs of the closed epoch up to its newest applied seq
+    # that were never applied and that the store no longer holds (lost in a power cut or restore)
+    kept: int
+    lost: int
+
+
+@dataclass(slots=True)
+class Closure:
+    """A closing ack: exactly the seqs <= watermark or in `above` were applied, created by the
+    runs in `owners`; no other event of the epoch was or will be."""
+
+    watermark: int
+    above: frozenset[int]
+    owners: Owners
+
+    def applied(self, seq: int, creators: Owners) -> bool:
+        """Whether this store's event `seq` is the one the integration applied."""
+        return (seq <= self.watermark or seq in self.above) and creators.agree(self.owners, seq)
 
 
 @dataclass(slots=True)
@@ -219,6 +248,16 @@ class Outbox:
         self._writer = _WriterThread()
         self._db: sqlite3.Connection | None = None
         self.epoch = 0
+        # this process's run: every event appended here carries it as its creator (see runs.py)
+        self.run = secrets.randbelow(MAX_WALL_MS) + 1
+        self.creators = Owners(())
+        # what follows an event's HLC in its encoding (an enum's `.value` is slow on 3.11)
+        self._after_hlc = {p: f'],"run":{self.run},"prio":"{p.value}",' for p in CLASSES}
+        self.ack_ahead = 0
+        self.rotations = 0
+        self.rotation: Rotation | None = None
+        self._rotating = False
+        self._db_rotations = 0
         self.recovery: Recovery | None = None
         self.newest_hlc: Timestamp | None = None
         self._states: dict[Priority, ClassState] = {p: ClassState() for p in CLASSES}
@@ -263,13 +302,15 @@ class Outbox:
 
     async def open(self) -> None:
         """Opens (or recovers) the store and starts the group-commit task."""
-        snap, epoch, recovery, newest = await self._run(self._open_db)
+        snap, epoch, recovery, newest, runs = await self._run(self._open_db)
+        self.creators = Owners(creator_ranges(runs))
         self.epoch = epoch
         self.recovery = recovery
         self.newest_hlc = newest
         self._apply(snap)
         self._deleted_through = snap.acked
         self._next_seq = self.high_seq + 1
+        self.rotations = self._db_rotations
         self._commit_task = asyncio.create_task(self._commit_loop(), name="outbox-commit")
 
     async def close(self) -> None:
@@ -304,7 +345,7 @@ class Outbox:
             raise ValueError("event nests too deeply (or refers to itself)") from err
         # identity first, then the event's own fields: one encoder call per event, no dict copy
         body = (
-            f'{{"seq":{seq},"hlc":[{hlc.wall_ms},{hlc.counter}{_PRIO_FIELD[priority]}{fields[1:]}'
+            f'{{"seq":{seq},"hlc":[{hlc.wall_ms},{hlc.counter}{self._after_hlc[priority]}{fields[1:]}'
         ).encode()
         if len(body) > MAX_EVENT_BYTES:
             self.rejected_oversize += 1
@@ -428,13 +469,32 @@ class Outbox:
         """Committed events of one class with seq > after_seq, in seq order."""
         return await self._run(self._read_db, priority, after_seq, limit, max_bytes)
 
-    def ack(self, epoch: int, seq: int) -> bool:
-        """Applies the ack watermark (deleting in the background); False when ignored."""
-        if epoch != self.epoch or seq <= self.acked:
+    def ack(self, epoch: int, seq: int, owners: Owners | None = None) -> bool:
+        """Applies the ack watermark (deleting in the background); False when ignored.
+
+        The watermark stops below the first seq whose creator the ack names differently from
+        this store: that number was re-used after a power cut or a restored backup, and the
+        integration applied another event under it (it closes the epoch when it sees ours)."""
+        if epoch != self.epoch or seq <= self.acked or self._rotating:
             return False
+        if owners is not None:
+            clash = self.creators.first_disagreement(owners, self.acked + 1, seq)
+            if clash is not None:
+                self.ack_ahead += 1
+                _LOGGER.warning(
+                    "acknowledgement seq %d covers seq %d, which another run created; "
+                    "applied up to %d",
+                    seq,
+                    clash,
+                    clash - 1,
+                )
+                seq = clash - 1
+                if seq <= self.acked:
+                    return False
         if seq > self.high_seq:
-            # an ack beyond what we hold means the store lost commits (power cut with sync=normal):
-            # never hand out an identity the integration has already applied
+            # beyond what the store holds: its newest commits were lost (a power cut with
+            # sync=normal, a restore), so numbering goes on above the ack, away from seqs the
+            # integration applied (when it names the creators, a re-use is also caught above)
             _LOGGER.error(
                 "acknowledgement seq %d is beyond the outbox's newest seq %d", seq, self.high_seq
             )
@@ -447,6 +507,38 @@ class Outbox:
         if self._delete_task is None or self._delete_task.done():
             self._delete_task = asyncio.create_task(self._delete_loop(), name="outbox-ack")
         return True
+
+    async def rotate(self, epoch: int, closure: Closure) -> Rotation | None:
+        """Moves to a new epoch after the integration closed `epoch`: applied events are deleted,
+        every other event keeps its seq under the new epoch. None when `epoch` is not current."""
+        if epoch != self.epoch:
+            return None
+        if self._delete_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delete_task
+        if epoch != self.epoch or self._rotating:  # rotated, or rotating, meanwhile
+            return None
+        self._rotating = True
+        try:
+            rotation, snap = await self._run(self._rotate_db, closure, self.creators, urgent=True)
+        finally:
+            self._rotating = False
+        self.epoch = rotation.new_epoch
+        self.acked = 0
+        self._deleted_through = 0
+        self.rotations += 1
+        self.rotation = rotation
+        self._apply(snap)
+        self._notify_state()
+        _LOGGER.warning(
+            "the integration closed outbox epoch %d: %d events carried into epoch %d, %d lost "
+            "from the store",
+            rotation.old_epoch,
+            rotation.kept,
+            rotation.new_epoch,
+            rotation.lost,
+        )
+        return rotation
 
     async def _delete_loop(self) -> None:
         while self._deleted_through < self.acked:
@@ -509,7 +601,17 @@ class Outbox:
             "dropped": self.dropped,
             "epoch": self.epoch,
             "commit_errors": self.commit_errors,
+            "rotations": self.rotations,
+            "ack_ahead": self.ack_ahead,
         }
+        if self.rotation is not None:
+            body["rotated"] = {
+                "from": self.rotation.old_epoch,
+                "to": self.rotation.new_epoch,
+                "at_ms": self.rotation.at_ms,
+                "kept": self.rotation.kept,
+                "lost": self.rotation.lost,
+            }
         if self.recovery is not None:
             body["recovered"] = {
                 "reason": self.recovery.reason,
@@ -564,7 +666,9 @@ class Outbox:
     # writer thread -----------------------------------------------------------------------------
     # Everything below runs only on the single writer thread.
 
-    def _open_db(self) -> tuple[_Snapshot, int, Recovery | None, Timestamp | None]:
+    def _open_db(
+        self,
+    ) -> tuple[_Snapshot, int, Recovery | None, Timestamp | None, list[tuple[int, int]]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         recovery = None
         try:
@@ -577,8 +681,45 @@ class Outbox:
         self._db_high = self._db_meta("high_seq")
         self._db_acked = self._db_meta("acked")
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
+        row = db.execute("SELECT value FROM meta WHERE key='rotations'").fetchone()
+        self._db_rotations = int(row[0]) if row else 0
+        runs = self._record_run_db()
         snap = self._snapshot()
-        return snap, epoch, recovery, self._newest_hlc()
+        return snap, epoch, recovery, self._newest_hlc(), runs
+
+    def _record_run_db(self) -> list[tuple[int, int]]:
+        """Adds this run with its base, durably before any event of it exists: a lost record would
+        make the next run take this run's events for its own."""
+        db = self._conn()
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS runs (idx INTEGER PRIMARY KEY, run INTEGER NOT NULL, "
+            "base INTEGER NOT NULL)"
+        )
+        with self._synchronous_full():
+            db.execute("BEGIN")
+            try:
+                db.execute("INSERT INTO runs (run, base) VALUES (?, ?)", (self.run, self._db_high))
+                db.execute(
+                    "DELETE FROM runs WHERE idx <= (SELECT max(idx) FROM runs) - ?", (KEEP_RUNS,)
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                self._abort_db()
+                raise
+        rows = db.execute("SELECT run, base FROM runs ORDER BY idx").fetchall()
+        return [(int(r), int(b)) for r, b in rows]
+
+    @contextlib.contextmanager
+    def _synchronous_full(self) -> Iterator[None]:
+        """Commits inside are fsynced whatever `sync` says."""
+        db = self._conn()
+        db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            sync = "FULL" if self.options.sync == "full" else "NORMAL"
+            with contextlib.suppress(sqlite3.Error):
+                db.execute(f"PRAGMA synchronous={sync}")
 
     def _connect_checked(self) -> tuple[sqlite3.Connection, int]:
         fresh = not self.path.exists() or self.path.stat().st_size == 0
@@ -888,6 +1029,48 @@ class Outbox:
         self._db_states = states
         self._db_acked = max(self._db_acked, through)
         return self._snapshot()
+
+    def _rotate_db(self, closure: Closure, creators: Owners) -> tuple[Rotation, _Snapshot]:
+        """Deletes what the closed epoch applied and moves the rest into a new epoch, in one
+        transaction made durable at once whatever `sync` says: once an event has gone out under
+        the new epoch, a power cut must never bring the closed one back."""
+        self._writes_since_checkpoint += 1
+        db = self._conn()
+        if self._db_stale:
+            self._resync_db()
+        old = self._db_meta("epoch")
+        new = min(max(wall_clock_ms(), old + 1), MAX_WALL_MS)
+        newest_applied = max(closure.above, default=closure.watermark)
+        held: set[int] = set()
+        kept = 0
+        with self._synchronous_full():
+            db.execute("BEGIN")
+            try:
+                for table in _TABLE.values():
+                    seqs = [int(r[0]) for r in db.execute(f"SELECT seq FROM {table}")]  # noqa: S608
+                    held.update(seqs)
+                    gone = [(q,) for q in seqs if closure.applied(q, creators)]
+                    db.executemany(f"DELETE FROM {table} WHERE seq = ?", gone)  # noqa: S608
+                    kept += len(seqs) - len(gone)
+                db.execute("UPDATE meta SET value=? WHERE key='epoch'", (new,))
+                db.execute("UPDATE meta SET value=0 WHERE key='acked'")
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('rotations', ?)",
+                    (self._db_rotations + 1,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                self._abort_db()
+                raise
+        self._db_rotations += 1
+        self._db_acked = 0
+        self._db_states = {p: self._class_state(p) for p in CLASSES}
+        lost = sum(
+            1
+            for q in range(closure.watermark + 1, newest_applied + 1)
+            if q not in closure.above and q not in held
+        )
+        return Rotation(old, new, wall_clock_ms(), kept, lost), self._snapshot()
 
     def _abort_db(self) -> None:
         """Ends a failed write transaction without hiding why it failed.

@@ -100,6 +100,9 @@ class DeliveryScheduler:
         self.policy = policy
         self.options = options or SchedulerOptions()
         self._wake = asyncio.Event()
+        # set whenever a send finishes, for `drain`
+        self._progress = asyncio.Event()
+        self._draining = False
         self.active = False
         self._cursor = {C: 0, R: 0}
         self._inflight = {C: 0, R: 0}
@@ -139,6 +142,20 @@ class DeliveryScheduler:
 
     def stop(self) -> None:
         self.active = False
+
+    async def drain(self) -> None:
+        """Sends everything committed at once, ignoring the batch window, and returns when it is
+        all published (PUBACK) or delivery stops being possible."""
+        self._draining = True
+        self.wake()
+        while self.active and self._undelivered():
+            self._progress.clear()
+            await self._progress.wait()
+
+    def _undelivered(self) -> bool:
+        return any(self._cursor[p] < self.outbox.max_seq(p) for p in (C, R)) or any(
+            self._inflight.values()
+        )
 
     def rewind(self) -> None:
         self._generation += 1
@@ -264,7 +281,7 @@ class DeliveryScheduler:
             return False
         if self._backlog():
             return time.monotonic() >= self._replay_next
-        if self._routine_unsent >= self.policy.batch_size(backlog=False):
+        if self._draining or self._routine_unsent >= self.policy.batch_size(backlog=False):
             return True
         since = self._routine_since
         return since is not None and time.monotonic() - since >= self.policy.window_s()
@@ -342,6 +359,10 @@ class DeliveryScheduler:
 
     async def _deliver(self, batch: Batch, generation: int) -> None:
         try:
+            if generation != self._generation:
+                # rewound since it was picked (a rotation may have renumbered or deleted its
+                # events): the cursors will pick them again if they still need sending
+                return
             await self._send(batch)
         except asyncio.CancelledError:
             raise
@@ -365,6 +386,7 @@ class DeliveryScheduler:
                 self.replayed_events += len(batch.rows)
         finally:
             self._inflight[batch.priority] -= 1
+            self._progress.set()
             self.wake()
 
     # health ------------------------------------------------------------------------------------

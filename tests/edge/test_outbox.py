@@ -53,9 +53,12 @@ async def test_seq_is_gapless_and_survives_restart(tmp_path: Path) -> None:
     assert await _all(again, R) == [i for i in range(1, 101) if i % 7]
     rows = await again.read(R, 0, 1, 1 << 20)
     body = json.loads(rows[0][1])
+    # the event names the run that created it, not the run that reads it back
+    assert again.run != box.run
     assert body == {
         "seq": 1,
         "hlc": [1_000_001, 0],
+        "run": box.run,
         "prio": "routine",
         "kind": "telemetry",
         "asset": "tag",
