@@ -19,6 +19,7 @@ class Edge:
         self.node = node
         self.epoch = 1764374400123
         self.seq = 0
+        self.run: int | None = None  # the run that creates events (None: events do not say)
 
     def send(self, kind: str, message: dict[str, Any], node: str | None = None) -> None:
         node = node or self.node
@@ -50,6 +51,7 @@ class Edge:
         event = {
             "seq": seq,
             "hlc": list(hlc),
+            **({"run": self.run} if self.run is not None else {}),
             "kind": kind,
             "prio": prio,
             "asset": asset,

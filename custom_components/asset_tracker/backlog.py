@@ -11,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from .protocol import MAX_SAFE_INT
+
 
 @dataclass(slots=True)
 class PendingEvent:
@@ -34,6 +36,13 @@ class PendingEvent:
     def seq(self) -> int | None:
         seq = self.raw.get("seq") if isinstance(self.raw, dict) else None
         return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+    @property
+    def run(self) -> int | None:
+        """The run of the edge process that created the event (None when it does not say)."""
+        run = self.raw.get("run") if isinstance(self.raw, dict) else None
+        valid = isinstance(run, int) and not isinstance(run, bool) and 1 <= run <= MAX_SAFE_INT
+        return run if valid else None
 
     @property
     def critical(self) -> bool:
@@ -85,6 +94,17 @@ class Backlog:
             pending.taken = True
         self._waiting -= len(waiting)
         return list(waiting)
+
+    def drop_epoch(self, node: str, epoch: int) -> None:
+        """Forgets the waiting events of a closed epoch (the edge sends them again, renumbered)."""
+        for pending in self._line:
+            if not pending.taken and pending.node == node and pending.epoch == epoch:
+                pending.taken = True
+                waiting = self._by_asset[pending.asset]
+                waiting.remove(pending)
+                if not waiting:
+                    del self._by_asset[pending.asset]
+                self._waiting -= 1
 
     def clear(self) -> None:
         self._line.clear()

@@ -57,7 +57,7 @@ from .const import (
     SIGNAL_TICK,
     STORAGE_VERSION,
 )
-from .dedupe import DedupeState
+from .dedupe import DedupeState, Verdict
 from .fusion import Sighting, choose_node, fused_presence
 from .models import Anomaly, AssetState, NodeState, Order
 
@@ -124,9 +124,26 @@ class AssetTrackerHub:
         self._unsubscribers.append(
             bus.async_listen(ar.EVENT_AREA_REGISTRY_UPDATED, self._forget_areas)
         )
+        self._unsubscribers.append(
+            mqtt.async_subscribe_connection_status(self.hass, self._on_connection)
+        )
+        self._announce()
+
+    @callback
+    def _announce(self) -> None:
+        if self._announce_task is not None:
+            self._announce_task.cancel()
         self._announce_task = self.hass.async_create_background_task(
             self._announce_when_subscribed(), f"{DOMAIN} announce {self.root}"
         )
+
+    @callback
+    def _on_connection(self, connected: bool) -> None:
+        """A broker without persistence forgets our retained `online` and acks when it restarts:
+        after every reconnect both are published again (nodes replay from the acks)."""
+        if connected:
+            self._subscribed.clear()
+            self._announce()
 
     async def _announce_when_subscribed(self) -> None:
         """Say "online" only once the broker delivers to us.
@@ -145,6 +162,9 @@ class AssetTrackerHub:
             except TimeoutError:
                 continue
         await self._publish_host("online")
+        for node in list(self.nodes.values()):
+            if node.epoch is not None:
+                await self._publish_ack(node.node_id, node.epoch)
 
     async def async_stop(self) -> None:
         if self._announce_task is not None:
@@ -175,6 +195,7 @@ class AssetTrackerHub:
                 settings=raw.get("settings", {}),
                 settings_version=raw.get("settings_version", 0),
                 last_seen_ms=raw.get("last_seen_ms"),
+                epoch=raw.get("epoch"),
             )
         for asset_id, raw in data.get("assets", {}).items():
             self.assets[asset_id] = AssetState.restore(asset_id, raw)
@@ -192,6 +213,7 @@ class AssetTrackerHub:
                     "settings": n.settings,
                     "settings_version": n.settings_version,
                     "last_seen_ms": n.last_seen_ms,
+                    "epoch": n.epoch,
                 }
                 for n in self.nodes.values()
             },
@@ -226,8 +248,17 @@ class AssetTrackerHub:
         await mqtt.async_publish(self.hass, topic, payload, qos=1, retain=retain)
 
     async def _publish_ack(self, node: str, epoch: int) -> None:
-        seq = self.dedupe.watermark(node, epoch)
-        message = {"v": 1, "node": node, "epoch": epoch, "seq": seq, "hlc": list(self.clock.tick())}
+        window = self.dedupe.window(node, epoch)
+        message: dict[str, Any] = {
+            "v": 1,
+            "node": node,
+            "epoch": epoch,
+            "seq": window.watermark,
+            "hlc": list(self.clock.tick()),
+            "owners": window.owners,
+        }
+        if window.closed:
+            message |= window.closing()
         await self._publish("ack", node, message)
 
     async def _publish_host(self, state: str) -> None:
@@ -381,6 +412,7 @@ class AssetTrackerHub:
         node.clock_offset_ms = (decoded.message.get("clock") or {}).get("offset_ms")
         self._check_dropping(node)
         self._check_storage(node)
+        self._check_rotation(node)
         self._node_changed(node)
 
     def _on_snapshot(self, node_id: str, decoded: protocol.Decoded) -> None:
@@ -400,7 +432,14 @@ class AssetTrackerHub:
         node = self.node(node_id)
         epoch = msg["epoch"]
         node.epoch = epoch
-        self.dedupe.window(node_id, epoch).raise_floor(msg["floor"])
+        window = self.dedupe.window(node_id, epoch)
+        self._dirty_acks.add((node_id, epoch))
+        self._schedule_flush()
+        if window.closed:
+            # the edge has not seen the closing ack yet: it goes out again with the next flush
+            self.dedupe.refused += len(msg["events"])
+            return
+        window.raise_floor(msg["floor"])
         sent, replay = msg.get("sent"), msg.get("replay", False)
         now = wall_ms()
         for index, raw in enumerate(msg["events"]):
@@ -408,11 +447,19 @@ class AssetTrackerHub:
             if pending.critical:
                 self._apply_ahead(pending.asset, now)
                 self._apply(pending, now)
-            elif pending.seq is None or not self.dedupe.applied_before(node_id, epoch, pending.seq):
-                # a redelivery of a still waiting event waits too, and is skipped when applied
+            elif pending.seq is None:
                 self.backlog.push(pending)
+            else:
+                verdict = self.dedupe.check(node_id, epoch, pending.seq, pending.run)
+                if verdict is Verdict.REUSED:
+                    self._close_epoch(node, epoch, pending.seq)
+                elif verdict is Verdict.NEW:
+                    # a redelivery of a still waiting event waits too, and is skipped when applied
+                    self.backlog.push(pending)
+            if window.closed:
+                self.dedupe.refused += len(msg["events"]) - index - 1
+                break
         self._merge_clock(node, sent)
-        self._dirty_acks.add((node_id, epoch))
         self._schedule_flush()
         # the node's rate and latency sensors are not urgent: written with the next slice
         self._counted_nodes.add(node_id)
@@ -432,11 +479,17 @@ class AssetTrackerHub:
             self.invalid_events += 1
             self._reject(node.node_id, f"event_{event.reason}", event.detail)
             if event.seq is not None:  # skipped, but processed: the watermark may pass it
-                self.dedupe.claim(pending.node, pending.epoch, event.seq)
+                # an invalid event's creator is not trusted: it owns nothing
+                self.dedupe.claim(pending.node, pending.epoch, event.seq, None)
                 self._dirty_acks.add((pending.node, pending.epoch))
             return
         self._merge_clock(node, event["hlc"])
-        if not self.dedupe.claim(pending.node, pending.epoch, event["seq"]):
+        verdict = self.dedupe.claim(pending.node, pending.epoch, event["seq"], event["run"])
+        if verdict is Verdict.REUSED:
+            self._close_epoch(node, pending.epoch, event["seq"])
+        elif verdict is Verdict.REFUSED:
+            self.dedupe.refused += 1
+        if verdict is not Verdict.NEW:
             return
         self.applied += 1
         node.events.add(now)
@@ -653,6 +706,40 @@ class AssetTrackerHub:
         return True
 
     # health and repairs
+
+    def _close_epoch(self, node: NodeState, epoch: int, seq: int) -> None:
+        """A seq came back under another creator: the node's store lost commits (a power cut
+        with sync=normal, a restored backup). Nothing more of the epoch is applied; the closing
+        ack tells the node exactly what was, and it sends the rest again under a new epoch."""
+        self.dedupe.close(node.node_id, epoch)
+        self.backlog.drop_epoch(node.node_id, epoch)
+        self._dirty_acks.add((node.node_id, epoch))
+        self._schedule_flush()
+        _LOGGER.warning(
+            "node %s re-used seq %d of epoch %d for another event (its store lost commits: a "
+            "power cut or a restored backup); the epoch is closed and the node re-sends what was "
+            "not applied under a new one",
+            node.node_id,
+            seq,
+            epoch,
+        )
+
+    def _check_rotation(self, node: NodeState) -> None:
+        """Events a node's store lost before they reached us cannot be recovered: say how many."""
+        rotated = node.outbox.get("rotated") or {}
+        lost = int(rotated.get("lost") or 0)
+        at = int(rotated.get("at_ms") or 0)
+        if lost and at > node.rotation_seen_ms:
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                f"events_lost_{self.entry_id}_{node.node_id}",
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key="events_lost",
+                translation_placeholders={"node": node.name, "count": str(lost)},
+            )
+        node.rotation_seen_ms = max(node.rotation_seen_ms, at)
 
     def _check_dropping(self, node: NodeState) -> None:
         dropped = node.dropped_total()

@@ -63,6 +63,7 @@ class NodeState:
     clock_rejected: int = 0
     dropped_seen: int = 0
     commit_errors_seen: int = 0
+    rotation_seen_ms: int = 0
     commit_errors_since: float = 0.0  # the node's uptime when its commit errors last rose
     events: RateWindow = field(default_factory=lambda: RateWindow(300_000))
     anomalies: RateWindow = field(default_factory=lambda: RateWindow(3_600_000))
