@@ -139,6 +139,30 @@ async def test_birth_config_health_and_orderly_offline(broker: Mosquitto, tmp_pa
     assert again.boot == 2
 
 
+async def test_an_orderly_stop_sends_the_batch_window_and_stays_offline(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    # a minute-long batch window: without the stop's drain these events would wait for the next run
+    node = EdgeNode(node_config(tmp_path, broker), StaticSettings({"batching.window_ms": 60_000}))
+    status = f"{ROOT}/n1/status"
+    async with observer(broker) as obs:
+        task = asyncio.create_task(node.run())
+        await obs.wait(lambda: obs.latest.get(status, {}).get("state") == "online")
+        await obs.wait(lambda: node.scheduler.active)
+        for i in range(5):
+            await node.emit(EdgeEvent("telemetry", Priority.ROUTINE, "freezer", {"battery": i}))
+        node.request_stop()
+        async with asyncio.timeout(30):
+            await task  # an orderly stop returns instead of raising CancelledError
+        await obs.wait(lambda: sum(len(b["events"]) for b in obs.on(f"{ROOT}/n1/events")) >= 5)
+        batteries = [e["data"]["battery"] for b in obs.on(f"{ROOT}/n1/events") for e in b["events"]]
+        assert batteries == [0, 1, 2, 3, 4]
+    # the node is gone: what the broker keeps for it is the offline status, not a rebirth
+    async with observer(broker) as fresh:
+        await fresh.wait(lambda: status in fresh.latest)
+        assert fresh.latest[status] == {"v": 1, "node": "n1", "state": "offline", "boot": 1}
+
+
 async def test_last_will_after_kill9_carries_the_boot(broker: Mosquitto, tmp_path: Path) -> None:
     config = edge_config(tmp_path, broker)
     data = json.loads(config.read_text())
