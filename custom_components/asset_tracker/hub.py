@@ -492,6 +492,16 @@ class AssetTrackerHub:
         if verdict is not Verdict.NEW:
             return
         self.applied += 1
+        # one line per applied identity at debug level: an audit trail for the fault campaigns
+        _LOGGER.debug(
+            "applied %s %s %s run=%s hlc=%s asset=%s",
+            pending.node,
+            pending.epoch,
+            event["seq"],
+            event["run"],
+            event["hlc"],
+            event["asset"],
+        )
         node.events.add(now)
         self._record_latency(node, event, pending.sent, now)
         self._apply_event(node, event, replay=pending.replay)
