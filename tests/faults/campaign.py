@@ -2,10 +2,14 @@
 integration's delivery side, the ledger that counts what arrived, and the report.
 
 The consumer applies events with the protocol's dedupe (a contiguous watermark per epoch plus the
-set of identities applied above it), publishes the retained ack watermark after every message and
-announces itself on the host status topic with a last will, as the integration does. Its dedupe
-state survives its own restarts (kept in memory across `stop()`/`start()`, standing in for the
-integration's persisted store).
+set of identities applied above it), remembers the run that created each applied seq and closes an
+epoch when a seq arrives again from another creator (a seq given out twice, after a power cut or
+a restored backup of the edge), publishes the retained ack (watermark, creators of the applied
+seqs as `owners`; for a closed epoch the closing ack) after every message and announces itself on
+the host status topic with a last will, as the integration does. Its dedupe state survives its own
+restarts (kept in memory across `stop()`/`start()`, standing in for the integration's persisted
+store). It also keeps, per applied identity, a digest of the event, so an identity that arrives
+again for another event without the creators telling them apart is caught (`reused`).
 
 The ledger counts by the event's number `n` (see edge_proc.py), independent of seq bookkeeping:
 - lost: n in 1..total neither applied nor covered by the edge's purge (`floor` skips);
@@ -17,7 +21,9 @@ The ledger counts by the event's number `n` (see edge_proc.py), independent of s
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -241,30 +247,134 @@ class Applied:
 
 
 @dataclass
+class EpochState:
+    """What the consumer keeps per epoch (/PROTOCOL.md, the integration's dedupe state)."""
+
+    watermark: int = 0
+    above: set[int] = field(default_factory=set)
+    high: int = 0
+    # the creators of the applied seqs: disjoint [lo, hi, run] ranges, ascending, no gaps inside
+    owners: list[list[int]] = field(default_factory=list)
+    closed: bool = False
+
+    def processed(self, seq: int) -> bool:
+        return seq <= self.watermark or seq in self.above
+
+    def owner(self, seq: int) -> int | None:
+        i = bisect.bisect_right(self.owners, [seq, MAX_SAFE, MAX_SAFE]) - 1
+        if i >= 0 and seq <= self.owners[i][1]:
+            return self.owners[i][2]
+        return None
+
+    def add_owner(self, seq: int, run: int) -> None:
+        """Records the creator of a newly applied seq (never one already in a range)."""
+        ranges = self.owners
+        i = bisect.bisect_right(ranges, [seq, MAX_SAFE, MAX_SAFE])
+        before = ranges[i - 1] if i else None
+        after = ranges[i] if i < len(ranges) else None
+        if before is not None and before[1] + 1 == seq and before[2] == run:
+            before[1] = seq
+            if after is not None and after[0] == seq + 1 and after[2] == run:
+                before[1] = after[1]
+                del ranges[i]
+        elif after is not None and after[0] == seq + 1 and after[2] == run:
+            after[0] = seq
+        else:
+            ranges.insert(i, [seq, seq, run])
+
+
+MAX_SAFE = 2**53 - 1
+MAX_OWNER_RANGES = 1_024
+
+
+@dataclass
+class Closure:
+    epoch: int
+    identity: tuple[int, int]
+    applied_run: int
+    arrived_run: int
+
+
+def event_digest(event: dict[str, Any]) -> str:
+    """Names an event's content: the same stored event re-sent has the same digest."""
+    return hashlib.sha256(
+        json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:16]
+
+
+@dataclass
 class Consumer:
-    """The integration's delivery side, against the real broker (directly, not through the proxy)."""
+    """The integration's delivery side, against the real broker (directly, not through the proxy).
+
+    Dedupe per epoch (watermark plus the seqs applied above it) and the closure of an epoch: an
+    event whose seq was applied before from another creator run closes its epoch at once (it and
+    the rest of its message are refused); every event of a closed epoch is refused and the
+    closing ack (`closed`, the applied seqs `above` the watermark, `owners`) published again.
+    Events without a creator run are deduplicated by identity alone.
+
+    Per identity it keeps a digest of the event it applied: an event dropped as a duplicate whose
+    digest differs is recorded in `reused` (the identity names two events, and the second one is
+    lost without anyone noticing)."""
 
     host: str
     port: int
     node: str
     root: str = "asset_tracker"
     epoch: int | None = None
-    watermark: int = 0
-    above: set[int] = field(default_factory=set)
+    states: dict[int, EpochState] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
     wire_duplicates: int = 0
-    skipped_by_floor: set[int] = field(default_factory=set)
+    # (epoch, seq) a floor acknowledged without the consumer applying it
+    skipped_by_floor: set[tuple[int, int]] = field(default_factory=set)
     epochs: list[int] = field(default_factory=list)
     messages: int = 0
     malformed: int = 0
     acks: int = 0
+    # identity -> (digest, n) of the event applied under it
+    digests: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
+    # an event dropped as a duplicate of another event applied under its identity, which the
+    # creator runs did not reveal: (identity, n applied under it, n that arrived under it)
+    reused: list[tuple[tuple[int, int], int, int]] = field(default_factory=list)
+    # n -> every (epoch, seq, creator run) the event arrived under, applied or not
+    received: dict[int, set[tuple[int, int, int | None]]] = field(default_factory=dict)
+    refused: int = 0
+    # epochs closed because a seq arrived from another creator than the one applied
+    closures: list[Closure] = field(default_factory=list)
+    # how far an applied event's HLC (or a message's `sent`) was ahead of this clock, at most
+    hlc_ahead_ms: int = 0
     _task: asyncio.Task[None] | None = None
     _client: aiomqtt.Client | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_ack: bytes | None = None
 
     @property
     def host_topic(self) -> str:
         return f"{self.root}/host/status"
+
+    @property
+    def state(self) -> EpochState:
+        """The current epoch's state (the epoch of the newest accepted message)."""
+        if self.epoch is None:
+            return EpochState()
+        return self.states[self.epoch]
+
+    @property
+    def watermark(self) -> int:
+        return self.state.watermark
+
+    @property
+    def above(self) -> set[int]:
+        return self.state.above
+
+    def acknowledged(self, epoch: int, seq: int, run: int | None) -> bool:
+        """Whether the acks this consumer published cover the event of `run` sent as (epoch,
+        seq): its seq is processed and, when the event names its creator, was applied from it
+        (an ack names the creators of what it covers; a seq skipped below a floor or applied
+        from another run does not acknowledge this event)."""
+        state = self.states.get(epoch)
+        if state is None or not state.processed(seq):
+            return False
+        return run is None or state.owner(seq) == run
 
     def _host(self, state: str) -> bytes:
         return json.dumps(
@@ -297,6 +407,7 @@ class Consumer:
         self._client = None
 
     async def _run(self) -> None:
+        ack_topic = f"{self.root}/{self.node}/ack"
         while True:
             try:
                 async with aiomqtt.Client(
@@ -311,13 +422,15 @@ class Consumer:
                     await client.subscribe(f"{self.root}/{self.node}/events", qos=1)
                     # subscribed first, so nothing the node replays for us is missed
                     await client.publish(self.host_topic, self._host("online"), qos=1, retain=True)
+                    if self._last_ack is not None:
+                        # a broker that lost its retained messages must not lose our ack
+                        await client.publish(ack_topic, self._last_ack, qos=1, retain=True)
                     self._ready.set()
                     async for message in client.messages:
                         ack = self.on_events(bytes(message.payload))  # type: ignore[arg-type]
                         if ack is not None:
-                            await client.publish(
-                                f"{self.root}/{self.node}/ack", ack, qos=1, retain=True
-                            )
+                            self._last_ack = ack
+                            await client.publish(ack_topic, ack, qos=1, retain=True)
                             self.acks += 1
             except aiomqtt.MqttError:
                 self._client = None
@@ -328,39 +441,82 @@ class Consumer:
         try:
             msg = json.loads(payload)
             epoch, floor, events = int(msg["epoch"]), int(msg["floor"]), list(msg["events"])
-        except (ValueError, KeyError, TypeError):
+            seqs = [int(event["seq"]) for event in events]
+            runs = [event.get("run") for event in events]
+            runs = [int(r) if r is not None else None for r in runs]
+        except (ValueError, KeyError, TypeError, AttributeError):
             self.malformed += 1
             return None
-        if epoch != self.epoch:
-            self.epoch, self.watermark, self.above = epoch, 0, set()
+        now_ms = time.time() * 1000
+        sent = msg.get("sent")
+        if isinstance(sent, list) and sent:
+            self.hlc_ahead_ms = max(self.hlc_ahead_ms, int(sent[0] - now_ms))
+        for event, seq, run in zip(events, seqs, runs, strict=True):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                self.received.setdefault(int(event["data"]["n"]), set()).add((epoch, seq, run))
+        state = self.states.get(epoch)
+        fresh = state is None
+        if state is None:
+            state = self.states[epoch] = EpochState()
             self.epochs.append(epoch)
+        if state.closed:
+            self.refused += len(events)
+            return self._ack(epoch, state)
+        self.epoch = epoch
+        # every seq below floor is acknowledged, purged, or not of this epoch (an epoch may start
+        # above 1: that first floor skips nothing)
+        if not fresh:
+            for seq in range(state.watermark + 1, floor):
+                if seq not in state.above:
+                    self.skipped_by_floor.add((epoch, seq))
+        state.watermark = max(state.watermark, floor - 1)
+        state.above = {s for s in state.above if s > state.watermark}
         now = time.monotonic()
-        for event in events:
-            seq = int(event["seq"])
-            if seq <= self.watermark or seq in self.above:
+        for i, (event, seq, run) in enumerate(zip(events, seqs, runs, strict=True)):
+            identity = (epoch, seq)
+            digest = event_digest(event)
+            n = int(event["data"]["n"])
+            if state.processed(seq):
+                owner = state.owner(seq)
+                if owner is not None and run is not None and owner != run:
+                    # the seq was given out twice: close the epoch, refuse the rest
+                    state.closed = True
+                    self.closures.append(Closure(epoch, identity, owner, run))
+                    self.refused += len(events) - i
+                    break
                 self.wire_duplicates += 1
+                before = self.digests.get(identity)
+                if before is not None and before[0] != digest:
+                    self.reused.append((identity, before[1], n))
                 continue
-            self.above.add(seq)
+            state.above.add(seq)
+            state.high = max(state.high, seq)
+            if run is not None:
+                state.add_owner(seq, run)
+            self.digests[identity] = (digest, n)
             hlc = event["hlc"]
-            self.applied.append(
-                Applied(int(event["data"]["n"]), seq, epoch, event["prio"], (hlc[0], hlc[1]), now)
-            )
-        # every seq below floor is acknowledged or purged by the edge
-        for seq in range(self.watermark + 1, floor):
-            if seq not in self.above:
-                self.skipped_by_floor.add(seq)
-        self.watermark = max(self.watermark, floor - 1)
-        self.above = {s for s in self.above if s > self.watermark}
-        while self.watermark + 1 in self.above:
-            self.watermark += 1
-            self.above.discard(self.watermark)
-        body = {
+            self.hlc_ahead_ms = max(self.hlc_ahead_ms, int(hlc[0] - now_ms))
+            self.applied.append(Applied(n, seq, epoch, event["prio"], (hlc[0], hlc[1]), now))
+        while state.watermark + 1 in state.above:
+            state.watermark += 1
+            state.above.discard(state.watermark)
+        return self._ack(epoch, state)
+
+    def _ack(self, epoch: int, state: EpochState) -> bytes:
+        body: dict[str, Any] = {
             "v": 1,
             "node": self.node,
             "epoch": epoch,
-            "seq": self.watermark,
+            "seq": state.watermark,
             "hlc": [int(time.time() * 1000), 0],
         }
+        if state.owners:
+            # the newest ranges when there are too many: the edge compares only seqs above its
+            # own watermark, and treats a seq without an owner as agreeing
+            body["owners"] = state.owners[-MAX_OWNER_RANGES:]
+        if state.closed:
+            body["closed"] = True
+            body["above"] = sorted(state.above)
         return json.dumps(body).encode()
 
     async def wait_watermark(self, seq: int, timeout: float) -> float:
