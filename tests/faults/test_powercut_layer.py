@@ -268,3 +268,25 @@ def test_unlink_of_a_synced_file_comes_back(tmp_path: Path) -> None:
     kill(proc)
     disk.cut()
     assert (disk.folder / "x").read_bytes() == b"x"
+
+
+def test_a_descriptor_reused_behind_the_shims_back_is_forgotten(tmp_path: Path) -> None:
+    disk = Disk(tmp_path / "data", tmp_path / "work")
+    outside = tmp_path / "outside"
+    code = f"""
+    import os, sys, time
+    fd = os.open(os.path.join(sys.argv[1], "x"), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"tracked")
+    other = os.open({str(outside)!r}, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.dup2(other, fd)  # closes the tracked file without close()
+    os.write(fd, b"not tracked")
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+    proc = spawn(disk, code)
+    wait_line(proc, b"ready")
+    writes = [r for r in disk.records() if r.kind == WRITE]
+    assert [Path(r.path).name for r in writes] == ["x"]
+    kill(proc)
+    disk.cut()
+    assert outside.read_bytes() == b"not tracked"

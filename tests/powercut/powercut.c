@@ -389,6 +389,20 @@ static void untrack(int fd) {
 
 static int tracked(int fd) { return enabled && fd >= 0 && fd < MAXFD && is_tracked[fd]; }
 
+/* Called with the lock held: whether fd still refers to the file it was opened on. An fd closed
+ * behind the shim's back (dup2 onto it, close_range) and reused for something else is forgotten. */
+static int still_tracked(int fd) {
+    struct stat st;
+    if (!tracked(fd)) {
+        return 0;
+    }
+    if (fstat(fd, &st) == 0 && st.st_dev == fds[fd].dev && st.st_ino == fds[fd].ino) {
+        return 1;
+    }
+    untrack(fd);
+    return 0;
+}
+
 /* reads [off, off+len) of the file behind fd, even when fd is open for writing only */
 static char *read_range(int fd, off_t off, size_t len) {
     char *buf = malloc(len ? len : 1);
@@ -572,6 +586,10 @@ static size_t iov_len(const struct iovec *iov, int cnt) {
             return call;                                    \
         }                                                   \
         pthread_mutex_lock(&lock);                          \
+        if (!still_tracked(fd)) {                           \
+            pthread_mutex_unlock(&lock);                    \
+            return call;                                    \
+        }                                                   \
         maybe_die(OP_WRITE, fds[fd].path, 0);               \
         record_write(fd, off, len);                         \
         ssize_t ret_ = call;                                \
@@ -620,6 +638,10 @@ static int do_ftruncate(int fd, off_t length, int use64) {
         return use64 ? real_ftruncate64(fd, length) : real_ftruncate(fd, length);
     }
     pthread_mutex_lock(&lock);
+    if (!still_tracked(fd)) {
+        pthread_mutex_unlock(&lock);
+        return use64 ? real_ftruncate64(fd, length) : real_ftruncate(fd, length);
+    }
     maybe_die(OP_TRUNC, fds[fd].path, 0);
     record_trunc_fd(fd, length);
     int ret = use64 ? real_ftruncate64(fd, length) : real_ftruncate(fd, length);
@@ -671,6 +693,10 @@ static int do_sync(int fd, int data_only) {
         return data_only ? real_fdatasync(fd) : real_fsync(fd);
     }
     pthread_mutex_lock(&lock);
+    if (!still_tracked(fd)) {
+        pthread_mutex_unlock(&lock);
+        return data_only ? real_fdatasync(fd) : real_fsync(fd);
+    }
     maybe_die(OP_SYNC, fds[fd].path, 0);
     int64_t before = records;
     pthread_mutex_unlock(&lock);
