@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench demo e2e faults faults-long fuzz check-wheels clean
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench demo e2e faults faults-long fuzz check-wheels clean soak
 
 setup:
 	bash scripts/toolchain.sh
@@ -58,3 +58,8 @@ fuzz:
 
 check-wheels:
 	bash scripts/check-wheels.sh
+
+# soak campaign: every fault at the counts of an hour (SOAK_MINUTES=60 by default, counts scale with
+# it), real mosquitto, `hass` and three edge processes; writes build/soak/report.{json,md}
+soak:
+	$(PY314) python tests/soak/run.py --minutes $(or $(SOAK_MINUTES),60)

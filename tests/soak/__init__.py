@@ -1,0 +1,1 @@
+"""The soak campaign (`make soak`): see run.py."""
