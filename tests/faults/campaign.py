@@ -326,6 +326,8 @@ class Consumer:
     wire_duplicates: int = 0
     # (epoch, seq) a floor acknowledged without the consumer applying it
     skipped_by_floor: set[tuple[int, int]] = field(default_factory=set)
+    # the floor of each epoch's first message: the seqs below it are not (or no longer) its events
+    first_floor: dict[int, int] = field(default_factory=dict)
     epochs: list[int] = field(default_factory=list)
     messages: int = 0
     malformed: int = 0
@@ -459,6 +461,7 @@ class Consumer:
         if state is None:
             state = self.states[epoch] = EpochState()
             self.epochs.append(epoch)
+            self.first_floor[epoch] = floor
         if state.closed:
             self.refused += len(events)
             return self._ack(epoch, state)

@@ -6,8 +6,8 @@ its number, and an event applied twice is a duplicate whatever identities it tra
 emits `--count` events of the block at `--rate` per second, then keeps delivering.
 
 It prints JSON lines on stdout: a status five times a second, and after every commit
-`{"cn": N}`, the highest event number committed so far in this run (every event of the block up
-to N is committed: commits run one at a time in append order). A commit line is written before any
+`{"cn": N, "cs": S, "k": K}`: the commit's K events are numbers N-K+1 .. N with seqs S-K+1 .. S, so
+every event of the block up to N is committed (commits run one at a time in append order). A commit line is written before any
 of that commit's events can be published, and with `storage.sync: full` only after the commit is
 durable.
 
@@ -63,9 +63,14 @@ async def main() -> int:
     node = EdgeNode(config, FixedSettings(config.get("settings", {})))
 
     def committed(info: CommitInfo) -> None:
-        newest = [rows[-1][1] for rows in info.records.values() if rows]
+        newest = [rows[-1] for rows in info.records.values() if rows]
         if newest:
-            print(json.dumps({"cn": max(number(b) for b in newest)}), flush=True)
+            # a commit holds consecutive seqs and consecutive numbers: its newest of each, and how
+            # many, map every number of the commit to its seq
+            count = sum(len(rows) for rows in info.records.values())
+            seq = max(s for s, _ in newest)
+            n = max(number(b) for _, b in newest)
+            print(json.dumps({"cn": n, "cs": seq, "k": count}), flush=True)
 
     node.outbox.add_listener(committed)
     await node.open()
