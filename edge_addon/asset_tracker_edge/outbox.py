@@ -70,8 +70,12 @@ def _event_encoder() -> Callable[[dict[str, Any]], str]:
 
 
 _encode_event = _event_encoder()
-# a checkpoint (copying the WAL into the database, with fsync) every this many write transactions
+# a checkpoint (copying the WAL into the database, with fsync) every this many write transactions,
+# or sooner once this much was committed: the log, and what a checkpoint must fold back into the
+# database (growing it on a nearly full disk), stays short
 _CHECKPOINT_EVERY = 20
+_CHECKPOINT_BYTES = 256 * 1024
+_CHECKPOINT_OVERDUE = 4 * _CHECKPOINT_BYTES
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024
 # commits at most this large may run inline on the event loop (see Outbox._can_inline)
 _INLINE_MAX = 64
@@ -289,6 +293,7 @@ class Outbox:
         self._db_acked = 0
         self._db_dropped: dict[Priority, int] = dict.fromkeys(CLASSES, 0)
         self._writes_since_checkpoint = 0
+        self._bytes_since_checkpoint = 0
         self._checkpoint_queued = False
         # set when a write failed: what the tables hold may differ from the _db_* view, since
         # SQLite can report a failure (SQLITE_FULL) for a transaction that is partly or fully
@@ -412,42 +417,54 @@ class Outbox:
                         await self._urgent.wait()
             elif self.options.critical_window_ms > 0:
                 await asyncio.sleep(self.options.critical_window_ms / 1000)
-            batch, self._pending = self._pending, []
+            # at most a group per transaction: a long backlog never makes one huge write, and the
+            # log a checkpoint must fold back stays bounded
+            batch, self._pending = self._pending[:GROUP_MAX], self._pending[GROUP_MAX:]
             self._committing = len(batch)
-            self._critical_pending = False
-            self._has_pending.clear()
-            self._urgent.clear()
+            if self._pending:
+                self._urgent.set()  # the next group goes without waiting out a window
+                self._critical_pending = any(r.priority is Priority.CRITICAL for r in self._pending)
+            else:
+                self._critical_pending = False
+                self._has_pending.clear()
+                self._urgent.clear()
             await self._commit_batch(batch)
 
     async def _commit_batch(self, batch: list[Record]) -> None:
         delay = 0.05
         failed = False
-        while True:
+        size = len(batch)
+        while batch:
+            part = batch[:size]
             try:
                 # a retry runs on the writer thread: it may first re-read the tables
-                if not failed and self._can_inline(batch):
-                    info, snap = self._commit_db(batch)
+                if not failed and self._can_inline(part):
+                    info, snap = self._commit_db(part)
                 else:
                     # a critical commit goes ahead of queued reads, deletes and checkpoints
-                    critical = any(r.priority is Priority.CRITICAL for r in batch)
-                    info, snap = await self._run(self._commit_db, batch, urgent=critical)
-                break
+                    critical = any(r.priority is Priority.CRITICAL for r in part)
+                    info, snap = await self._run(self._commit_db, part, urgent=critical)
             except sqlite3.Error as err:
                 # the records keep their seqs and are retried; nothing was published from them
                 self.commit_errors += 1
                 failed = True
-                _LOGGER.warning("outbox commit of %d events failed: %s; retrying", len(batch), err)
+                if _out_of_space(err):
+                    # the log needs room for the whole part: a smaller one fits sooner
+                    size = max(1, size // 4)
+                _LOGGER.warning("outbox commit of %d events failed: %s; retrying", len(part), err)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.commits += 1
-        self._checkpoint_when_due()
-        self._committing = 0
-        self._apply(snap)
-        self._release_waiters()
-        for listener in self._listeners:
-            listener(info)
-        if any(info.dropped.values()):
-            self._notify_state()
+                continue
+            batch = batch[len(part) :]
+            self.commits += 1
+            self._checkpoint_when_due()
+            self._committing = len(batch)
+            self._apply(snap)
+            self._release_waiters()
+            for listener in self._listeners:
+                listener(info)
+            if any(info.dropped.values()):
+                self._notify_state()
 
     def _release_waiters(self) -> None:
         if self.buffered < self.options.high_watermark:
@@ -648,7 +665,11 @@ class Outbox:
     def _checkpoint_when_due(self) -> None:
         """Checkpoints run as writer jobs of their own (never inside a commit, whose result would
         wait for their fsync) and never on the loop."""
-        if self._writes_since_checkpoint >= _CHECKPOINT_EVERY and not self._checkpoint_queued:
+        due = (
+            self._writes_since_checkpoint >= _CHECKPOINT_EVERY
+            or self._bytes_since_checkpoint >= _CHECKPOINT_BYTES
+        )
+        if due and not self._checkpoint_queued:
             self._checkpoint_queued = True
             self._submit(self._checkpoint_db)
 
@@ -659,6 +680,7 @@ class Outbox:
         return (
             self._busy == 0
             and self.options.sync != "full"
+            and self._bytes_since_checkpoint < _CHECKPOINT_OVERDUE
             and len(batch) <= _INLINE_MAX
             and any(r.priority is Priority.CRITICAL for r in batch)
         )
@@ -864,6 +886,7 @@ class Outbox:
     def _checkpoint_db(self) -> None:
         self._checkpoint_queued = False
         self._writes_since_checkpoint = 0
+        self._bytes_since_checkpoint = 0
         # best effort: the data is safe in the WAL either way. It runs after a write has
         # committed, so its failure (a full disk) must never be reported as that write's
         try:
@@ -872,7 +895,12 @@ class Outbox:
             _LOGGER.warning("outbox checkpoint failed: %s", err)
 
     def _commit_db(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
+        if self._bytes_since_checkpoint >= _CHECKPOINT_OVERDUE:
+            # critical commits go ahead of queued checkpoints; under a steady stream of them
+            # the log would grow without bound, so an overdue checkpoint runs first
+            self._checkpoint_db()
         self._writes_since_checkpoint += 1
+        self._bytes_since_checkpoint += sum(len(r.body) for r in batch)
         db = self._conn()
         stale = self._db_stale
         if stale:
@@ -1097,3 +1125,11 @@ class Outbox:
         self._db_high = max(self._db_high, self._db_meta("high_seq"))
         self._db_acked = max(self._db_acked, self._db_meta("acked"))
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
+
+
+def _out_of_space(err: sqlite3.Error) -> bool:
+    """SQLITE_FULL, or an I/O error (a write that met ENOSPC can surface as one)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is None:
+        return "full" in str(err)
+    return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)

@@ -395,29 +395,34 @@ async def test_commit_failing_on_a_full_store_is_retried_until_every_event_is_st
     await again.close()
 
 
-def test_outbox_on_a_real_full_disk_commits_every_event_exactly_once(tmp_path: Path) -> None:
-    """A 16 MiB tmpfs in a private mount namespace fills up three times while events keep coming."""
+def _run_on_small_tmpfs(tmp_path: Path, script: str, *args: str) -> dict:
+    """Runs a script of this folder with `tmp_path/data` a 16 MiB tmpfs of its own."""
     folder = tmp_path / "data"
     folder.mkdir()
-    script = Path(__file__).with_name("outbox_full_disk.py")
+    path = Path(__file__).with_name(script)
     # inside a chroot `/` is no mount point and its propagation cannot be changed; the namespace
     # the chroot runs in is private already
     shell = (
         "mount --make-rprivate / 2>/dev/null; "
         f"mount -t tmpfs -o size=16384k,mode=0700 tmpfs {folder} && "
-        f"exec {sys.executable} {script} {folder} 3"
+        f"exec {sys.executable} {path} {folder} {' '.join(args)}"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     done = subprocess.run(
         ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", shell],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         env=env,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_outbox_on_a_real_full_disk_commits_every_event_exactly_once(tmp_path: Path) -> None:
+    """A 16 MiB tmpfs in a private mount namespace fills up three times while events keep coming."""
+    result = _run_on_small_tmpfs(tmp_path, "outbox_full_disk.py", "3")
     assert result["errors"][0] > 0, result["errors"]  # the disk really was full
     n = result["appended"]
     assert result["high"] == n
