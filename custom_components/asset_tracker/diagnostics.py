@@ -34,6 +34,8 @@ async def async_get_config_entry_diagnostics(
         "counters": {
             "applied": hub.applied,
             "duplicates": hub.dedupe.duplicates,
+            "reused": hub.dedupe.reused,
+            "refused": hub.dedupe.refused,
             "late": hub.late,
             "invalid_events": hub.invalid_events,
             "rejected": dict(hub.rejected),

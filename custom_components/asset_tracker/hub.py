@@ -196,6 +196,7 @@ class AssetTrackerHub:
                 settings_version=raw.get("settings_version", 0),
                 last_seen_ms=raw.get("last_seen_ms"),
                 epoch=raw.get("epoch"),
+                rotation_seen_ms=raw.get("rotation_seen_ms", 0),
             )
         for asset_id, raw in data.get("assets", {}).items():
             self.assets[asset_id] = AssetState.restore(asset_id, raw)
@@ -214,6 +215,7 @@ class AssetTrackerHub:
                     "settings_version": n.settings_version,
                     "last_seen_ms": n.last_seen_ms,
                     "epoch": n.epoch,
+                    "rotation_seen_ms": n.rotation_seen_ms,
                 }
                 for n in self.nodes.values()
             },
@@ -431,10 +433,11 @@ class AssetTrackerHub:
         msg = decoded.message
         node = self.node(node_id)
         epoch = msg["epoch"]
-        node.epoch = epoch
         window = self.dedupe.window(node_id, epoch)
         self._dirty_acks.add((node_id, epoch))
         self._schedule_flush()
+        if not window.closed:
+            node.epoch = epoch  # a late message of a closed epoch is not the node's current one
         if window.closed:
             # the edge has not seen the closing ack yet: it goes out again with the next flush
             self.dedupe.refused += len(msg["events"])

@@ -129,7 +129,9 @@ async def test_a_reused_seq_closes_the_epoch_with_exactly_what_it_applied(
     edge.event("anomaly", "freezer", ANOMALY, (t + 20, 0), seq=7)
     await flush(hass)
     assert len(applied) == 6
-    assert acks(mqtt_mock)[-1]["closed"] is True
+    assert [a for a in acks(mqtt_mock) if a["epoch"] == edge.epoch][-1]["closed"] is True
+    # and the node's current epoch is still the new one (a late message does not move it back)
+    assert hub_of(hass).nodes["garage"].epoch == edge.epoch + 1
 
 
 async def test_a_node_reporting_lost_events_raises_a_repair(
