@@ -163,7 +163,10 @@ class CutReport:
 
 class Disk:
     """A folder whose unsynced writes a power cut takes back; `work` (outside it, on the same
-    filesystem) holds the journal."""
+    filesystem) holds the journal.
+
+    The journal of one process lifetime grows with every byte that process overwrites or cuts
+    off in the folder (appends cost only a record header): `cut()` or `forget()` empties it."""
 
     def __init__(self, folder: Path, work: Path) -> None:
         self.folder = folder.resolve()
