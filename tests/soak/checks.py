@@ -483,15 +483,24 @@ def recovery_figures(campaign: Campaign) -> dict[str, Any]:
 
 
 def broker_breakdown(campaign: Campaign) -> dict[str, Any]:
-    """After a broker restart: when Home Assistant was back (its live `online`)."""
-    backs: list[float] = []
+    """After a broker restart: when each edge had a broker session again, and when Home Assistant
+    was back (the integration's live `online`, published once its MQTT client reconnected)."""
+    ha: list[float] = []
+    edges: list[float] = []
     for fault in campaign.faults:
         if fault.kind != "broker_restart":
             continue
         after = [m - fault.end_m for m in campaign.host_online_m if m >= fault.end_m]
         if after and after[0] < 120:
-            backs.append(after[0])
-    return {"ha_online_after_broker_restart_s": _stats(backs)}
+            ha.append(after[0])
+        for node in campaign.nodes:
+            back = [m - fault.end_m for m in node.connected_at_m if m >= fault.end_m]
+            if back and back[0] < 120:
+                edges.append(back[0])
+    return {
+        "edge_session_after_broker_restart_s": _stats(edges),
+        "ha_online_after_broker_restart_s": _stats(ha),
+    }
 
 
 def injected_figures(campaign: Campaign) -> dict[str, Any]:
@@ -577,17 +586,44 @@ def evaluate(campaign: Campaign, final: dict[str, Any]) -> dict[str, Any]:
         clock["health_ahead_ms_max_at_true_time"],
         clock["health_ahead_ms_max_at_true_time"] <= LEASE_MS,
     )
+    phantom = {
+        name: row["lost_counted_by_edge"]
+        for name, row in events["per_node"].items()
+        if row["lost_counted_by_edge"]
+        > row["lost_in_power_cuts"]
+        + row["committed_lost_with_sync_full"]
+        + row["lost_in_restores"]
+        + row["purged"]
+    }
+    target(
+        "edge-reported losses within those the campaign counted",
+        phantom or "yes",
+        not phantom,
+        "outbox.rotated.lost per rotation vs events taken out of the store by cuts and restores",
+    )
     exits = totals.get("unexpected_exits", 0)
     target("no edge process ended by itself", exits, exits == 0)
+    broker = broker_breakdown(campaign)
     for kind, limit in TARGET_P95_S.items():
         row = recovery["per_kind"].get(kind, {})
         iso = row.get("isolated", {})
         p95 = iso.get("p95")
+        note = (
+            f"isolated n {iso.get('n')}; all samples: p95 {row.get('all', {}).get('p95')} s, "
+            f"n {row.get('all', {}).get('n')}"
+        )
+        if kind == "broker_restart":
+            edge = broker["edge_session_after_broker_restart_s"]
+            ha = broker["ha_online_after_broker_restart_s"]
+            note += (
+                f"; edges back on the broker p95 {edge['p95']} s, Home Assistant's MQTT client "
+                f"back p50 {ha['p50']} s (it retries every 10 s)"
+            )
         target(
             f"recovery p95 after {kind} <= {limit:g} s (isolated samples)",
             p95,
             p95 is not None and p95 <= limit,
-            f"all samples: p95 {row.get('all', {}).get('p95')} s, n {row.get('all', {}).get('n')}",
+            note,
         )
     unrecovered = sum(
         r.get("unrecovered", 0) for k, r in recovery["per_kind"].items() if ":" not in k
@@ -608,7 +644,7 @@ def evaluate(campaign: Campaign, final: dict[str, Any]) -> dict[str, Any]:
         "states": states,
         "clock": clock,
         "recovery": recovery,
-        "broker": broker_breakdown(campaign),
+        "broker": broker,
         "notes": campaign.notes,
         "ha_warnings": campaign.ledger.warnings,
         "ha_warning_samples": campaign.ledger.warning_samples[:20],

@@ -204,6 +204,10 @@ class Ledger:
         self._pending.setdefault(node, []).append(item)
         return item
 
+    def pending(self, node: str) -> int:
+        """Samples of `node` still waiting for its next new event to be applied."""
+        return len(self._pending.get(node, []))
+
     def expire(self, sample: Sample) -> None:
         """A sample that waited too long stays unrecovered (and is reported so)."""
         pending = self._pending.get(sample.node, [])

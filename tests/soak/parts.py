@@ -239,6 +239,8 @@ class SoakNode:
         self._run_commit_errors = 0
         self._connected_once = False
         self.start_to_connected_s: list[float] = []
+        self.connected_at_m: list[float] = []  # every new broker session, as statuses showed it
+        self._connects = 0
         self.on_exit: Callable[[SoakNode, str], None] | None = None
 
     # setup
@@ -316,6 +318,7 @@ class SoakNode:
         self.expected_exit = False
         self._run_commit_errors = 0
         self._connected_once = False
+        self._connects = 0
         self.last = {}
         with (self.dir / "edge.log").open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
@@ -354,7 +357,13 @@ class SoakNode:
     def _on_status(self, status: dict[str, Any]) -> None:
         self.last = status
         now_m, now_wall = time.monotonic(), time.time()
-        if status.get("connected") and not self._connected_once:
+        connected = bool(status.get("connected"))
+        connects = int(status.get("connects") or 0)
+        if connects > self._connects:
+            # a new broker session (counted by the link, so one shorter than a status line counts)
+            self.connected_at_m.append(float(status["m"]))
+        self._connects = connects
+        if connected and not self._connected_once:
             self._connected_once = True
             self.start_to_connected_s.append(float(status["m"]) - self.spawned_m)
         real_ms = (now_wall - (now_m - float(status["m"]))) * 1000

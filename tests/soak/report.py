@@ -182,8 +182,10 @@ def write_report(result: dict[str, Any], out_dir: Path) -> None:
         ),
         "",
         "Isolated: no other fault of that node or of every node was active between the fault's "
-        "start and its recovery. Home Assistant back online after a broker restart (its MQTT "
-        f"client reconnects every 10 s): {result['broker']['ha_online_after_broker_restart_s']}. "
+        "start and its recovery. After a broker restart, edges back on the broker (s): "
+        f"{result['broker']['edge_session_after_broker_restart_s']}; Home Assistant back online "
+        "(its MQTT client reconnects every 10 s): "
+        f"{result['broker']['ha_online_after_broker_restart_s']}. "
         f"Home Assistant boot after a restart (s): {result['notes'].get('ha_boot_s')}. "
         "Edge process start to its broker session (s): "
         f"{recovery['edge_start_to_broker_session_s']}. Most frequent overlaps: "

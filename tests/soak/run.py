@@ -80,6 +80,9 @@ GLOBAL_KINDS = ("broker_restart", "ha_restart")
 RECOVER_TIMEOUT_S = 120.0  # a fault not recovered from by then is reported as such
 DRAIN_TIMEOUT_S = 120.0  # a node given this long to deliver what it holds before a restore
 OVERRUN = 1.25  # loops may run this much past the planned minutes to finish their plan
+# a fault waits at most this long past its planned time for the others to calm down (at most a
+# tenth of the run)
+QUIET_SLACK_S = 20.0
 START_TIMEOUT_S = 60.0
 
 
@@ -156,6 +159,7 @@ class Campaign:
         self.planned: dict[str, int] = {}
         self.shortfall: dict[str, int] = {}
         self.global_active = 0
+        self.global_waiting = False  # a broker or Home Assistant restart waits for quiet
         self.host_online_m: list[float] = []
         self.closing_acks: set[tuple[str, int]] = set()
         self.token = ""
@@ -328,6 +332,28 @@ class Campaign:
                 return
             await asyncio.sleep(0.05)
 
+    def disturbed(self, node: SoakNode | None) -> bool:
+        """Whether another fault is still at work where the next one would land: for a node
+        fault, a broker or Home Assistant restart, or an earlier fault of that node not yet
+        recovered from; for a broker or Home Assistant restart, any node fault."""
+        if node is not None:
+            return bool(self.global_active or self.global_waiting or self.ledger.pending(node.name))
+        return any(n.name in self.busy or self.ledger.pending(n.name) for n in self.nodes)
+
+    async def quiet(self, node: SoakNode | None, slot_m: float) -> None:
+        """Lets faults land apart from each other when the schedule leaves room, so recovery can
+        be measured on samples no other fault touched; a loop that is behind does not wait. A
+        waiting broker or Home Assistant restart holds new node faults back meanwhile."""
+        if node is None:
+            self.global_waiting = True
+        try:
+            slack = min(QUIET_SLACK_S, self.minutes * 6)
+            while self.disturbed(node) and time.monotonic() < slot_m + slack:
+                await asyncio.sleep(0.05)
+        finally:
+            if node is None:
+                self.global_waiting = False
+
     async def pace(self, slot_m: float) -> bool:
         """Sleeps until the slot's time; False once the run is over."""
         limit = self.started_m + self.minutes * 60 * OVERRUN
@@ -364,6 +390,7 @@ class Campaign:
                 for left in plan[i:]:
                     self.shortfall[left] = self.shortfall.get(left, 0) + 1
                 return
+            await self.quiet(node, slot)
             if node is None:
                 await self.inject_global(kind, rng)
             else:
@@ -491,7 +518,7 @@ class Campaign:
         ballast = node.vol / "ballast"
         before = node.figures.commit_errors + int(node.last.get("commit_errors", 0))
         written = await asyncio.to_thread(fill, ballast)
-        hold = rng.uniform(2.0, 6.0)
+        hold = rng.uniform(4.0, 15.0)
         await asyncio.sleep(hold)
         failed = node.figures.commit_errors + int(node.last.get("commit_errors", 0)) > before
         self.notes["disk_fills_failing_a_commit"] += failed

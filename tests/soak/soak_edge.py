@@ -67,6 +67,7 @@ def status(node: EdgeNode, emitted: int, paused: bool) -> dict[str, Any]:
         "ack_ahead": outbox.get("ack_ahead"),
         "recovered": outbox.get("recovered"),
         "connected": node.link.connected,
+        "connects": node.link.connects,
         "host_online": node.host_online,
         "emitted": emitted,
         "paused": paused,
