@@ -142,6 +142,12 @@ class EdgeProcess:
                 FAKETIME_TIMESTAMP_FILE=str(self.faketime_file),
                 FAKETIME_NO_CACHE="1",
                 FAKETIME_DONT_FAKE_MONOTONIC="1",
+                # libfaketime up to 0.9.12 otherwise turns a wait on a CLOCK_MONOTONIC condition
+                # variable into one whose deadline is long past: CPython's GIL wait then spins,
+                # the edge's threads hand the GIL over at every check, and on a loaded machine its
+                # first connection took tens of seconds (docs/root-causes.md). Later versions
+                # handle an unfaked monotonic clock before looking at this setting.
+                FAKETIME_FORCE_MONOTONIC_FIX="0",
             )
         return env
 
