@@ -26,6 +26,7 @@ APPLIED_RE = re.compile(
     r"run=(\d+|None) hlc=\[(\d+), (\d+)\] asset=(\S+)$"
 )
 WARNING_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (WARNING|ERROR|CRITICAL) ")
+NUMBER_RE = re.compile(r"\d+")
 REUSED_RE = re.compile(r"node (\S+) re-used seq (\d+) of epoch (\d+)")
 
 
@@ -191,7 +192,8 @@ class Ledger:
             key = "integration closed an epoch: a seq re-used for another event"
         else:
             logger = line.split("[", 1)[-1].split("]", 1)[0]
-            key = f"{logger}: {body[:90]}"
+            # numbers (message ids, ports) vary from line to line: one entry per kind of message
+            key = f"{logger}: {NUMBER_RE.sub('N', body)[:90]}"
         self.warnings[key] = self.warnings.get(key, 0) + 1
         if len(self.warning_samples) < 40:
             self.warning_samples.append(line[:400])
