@@ -294,8 +294,10 @@ class SoakNode:
         env["LD_PRELOAD"] = f"{self.disk.shim}:{faketime_lib()}"
         env.update(
             FAKETIME_TIMESTAMP_FILE=str(self.clock_file),
-            FAKETIME_CACHE_DURATION="1",
+            FAKETIME_CACHE_DURATION="1",  # an offset change is seen within a second
             FAKETIME_DONT_FAKE_MONOTONIC="1",
+            # without it libfaketime <= 0.9.12 makes CPython's GIL wait spin (docs/root-causes.md)
+            FAKETIME_FORCE_MONOTONIC_FIX="0",
         )
         return env
 
