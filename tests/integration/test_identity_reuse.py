@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 from homeassistant.components.mqtt import MQTT_CONNECTION_STATE
@@ -16,6 +15,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from mqtt_edge import Edge
 from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
+from test_ingest import acks, flush, now_ms
 
 from custom_components.asset_tracker.backlog import Backlog, PendingEvent
 from custom_components.asset_tracker.const import DOMAIN
@@ -29,26 +29,8 @@ from custom_components.asset_tracker.dedupe import (
 ANOMALY = {"rule": "threshold", "severity": "warning", "message": "too warm"}
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def hub_of(hass: HomeAssistant) -> Any:
     return next(iter(hass.config_entries.async_entries(DOMAIN))).runtime_data.hub
-
-
-async def flush(hass: HomeAssistant) -> None:
-    await hass.async_block_till_done()
-    await hub_of(hass).async_flush()
-    await hass.async_block_till_done()
-
-
-def acks(mqtt_mock: Any) -> list[dict[str, Any]]:
-    return [
-        json.loads(call.args[1])
-        for call in mqtt_mock.async_publish.call_args_list
-        if call.args[0].endswith("/ack")
-    ]
 
 
 def test_owner_ranges_merge_and_tell_reuse_from_duplicates() -> None:
