@@ -528,15 +528,13 @@ class Outbox:
     async def rotate(self, epoch: int, closure: Closure) -> Rotation | None:
         """Moves to a new epoch after the integration closed `epoch`: applied events are deleted,
         every other event keeps its seq under the new epoch. None when `epoch` is not current."""
-        if epoch != self.epoch:
+        if epoch != self.epoch or self._rotating:
             return None
-        if self._delete_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._delete_task
-        if epoch != self.epoch or self._rotating:  # rotated, or rotating, meanwhile
-            return None
-        self._rotating = True
+        self._rotating = True  # acks of the closing epoch are ignored from here on
         try:
+            if self._delete_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._delete_task
             rotation, snap = await self._run(self._rotate_db, closure, self.creators, urgent=True)
         finally:
             self._rotating = False
