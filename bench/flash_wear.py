@@ -24,6 +24,11 @@ nodes, each asset heard by 3. Measured in Home Assistant: how often the integrat
 (`.storage/asset_tracker.<entry>`) was saved and how large the file was, and `write_bytes` of the
 Home Assistant process while the nodes send events, minus the same window without events.
 
+`write_bytes` leaves out what the file system writes for itself: its journal and metadata for
+every fsync of a new or renamed file (the clock lease's). With ASSET_TRACKER_WEAR_DIR naming a folder
+on an ext4 file system of its own (a loop-mounted image), the edge's data goes there and the file
+system's `lifetime_write_kbytes` is read as well, which counts everything written to its device.
+
 Run: `scripts/py314 python bench/flash_wear.py` (part of `make bench`).
 ASSET_TRACKER_BENCH_QUICK=1 shortens every window.
 """
