@@ -1,31 +1,37 @@
 """Hybrid logical clock (Kulkarni et al. 2014) with the protocol's overflow rule and the
 max-offset guard.
 
-The clock is persisted as a *lease*: a wall time above anything issued so far, and at most the
-lease period ahead of the physical clock when it was written. A restart begins at
-``max(lease, pt)``, so the clock never runs backwards across restarts (even on a device that boots
-with a stale wall clock), while the file is rewritten only once per lease period instead of once
-per event. The lease is reckoned from the physical clock, never from the restarted clock itself:
-otherwise every restart would begin a full period further ahead, and a crash loop would push the
-clock ahead without bound.
+The clock is persisted as a *lease*: a wall time above anything issued so far, at most one lease
+period ahead of the physical clock when it was written, and renewed once per period instead of once
+per event (see lease_file.py for how it is written). A restart after a reboot, or with a wall clock
+behind the saved one (a Raspberry Pi without RTC), begins at ``max(lease, pt)``: the clock never
+runs backwards across restarts. A restart within the same boot, with a sane wall clock, needs no
+lease: what the previous process issued was at most a slack above the physical clock of its time
+(a merge that went further was saved at once), so it begins there and does not run ahead of the
+physical clock by more than that slack, however often the process restarts.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .durable_file import write_json_atomic
+from .lease_file import Lease, LeaseFile, current_boot
 
 _LOGGER = logging.getLogger(__name__)
 
 MAX_WALL_MS = 2**53 - 1
 MAX_COUNTER = 65535
-DEFAULT_LEASE_MS = 2_000
+DEFAULT_LEASE_MS = 30_000
+# issued values may run this far ahead of the physical clock without being saved
+SLACK_MS = 500
+# a merge that runs further ahead is saved with this much headroom (one write per this much)
+AHEAD_HEADROOM_MS = 2_000
+# health says `synced` only while the clock runs at most this far ahead of the physical clock
+SYNCED_AHEAD_MS = 2_000
 
 
 class Timestamp(NamedTuple):
@@ -92,27 +98,32 @@ class HybridClock:
         self._warned_reject = False
         pt = physical()
         self._last_pt = pt
-        saved = self._load()
+        self._file = LeaseFile(path) if path is not None else None
+        self._boot = current_boot()
         self._lease = 0
-        if saved is not None:
-            lease, saved_pt = saved
-            start = max(lease, pt)
-            # a physical clock behind the one we saw before the restart is not trustworthy
-            self.synced = pt >= saved_pt
-            if not self.synced:
-                self.backward_jumps += 1
-                _LOGGER.warning(
-                    "wall clock is %d ms behind the saved clock; timestamps continue from the "
-                    "saved clock until the wall clock catches up or the host clock is seen",
-                    saved_pt - pt,
-                )
-            self._floor_pt = lease
-        else:
-            start = pt
-            self.synced = True
-            self._floor_pt = 0
+        self._saved_floor = 0
+        self.synced = True
+        self._floor_pt = 0
+        start = self._restart_at(self._load(), pt)
         self._state = Timestamp(min(start, MAX_WALL_MS), 0)
         self._persist_lease(self._state.wall_ms)
+
+    def _restart_at(self, saved: Lease | None, pt: int) -> int:
+        if saved is None:
+            return pt
+        # a physical clock behind the one we saw before the restart is not trustworthy
+        self.synced = pt >= saved.pt_ms
+        if not self.synced:
+            self.backward_jumps += 1
+            _LOGGER.warning(
+                "wall clock is %d ms behind the saved clock; timestamps continue from the "
+                "saved clock until the wall clock catches up or the host clock is seen",
+                saved.pt_ms - pt,
+            )
+        self._floor_pt = saved.lease_ms
+        if self.synced and self._boot and saved.boot == self._boot:
+            return max(pt + SLACK_MS + 1, saved.floor_ms + 1)
+        return max(saved.lease_ms, pt)
 
     @property
     def last(self) -> Timestamp:
@@ -173,6 +184,9 @@ class HybridClock:
         else:
             counter = 0
         self._set(_advance(wall, counter))
+        if self._state.wall_ms > max(pt + SLACK_MS, self._saved_floor):
+            # ahead of the physical clock by more than the slack: a restart must know
+            self._persist_lease(self._state.wall_ms, floor=self._state.wall_ms + AHEAD_HEADROOM_MS)
         return True
 
     def observe(self, floor: Timestamp) -> None:
@@ -191,32 +205,32 @@ class HybridClock:
         return {
             "offset_ms": self.offset_ms if self.offset_ms is not None else 0,
             "rejected": self.rejected,
-            # a clock further ahead than one lease has taken a timestamp from elsewhere
-            "synced": self.synced and ahead <= self._lease_ms,
+            # a clock this far ahead took a timestamp from elsewhere, or restarted from a lease
+            "synced": self.synced and ahead <= SYNCED_AHEAD_MS,
             "backward_jumps": self.backward_jumps,
             "ahead_ms": ahead,
         }
 
     # persistence -------------------------------------------------------------------------------
 
-    def _load(self) -> tuple[int, int] | None:
-        if self._path is None:
+    def _load(self) -> Lease | None:
+        if self._file is None:
             return None
         try:
-            raw = json.loads(self._path.read_text(encoding="utf-8"))
-            lease, pt = int(raw["lease_ms"]), int(raw["pt_ms"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            saved = self._file.read()
+        except OSError as err:
             # a damaged clock file must not stop the node; the outbox floor still guards order
             _LOGGER.warning(
                 "clock file %s unreadable (%s); starting from the wall clock", self._path, err
             )
             return None
-        if not (0 <= lease <= MAX_WALL_MS and 0 <= pt <= MAX_WALL_MS):
+        if saved is None:
+            return None
+        values = (saved.lease_ms, saved.floor_ms, saved.pt_ms)
+        if not all(0 <= v <= MAX_WALL_MS for v in values):
             _LOGGER.error("clock file %s out of range; starting from the wall clock", self._path)
             return None
-        return lease, pt
+        return saved
 
     def _set(self, new: Timestamp) -> None:
         # the lease is saved before a value at or past it is issued, so a crash right after
@@ -225,14 +239,16 @@ class HybridClock:
             self._persist_lease(new.wall_ms)
         self._state = new
 
-    def _persist_lease(self, wall_ms: int) -> None:
+    def _persist_lease(self, wall_ms: int, floor: int | None = None) -> None:
         # above what is issued (`wall_ms` itself may be issued next, with a higher counter), and a
         # period past the physical clock, not past `wall_ms`: see the module docstring
         lease = min(max(wall_ms + 1, self._last_pt + self._lease_ms), MAX_WALL_MS)
-        if self._path is not None:
+        floor = min(max(floor or wall_ms, self._saved_floor), MAX_WALL_MS)
+        if self._file is not None:
             try:
-                write_json_atomic(self._path, {"lease_ms": lease, "pt_ms": self._last_pt})
+                self._file.write(Lease(lease, floor, self._last_pt, self._boot))
             except OSError:
                 self.persist_errors += 1
                 _LOGGER.exception("could not persist the clock to %s", self._path)
         self._lease = lease
+        self._saved_floor = floor
