@@ -533,8 +533,8 @@ class Outbox:
         self._rotating = True  # acks of the closing epoch are ignored from here on
         try:
             if self._delete_task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._delete_task
+                # waits without taking on its outcome: a cancellation of this task still raises
+                await asyncio.wait({self._delete_task})
             rotation, snap = await self._run(self._rotate_db, closure, self.creators, urgent=True)
         finally:
             self._rotating = False

@@ -207,6 +207,7 @@ class MqttLink:
     async def _session(self) -> None:
         client = self._make_client()
         async with client:
+            _raise_if_cancelled()
             self._client = client
             self._closed = asyncio.get_running_loop().create_future()
             self.connects += 1
@@ -218,6 +219,7 @@ class MqttLink:
                 await self.owner.on_connected(self)
                 for topic in self.subscriptions:
                     await client.subscribe(topic, qos=1)
+                    _raise_if_cancelled()
                 self.backoff.reset()
                 self.owner.on_ready()
                 async for message in client.messages:
@@ -281,3 +283,12 @@ class MqttLink:
             "inflight": self.inflight,
             "reconnects": self.reconnects,
         }
+
+
+def _raise_if_cancelled() -> None:
+    """aiomqtt waits with `asyncio.wait_for`, which on Python 3.11 returns the result instead of
+    raising when a cancellation arrives in the same loop turn as it; the cancellation is still
+    counted on the task, so it is raised here (a no-op on 3.12 and later, which raise it)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
