@@ -52,6 +52,22 @@ SIGNAL_NEW_READING: Final = f"{DOMAIN}_new_reading_{{}}"
 
 ANOMALY_RULES: Final = ["threshold", "rate", "zscore", "missing", "battery", "movement", "other"]
 STORAGE_VERSION: Final = 1
-ACK_INTERVAL_S: Final = 0.25
+# Minor version 2 splits the storage in two. The store under the entry's own key keeps only what
+# acks depend on (the dedupe state, the clock, each node's current epoch) and is saved before
+# every ack; the asset and node state moved to a store of its own (STATE_STORAGE_SUFFIX), saved
+# at most every STATE_SAVE_DELAY_S and at unload. Minor, because an older integration still
+# reads the dedupe state (it starts without the asset state, which the nodes bring back).
+STORAGE_MINOR_VERSION: Final = 2
+STATE_STORAGE_SUFFIX: Final = "state"
+# Shown state only (presence, readings, node details): the nodes' next events and snapshots
+# bring it up to date after a crash, and nothing is applied twice (the dedupe state's job). At
+# 1,000 assets the store is several hundred KB: once per 5 minutes is about 1-3 KB/s of writes.
+STATE_SAVE_DELAY_S: Final = 300
+# Acks (and the dedupe save before them) at most once a second. Each save writes the dedupe
+# store whole, so the interval divides the integration's writes, and the edge's too (it deletes
+# what an ack covers in one transaction per ack). The cost is latency the edge does not wait
+# on: it re-sends only after 10 s without ack progress (ack_timeout_s), and critical events are
+# applied the moment they arrive; an ack only lets the edge delete what it already stored.
+ACK_INTERVAL_S: Final = 1.0
 MASS_VANISH_COUNT: Final = 3
 MASS_VANISH_WINDOW_MS: Final = 30_000

@@ -169,13 +169,10 @@ class DedupeState:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for node, windows in self._nodes.items():
+            # `closed` only when true: the store is saved before every ack, so it stays small
             body: dict[str, Any] = {
-                str(epoch): {
-                    "wm": w.watermark,
-                    "above": sorted(w.above),
-                    "owners": w.owners,
-                    "closed": w.closed,
-                }
+                str(epoch): {"wm": w.watermark, "above": sorted(w.above), "owners": w.owners}
+                | ({"closed": True} if w.closed else {})
                 for epoch, w in windows.epochs.items()
             }
             if windows.retired:

@@ -2,7 +2,8 @@
 
 An event is acknowledged to its edge node only after the dedupe state that records it has been
 saved, so a Home Assistant crash can neither lose an event (the edge still holds it) nor apply it
-twice (the saved state remembers it).
+twice (the saved state remembers it). That state has a small store of its own, saved before every
+ack; the asset and node state, which is only shown, is saved every few minutes and at unload.
 
 Critical events (presence, alerting anomalies, node alerts) are applied in the MQTT callback that
 brings them. Routine events wait in a backlog applied in slices of a few milliseconds, each slice
@@ -22,12 +23,13 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from homeassistant.components import mqtt
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, CoreState, HomeAssistant, callback
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_call_later, async_track_time_interval
+from homeassistant.helpers.json import JSONEncoder
 from homeassistant.helpers.storage import Store
 from homeassistant.util import dt as dt_util
 
@@ -55,6 +57,9 @@ from .const import (
     SIGNAL_NEW_READING,
     SIGNAL_NODE_UPDATE,
     SIGNAL_TICK,
+    STATE_SAVE_DELAY_S,
+    STATE_STORAGE_SUFFIX,
+    STORAGE_MINOR_VERSION,
     STORAGE_VERSION,
 )
 from .dedupe import DedupeState, Verdict
@@ -89,7 +94,22 @@ class AssetTrackerHub:
         self.applied = 0
         self.late = 0
         self.vanish = VanishCorrelator()
-        self._store: Store[dict[str, Any]] = Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}")
+        # what acks depend on, saved before each of them (the key of the single store it was)
+        self._store: Store[dict[str, Any]] = Store(
+            hass,
+            STORAGE_VERSION,
+            f"{DOMAIN}.{entry_id}",
+            minor_version=STORAGE_MINOR_VERSION,
+            encoder=CompactJSONEncoder,
+        )
+        # assets and nodes, saved every few minutes and at unload
+        self._state_store: Store[dict[str, Any]] = Store(
+            hass,
+            STORAGE_VERSION,
+            f"{DOMAIN}.{entry_id}.{STATE_STORAGE_SUFFIX}",
+            encoder=CompactJSONEncoder,
+        )
+        self._state_save_pending = False
         self._logged: set[tuple[str | None, str]] = set()
         self._dirty_acks: set[tuple[str, int]] = set()
         self._flush_cancel: CALLBACK_TYPE | None = None
@@ -162,9 +182,11 @@ class AssetTrackerHub:
             except TimeoutError:
                 continue
         await self._publish_host("online")
-        for node in list(self.nodes.values()):
-            if node.epoch is not None:
-                await self._publish_ack(node.node_id, node.epoch)
+        # through a flush: events applied since the last save are in these acks too
+        self._dirty_acks |= {
+            (n.node_id, n.epoch) for n in self.nodes.values() if n.epoch is not None
+        }
+        await self.async_flush()
 
     async def async_stop(self) -> None:
         if self._announce_task is not None:
@@ -178,14 +200,25 @@ class AssetTrackerHub:
         # not claimed, so not acknowledged: the edges send what was still waiting again
         self.backlog.clear()
         await self.async_flush()
+        await self.async_save_state()
         await self._publish_host("offline")
 
     async def _async_restore(self) -> None:
         data = await self._store.async_load() or {}
+        if "nodes" in data or "assets" in data:
+            # written as one store (minor version 1): the asset and node state is saved on its
+            # own first, then the dedupe store without it; a crash in between finds the single
+            # store again and splits it again, so the dedupe state is never without a copy
+            state = {"nodes": data.pop("nodes", {}), "assets": data.pop("assets", {})}
+            await self._state_store.async_save(state)
+            await self._store.async_save(data)
+            _LOGGER.info("Moved the asset and node state of %s to a store of its own", self.root)
+        else:
+            state = await self._state_store.async_load() or {}
         self.dedupe = DedupeState.from_dict(data.get("dedupe", {}))
         wall, counter = data.get("hlc", [0, 0])
         self.clock = HybridClock(int(self.options[CONF_MAX_OFFSET]) * 1000, (wall, counter))
-        for node_id, raw in data.get("nodes", {}).items():
+        for node_id, raw in state.get("nodes", {}).items():
             self.nodes[node_id] = NodeState(
                 node_id=node_id,
                 name=raw.get("name", node_id),
@@ -198,13 +231,27 @@ class AssetTrackerHub:
                 epoch=raw.get("epoch"),
                 rotation_seen_ms=raw.get("rotation_seen_ms", 0),
             )
-        for asset_id, raw in data.get("assets", {}).items():
+        # the epoch acks are published again for at start: saved with the dedupe state, so it
+        # is never older than the state it acknowledges, even when the node state is
+        for node_id, epoch in data.get("epochs", {}).items():
+            node = self.nodes.get(node_id)
+            if node is None:
+                node = self.nodes[node_id] = NodeState(node_id=node_id, name=node_id)
+            node.epoch = epoch
+        for asset_id, raw in state.get("assets", {}).items():
             self.assets[asset_id] = AssetState.restore(asset_id, raw)
 
-    def _persistable(self) -> dict[str, Any]:
+    def _ack_data(self) -> dict[str, Any]:
+        """What an ack depends on: the dedupe state and the clock (and each node's epoch)."""
         return {
             "dedupe": self.dedupe.as_dict(),
             "hlc": list(self.clock.value),
+            "epochs": {n.node_id: n.epoch for n in self.nodes.values() if n.epoch is not None},
+        }
+
+    def _state_data(self) -> dict[str, Any]:
+        """The asset and node state as it is shown."""
+        return {
             "nodes": {
                 n.node_id: {
                     "name": n.name,
@@ -222,13 +269,21 @@ class AssetTrackerHub:
             "assets": {a.asset_id: a.persistable() for a in self.assets.values()},
         }
 
+    def _persistable(self) -> dict[str, Any]:
+        """Everything saved, as the single store of minor version 1 held it."""
+        return self._ack_data() | self._state_data()
+
     async def async_flush(self) -> None:
         """Save the dedupe state, then acknowledge what it covers."""
         if self._flush_cancel is not None:
             self._flush_cancel()
             self._flush_cancel = None
         dirty, self._dirty_acks = self._dirty_acks, set()
-        await self._store.async_save(self._persistable())
+        await self._store.async_save(self._ack_data())
+        if self.hass.state is CoreState.stopping:
+            # the Store writes at the final write now, after this returns: acks wait for the next
+            # start, which publishes one for every node's current epoch
+            return
         for node, epoch in dirty:
             await self._publish_ack(node, epoch)
 
@@ -240,6 +295,23 @@ class AssetTrackerHub:
     def _flush_job(self, _now: datetime) -> None:
         self._flush_cancel = None
         self.hass.async_create_task(self.async_flush(), eager_start=True)
+
+    def _schedule_state_save(self) -> None:
+        """The asset and node state changed: saved STATE_SAVE_DELAY_S after its first change
+        since the last save (not pushed back by later changes, which a steady flow never stops),
+        and when Home Assistant stops."""
+        if not self._state_save_pending:
+            self._state_save_pending = True
+            self._state_store.async_delay_save(self._state_to_save, STATE_SAVE_DELAY_S)
+
+    def _state_to_save(self) -> dict[str, Any]:
+        """Called by the Store when it writes: the state of that moment."""
+        self._state_save_pending = False
+        return self._state_data()
+
+    async def async_save_state(self) -> None:
+        """Save the asset and node state now (at unload)."""
+        await self._state_store.async_save(self._state_to_save())
 
     # outbound
 
@@ -312,6 +384,7 @@ class AssetTrackerHub:
         if handler is not None and decoded.node is not None:
             handler(self, decoded.node, decoded)
             self._flush_changes()
+            self._schedule_state_save()  # at least the node's last_seen_ms moved
 
     def _reject(self, node: str | None, reason: str, detail: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -389,7 +462,6 @@ class AssetTrackerHub:
             self._asset_changed(asset)
         self._rename_device(node_device_identifier(self, node_id), node.name)
         self._node_changed(node)
-        self._schedule_flush()
 
     def _rename_device(self, identifier: tuple[str, str], name: str) -> None:
         """A device made before its announcement arrived takes the announced name."""
@@ -541,6 +613,7 @@ class AssetTrackerHub:
         self._counted_nodes.clear()
         self._flush_changes()
         self._schedule_flush()
+        self._schedule_state_save()
 
     def _record_latency(
         self, node: NodeState, event: dict[str, Any], sent: list[int] | None, now: int
@@ -715,7 +788,7 @@ class AssetTrackerHub:
         asset.anomaly = None
         self._asset_changed(asset)
         self._flush_changes()
-        self._schedule_flush()
+        self._schedule_state_save()
         return True
 
     # health and repairs
@@ -809,6 +882,7 @@ class AssetTrackerHub:
         for asset in self.assets.values():
             if self._fuse(asset):  # a node's sightings aged out of the fusion window
                 self._asset_changed(asset)
+                self._schedule_state_save()
         self._flush_changes()
         # time-based values (dwell) refresh on their own signal, not by rewriting every entity
         async_dispatcher_send(self.hass, SIGNAL_TICK.format(self.entry_id))
@@ -836,6 +910,17 @@ class AssetTrackerHub:
         "health": _on_health,
         "cmd/result": _on_cmd_result,
     }
+
+
+class CompactJSONEncoder(JSONEncoder):
+    """Store files without indentation or spaces (Home Assistant indents them by default, which
+    makes the dedupe store three times larger). NaN is refused rather than written: Home
+    Assistant's loader would take the file for corrupt and set it aside."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs |= {"indent": None, "separators": (",", ":"), "ensure_ascii": False}
+        kwargs["allow_nan"] = False
+        super().__init__(**kwargs)
 
 
 def node_device_identifier(hub: AssetTrackerHub, node_id: str) -> tuple[str, str]:

@@ -37,7 +37,8 @@ async def setup_entry(
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     # the broker echoing the integration's subscription probe: the host is announced after it
     async_fire_mqtt_message(hass, f"{ROOT}/host/probe", config_entry.entry_id)
-    await hass.async_block_till_done()
+    # the announcement (a background task) is over before a test's nodes speak
+    await hass.async_block_till_done(wait_background_tasks=True)
     return config_entry
 
 
