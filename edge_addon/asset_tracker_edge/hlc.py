@@ -7,8 +7,9 @@ per event (see lease_file.py for how it is written). A restart after a reboot, o
 behind the saved one (a Raspberry Pi without RTC), begins at ``max(lease, pt)``: the clock never
 runs backwards across restarts. A restart within the same boot, with a sane wall clock, needs no
 lease: what the previous process issued was at most a slack above the physical clock of its time
-(a merge that went further was saved at once), so it begins there and does not run ahead of the
-physical clock by more than that slack, however often the process restarts.
+(a merge that went further was saved at once), and the boot's own clock, which no one sets, tells
+where that physical clock would be now; so it begins there and does not run ahead of real time by
+more than that slack, however often the process restarts or its wall clock is stepped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .lease_file import Lease, LeaseFile, current_boot
+from .lease_file import Lease, LeaseFile, boot_clock_ms, current_boot
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class HybridClock:
         self._boot = current_boot()
         self._lease = 0
         self._saved_floor = 0
+        self._wall_bound = 0
         self.synced = True
         self._floor_pt = 0
         start = self._restart_at(self._load(), pt)
@@ -111,19 +113,25 @@ class HybridClock:
     def _restart_at(self, saved: Lease | None, pt: int) -> int:
         if saved is None:
             return pt
+        self._floor_pt = saved.lease_ms
+        if self._boot and saved.boot == self._boot:
+            # the same boot: where the physical clock would be had no one set it since the save
+            expected = saved.pt_ms + max(0, boot_clock_ms() - saved.mono_ms)
+            self._note_clock(pt, expected)
+            return max(max(pt, expected) + SLACK_MS + 1, saved.floor_ms + 1)
+        self._note_clock(pt, saved.pt_ms)
+        return max(saved.lease_ms, pt)
+
+    def _note_clock(self, pt: int, expected: int) -> None:
         # a physical clock behind the one we saw before the restart is not trustworthy
-        self.synced = pt >= saved.pt_ms
+        self.synced = pt >= expected - SLACK_MS
         if not self.synced:
             self.backward_jumps += 1
             _LOGGER.warning(
                 "wall clock is %d ms behind the saved clock; timestamps continue from the "
                 "saved clock until the wall clock catches up or the host clock is seen",
-                saved.pt_ms - pt,
+                expected - pt,
             )
-        self._floor_pt = saved.lease_ms
-        if self.synced and self._boot and saved.boot == self._boot:
-            return max(pt + SLACK_MS + 1, saved.floor_ms + 1)
-        return max(saved.lease_ms, pt)
 
     @property
     def last(self) -> Timestamp:
@@ -152,6 +160,10 @@ class HybridClock:
             new = Timestamp(wall + 1, 0)  # the overflow rule, as in _advance
         if new.wall_ms >= self._lease:
             self._persist_lease(new.wall_ms)
+        elif new.wall_ms > self._saved_floor and new.wall_ms > boot_clock_ms() + self._wall_bound:
+            # the wall clock ran ahead of the boot's clock since the save (it was stepped
+            # forward): a restart reckoning from the boot's clock must know how far
+            self._persist_lease(new.wall_ms, floor=new.wall_ms + AHEAD_HEADROOM_MS)
         self._state = new
         return new
 
@@ -244,9 +256,12 @@ class HybridClock:
         # period past the physical clock, not past `wall_ms`: see the module docstring
         lease = min(max(wall_ms + 1, self._last_pt + self._lease_ms), MAX_WALL_MS)
         floor = min(max(floor or wall_ms, self._saved_floor), MAX_WALL_MS)
+        mono = boot_clock_ms()
+        # what a restart will take for the physical clock, plus the slack: issuing above it saves
+        self._wall_bound = self._last_pt - mono + SLACK_MS
         if self._file is not None:
             try:
-                self._file.write(Lease(lease, floor, self._last_pt, self._boot))
+                self._file.write(Lease(lease, floor, self._last_pt, self._boot, mono))
             except OSError:
                 self.persist_errors += 1
                 _LOGGER.exception("could not persist the clock to %s", self._path)

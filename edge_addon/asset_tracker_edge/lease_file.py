@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,20 @@ _RECORD = 256
 @dataclass(frozen=True, slots=True)
 class Lease:
     """Nothing was issued at or above `lease_ms`; `floor_ms` was issued (or is below what was);
-    `pt_ms` is the physical clock when it was written, during boot `boot`."""
+    `pt_ms` is the physical clock when it was written, during boot `boot`, `mono_ms` into it (a
+    clock no one sets, so a restart within the boot knows how much time really passed)."""
 
     lease_ms: int
     floor_ms: int
     pt_ms: int
     boot: str
+    mono_ms: int = 0
+
+
+def boot_clock_ms() -> int:
+    """Milliseconds since this boot, suspend included: never stepped by NTP or by hand."""
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return time.clock_gettime_ns(clock) // 1_000_000
 
 
 def current_boot() -> str:
@@ -72,7 +81,7 @@ class LeaseFile:
     def write(self, lease: Lease) -> None:
         self._seq += 1
         body = json.dumps(
-            [self._seq, lease.lease_ms, lease.floor_ms, lease.pt_ms, lease.boot],
+            [self._seq, lease.lease_ms, lease.floor_ms, lease.pt_ms, lease.boot, lease.mono_ms],
             separators=(",", ":"),
         )
         record = f"{body} {zlib.crc32(body.encode()):08x}\n".encode().ljust(_RECORD, b" ")
@@ -103,8 +112,8 @@ def _parse(raw: bytes) -> tuple[int, Lease] | None:
         body, crc = raw.strip().decode("ascii").rsplit(" ", 1)
         if zlib.crc32(body.encode()) != int(crc, 16):
             return None
-        seq, lease, floor, pt, boot = json.loads(body)
-        return int(seq), Lease(int(lease), int(floor), int(pt), str(boot))
+        seq, lease, floor, pt, boot, mono = json.loads(body)
+        return int(seq), Lease(int(lease), int(floor), int(pt), str(boot), int(mono))
     except (ValueError, TypeError, UnicodeDecodeError):
         return None
 

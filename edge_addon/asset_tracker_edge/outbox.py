@@ -260,6 +260,8 @@ class Outbox:
         self.ack_ahead = 0
         self.rotations = 0
         self.rotation: Rotation | None = None
+        # seqs the last rotation deleted as applied: holes of the new epoch, never lost from it
+        self._rotated_away: frozenset[int] = frozenset()
         self._rotating = False
         self._db_rotations = 0
         self.recovery: Recovery | None = None
@@ -535,7 +537,10 @@ class Outbox:
             if self._delete_task is not None:
                 # waits without taking on its outcome: a cancellation of this task still raises
                 await asyncio.wait({self._delete_task})
-            rotation, snap = await self._run(self._rotate_db, closure, self.creators, urgent=True)
+            rotation, snap, gone = await self._run(
+                self._rotate_db, closure, self.creators, self._rotated_away, urgent=True
+            )
+            self._rotated_away = gone
         finally:
             self._rotating = False
         self.epoch = rotation.new_epoch
@@ -1056,7 +1061,9 @@ class Outbox:
         self._db_acked = max(self._db_acked, through)
         return self._snapshot()
 
-    def _rotate_db(self, closure: Closure, creators: Owners) -> tuple[Rotation, _Snapshot]:
+    def _rotate_db(
+        self, closure: Closure, creators: Owners, holes: frozenset[int]
+    ) -> tuple[Rotation, _Snapshot, frozenset[int]]:
         """Deletes what the closed epoch applied and moves the rest into a new epoch, in one
         transaction made durable at once whatever `sync` says: once an event has gone out under
         the new epoch, a power cut must never bring the closed one back."""
@@ -1068,6 +1075,7 @@ class Outbox:
         new = min(max(wall_clock_ms(), old + 1), MAX_WALL_MS)
         newest_applied = max(closure.above, default=closure.watermark)
         held: set[int] = set()
+        deleted: set[int] = set()
         kept = 0
         with self._synchronous_full():
             db.execute("BEGIN")
@@ -1077,6 +1085,7 @@ class Outbox:
                     held.update(seqs)
                     gone = [(q,) for q in seqs if closure.applied(q, creators)]
                     db.executemany(f"DELETE FROM {table} WHERE seq = ?", gone)  # noqa: S608
+                    deleted.update(q for (q,) in gone)
                     kept += len(seqs) - len(gone)
                 db.execute("UPDATE meta SET value=? WHERE key='epoch'", (new,))
                 db.execute("UPDATE meta SET value=0 WHERE key='acked'")
@@ -1094,9 +1103,9 @@ class Outbox:
         lost = sum(
             1
             for q in range(closure.watermark + 1, newest_applied + 1)
-            if q not in closure.above and q not in held
+            if q not in closure.above and q not in held and q not in holes
         )
-        return Rotation(old, new, wall_clock_ms(), kept, lost), self._snapshot()
+        return Rotation(old, new, wall_clock_ms(), kept, lost), self._snapshot(), frozenset(deleted)
 
     def _abort_db(self) -> None:
         """Ends a failed write transaction without hiding why it failed.

@@ -150,9 +150,12 @@ def test_restart_never_goes_backwards_even_with_a_stale_wall_clock(tmp_path: Pat
     assert restarted.synced is True
 
 
-def test_clock_file_is_written_once_per_lease_not_per_event(tmp_path: Path) -> None:
+def test_clock_file_is_written_once_per_lease_not_per_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "clock.json"
     wall = FakeWall(1_000_000)
+    monkeypatch.setattr(hlc, "boot_clock_ms", lambda: wall.now - 900_000)  # time passes for both
     clock = HybridClock(path, physical=wall, lease_ms=5_000)
     mtimes = set()
     for i in range(10_000):
@@ -214,6 +217,28 @@ def test_restarts_after_reboots_run_at_most_one_lease_ahead(
     # and once the physical clock passes the lease, stamps are physical time again
     wall.now += 2_001
     assert HybridClock(path, physical=wall, lease_ms=2_000).now().wall_ms == wall.now
+
+
+def test_a_wall_clock_stepped_back_within_a_boot_restarts_near_real_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boot's own clock tells how much time really passed: a restart after the wall clock
+    was stepped back runs ahead of that wall clock by the step, not by a whole lease."""
+    real = FakeWall(1_764_000_000_000)
+    mono = FakeWall(5_000_000)
+    monkeypatch.setattr(hlc, "boot_clock_ms", mono)
+    path = tmp_path / "clock.json"
+    wall = FakeWall(real.now)
+    issued = HybridClock(path, physical=wall).now()
+    for step in (1_000, 1_000):
+        real.now += step
+        mono.now += step
+    wall.now = real.now - 2_400  # someone set the wall clock back
+    again = HybridClock(path, physical=wall)
+    stamp = again.now()
+    assert stamp > issued
+    assert stamp.wall_ms - real.now <= SLACK_MS + 1  # near real time, not a lease ahead
+    assert again.synced is False and again.backward_jumps == 1
 
 
 def test_a_merge_far_ahead_is_saved_so_a_restart_stays_above_it(tmp_path: Path) -> None:

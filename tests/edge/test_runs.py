@@ -151,3 +151,21 @@ async def _wait_depth(box: Outbox, depth: int) -> None:
     async with asyncio.timeout(30):
         while box.depth != depth:
             await asyncio.sleep(0.01)
+
+
+async def test_seqs_a_rotation_deleted_are_not_counted_lost_by_the_next(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    await box.open()
+    for n in range(1, 11):
+        _append(box, n)
+    await box.flush()
+    mine = box.run
+    first = await box.rotate(box.epoch, Closure(0, frozenset({2, 4, 6}), Owners([(2, 6, mine)])))
+    assert first is not None and (first.kept, first.lost) == (7, 0)
+    # the new epoch applies 1, 3 and 7 of what was carried over, then is closed too: 2, 4 and 6
+    # are holes the first rotation left, applied under the old epoch, not lost from this one
+    second = await box.rotate(box.epoch, Closure(1, frozenset({3, 7}), Owners([(1, 7, mine)])))
+    assert second is not None
+    assert (second.kept, second.lost) == (4, 0)
+    assert sorted(await _bodies(box)) == [5, 8, 9, 10]
+    await box.close()
