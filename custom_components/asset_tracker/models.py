@@ -137,7 +137,7 @@ class AssetState:
     def restore(cls, asset_id: str, raw: dict[str, Any]) -> AssetState:
         wall, counter, node = raw.get("order", [0, 0, ""])
         anomaly = raw.get("anomaly")
-        return cls(
+        asset = cls(
             asset_id=asset_id,
             name=raw.get("name", asset_id),
             type=raw.get("type", "tag"),
@@ -156,6 +156,13 @@ class AssetState:
                 for k, v in (raw.get("field_orders") or {}).items()
             },
         )
+        # a value saved without its field's order is as new as the asset: recorded now, since
+        # the asset's order moves with the next newer event, before its fields are compared
+        keys = ("rssi", "distance_m", "battery", *(f"reading:{m}" for m in asset.readings))
+        for key in keys:
+            if key not in asset.field_orders and asset._restored(key):
+                asset.field_orders[key] = asset.order
+        return asset
 
 
 def _restore_anomaly(raw: dict[str, Any]) -> Anomaly:
