@@ -69,5 +69,7 @@ STATE_SAVE_DELAY_S: Final = 300
 # on: it re-sends only after 10 s without ack progress (ack_timeout_s), and critical events are
 # applied the moment they arrive; an ack only lets the edge delete what it already stored.
 ACK_INTERVAL_S: Final = 1.0
+# a delayed save of the dedupe state that only Home Assistant's stop (final write) ever carries out
+STOP_SAVE_DELAY_S: Final = 3600
 MASS_VANISH_COUNT: Final = 3
 MASS_VANISH_WINDOW_MS: Final = 30_000

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from homeassistant.components import mqtt
 from homeassistant.core import CALLBACK_TYPE, CoreState, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
@@ -59,6 +60,7 @@ from .const import (
     SIGNAL_TICK,
     STATE_SAVE_DELAY_S,
     STATE_STORAGE_SUFFIX,
+    STOP_SAVE_DELAY_S,
     STORAGE_MINOR_VERSION,
     STORAGE_VERSION,
 )
@@ -284,12 +286,21 @@ class AssetTrackerHub:
             # the Store writes at the final write now, after this returns: acks wait for the next
             # start, which publishes one for every node's current epoch
             return
-        for node, epoch in dirty:
-            await self._publish_ack(node, epoch)
+        for done, (node, epoch) in enumerate(dirty):
+            try:
+                await self._publish_ack(node, epoch)
+            except HomeAssistantError as err:
+                # MQTT is down: these acks go out after the reconnect, which re-announces anyway
+                self._dirty_acks.update(list(dirty)[done:])
+                _LOGGER.debug("acknowledgements wait for MQTT: %s", err)
+                return
 
     def _schedule_flush(self) -> None:
         if self._flush_cancel is None:
             self._flush_cancel = async_call_later(self.hass, ACK_INTERVAL_S, self._flush_job)
+            # should Home Assistant stop before the flush, the Store still writes this at its
+            # final write: nothing applied is applied again after the restart
+            self._store.async_delay_save(self._ack_data, STOP_SAVE_DELAY_S)
 
     @callback
     def _flush_job(self, _now: datetime) -> None:

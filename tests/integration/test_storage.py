@@ -10,7 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from homeassistant.const import EVENT_HOMEASSISTANT_FINAL_WRITE
 from homeassistant.core import CoreState, HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.util import dt as dt_util
 from mqtt_edge import ROOT, Edge
 from pytest_homeassistant_custom_component.common import (
@@ -267,3 +269,33 @@ def test_the_stores_are_written_without_indentation() -> None:
     assert "\n" not in text and ": " not in text and "Küche" in text
     with pytest.raises(ValueError, match="JSON compliant"):
         json.dumps({"rssi": float("nan")}, cls=CompactJSONEncoder)
+
+
+async def test_events_applied_just_before_a_stop_are_saved_at_the_final_write(
+    hass: HomeAssistant, hass_storage: dict[str, Any], setup_entry: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """Home Assistant does not unload config entries when it stops: what was applied since the
+    last flush is written by the Store at the final write, so it is not applied again after the
+    restart."""
+    edge = Edge(hass)
+    edge.event("anomaly", "freezer", ANOMALY, (now_ms(), 0), seq=1)
+    await hass.async_block_till_done()  # applied; the flush timer has not fired
+    dedupe_key, _ = keys(setup_entry)
+    saved = hass_storage.get(dedupe_key, {}).get("data", {}).get("dedupe", {})
+    assert saved.get("garage", {}).get(str(EPOCH), {}).get("wm", 0) == 0
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_FINAL_WRITE)
+    await hass.async_block_till_done()
+    assert hass_storage[dedupe_key]["data"]["dedupe"]["garage"][str(EPOCH)]["wm"] == 1
+
+
+async def test_acks_that_meet_mqtt_down_wait_for_the_reconnect(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    hub = setup_entry.runtime_data.hub
+    Edge(hass).event("anomaly", "freezer", ANOMALY, (now_ms(), 0), seq=1)
+    await hass.async_block_till_done()
+    mqtt_mock.async_publish.side_effect = HomeAssistantError("MQTT is not connected")
+    await hub.async_flush()  # does not raise: the ack is kept for later
+    mqtt_mock.async_publish.side_effect = None
+    await hub.async_flush()
+    assert acks(mqtt_mock)[-1]["seq"] == 1
