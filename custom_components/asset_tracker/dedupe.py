@@ -141,17 +141,29 @@ class DedupeState:
 
     def check(self, node: str, epoch: int, seq: int, run: int | None) -> Verdict:
         """What applying this identity would be; counts duplicates, marks nothing."""
-        verdict = self.window(node, epoch).verdict(seq, run)
+        verdict = self._verdict(node, epoch, seq, run)
         self._count(verdict)
         return verdict
 
     def claim(self, node: str, epoch: int, seq: int, run: int | None) -> Verdict:
-        """Like `check`, and marks the identity (with its creator) when it is new."""
+        """Like `check`, and marks the identity (with its creator) when it is new here, or was
+        applied under another epoch (so this epoch's watermark passes it)."""
+        verdict = self._verdict(node, epoch, seq, run)
         window = self.window(node, epoch)
-        verdict = window.verdict(seq, run)
-        if verdict is Verdict.NEW:
+        if verdict is Verdict.NEW or (verdict is Verdict.DUPLICATE and not window.seen(seq)):
             window.mark(seq, run)
         self._count(verdict)
+        return verdict
+
+    def _verdict(self, node: str, epoch: int, seq: int, run: int | None) -> Verdict:
+        verdict = self.window(node, epoch).verdict(seq, run)
+        if verdict is not Verdict.NEW or run is None:
+            return verdict
+        # a rotation moves events into a new epoch with their seq and creator: an event that a
+        # restored store moves again was already applied under the epoch it went to first
+        for other, window in self._nodes[node].epochs.items():
+            if other != epoch and window.seen(seq) and window.owner_of(seq) == run:
+                return Verdict.DUPLICATE
         return verdict
 
     def close(self, node: str, epoch: int) -> None:

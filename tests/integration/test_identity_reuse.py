@@ -174,3 +174,16 @@ def test_closing_an_epoch_drops_its_waiting_events_only() -> None:
     assert line.take("b") == []
     assert [(p.epoch, p.seq, p.run) for p in (line.pop(), line.pop())] == [(2, 1, 5), (2, 2, 5)]
     assert line.pop() is None
+
+
+def test_an_event_moved_into_two_epochs_is_applied_once() -> None:
+    """A backup taken before a rotation and put back after it: the restored store is in the
+    closed epoch again, is closed again, and moves the same events into yet another epoch. They
+    keep their seq and creator run, so they are known from the first epoch they went to."""
+    state = DedupeState()
+    assert state.claim("n", 1, 5, 77) is Verdict.NEW  # applied under the first new epoch
+    assert state.claim("n", 2, 5, 77) is Verdict.DUPLICATE  # the same event, moved again
+    assert state.window("n", 2).seen(5)  # the second epoch's watermark passes it
+    assert state.claim("n", 2, 6, 77) is Verdict.NEW  # another event of that run
+    assert state.claim("n", 2, 7, 88) is Verdict.NEW
+    assert state.claim("n", 3, 7, 99) is Verdict.NEW  # same seq, another creator: not the same
