@@ -55,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _part import ROOT, metric, write_part
 from mosquitto_broker import Mosquitto, free_port
 
+from custom_components.asset_tracker.const import STATE_SAVE_DELAY_S
+
 WORK = ROOT / "build" / "bench" / "flash_wear"
 TOPIC_ROOT = "asset_tracker"
 QUICK = os.environ.get("ASSET_TRACKER_BENCH_QUICK") == "1"
@@ -640,6 +642,9 @@ async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
         }
         result["store_file_bytes"] = store_path.stat().st_size
         result["store_sections"] = sections(hub._persistable())
+        # the asset and node store is written every STATE_SAVE_DELAY_S, mostly outside a window
+        state = json.dumps(hub._state_data(), separators=(",", ":"), allow_nan=False)
+        result["state_store_bytes"] = len(state)
         result["rejected"] = dict(hub.rejected)
     finally:
         await hass.async_stop()
@@ -694,6 +699,15 @@ def ha_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             note=f"write_bytes of the Home Assistant process with events minus without "
             f"({traffic['write_bytes'] / seconds / 1000:.1f} - {idle_rate / 1000:.2f} KB/s; "
             f"{idle['saves']} Store saves in the {idle['seconds']:.0f} s without events); {where}",
+        ),
+        metric(
+            f"ha_state_store_kb_per_s_{assets}_assets",
+            data["state_store_bytes"] / STATE_SAVE_DELAY_S / 1000,
+            "KB/s",
+            target=target,
+            note=f"the asset and node Store: {data['state_store_bytes']:,} B written once every "
+            f"{STATE_SAVE_DELAY_S} s while anything changes (the figure above counts the Store "
+            "acks depend on); the two add up",
         ),
         metric(
             f"ha_store_bytes_per_event_{assets}_assets",
