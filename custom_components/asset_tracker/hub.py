@@ -559,6 +559,10 @@ class AssetTrackerHub:
 
     def _apply(self, pending: PendingEvent, now: int) -> None:
         """Checks an event and applies it unless its identity was applied before."""
+        if self.hass.state in _STOPPING:
+            # what the final write saves must hold everything applied: from now on nothing is,
+            # and the node sends it again (unacknowledged) after the restart
+            return
         node = self.nodes[pending.node]
         event = protocol.check_event(pending.index, pending.raw)
         if isinstance(event, protocol.InvalidEvent):
@@ -932,6 +936,9 @@ class CompactJSONEncoder(JSONEncoder):
         kwargs |= {"indent": None, "separators": (",", ":"), "ensure_ascii": False}
         kwargs["allow_nan"] = False
         super().__init__(**kwargs)
+
+
+_STOPPING = frozenset({CoreState.stopping, CoreState.final_write, CoreState.stopped})
 
 
 def node_device_identifier(hub: AssetTrackerHub, node_id: str) -> tuple[str, str]:

@@ -299,3 +299,25 @@ async def test_acks_that_meet_mqtt_down_wait_for_the_reconnect(
     mqtt_mock.async_publish.side_effect = None
     await hub.async_flush()
     assert acks(mqtt_mock)[-1]["seq"] == 1
+
+
+async def test_nothing_is_applied_once_home_assistant_stops(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """Events that arrive or wait while Home Assistant stops are left for the node to send
+    again: the final write must hold everything that was applied."""
+    hub = setup_entry.runtime_data.hub
+    edge = Edge(hass)
+    applied: list[Any] = []
+    hass.bus.async_listen("asset_tracker_anomaly", applied.append)
+    hass.set_state(CoreState.stopping)
+    try:
+        edge.event("anomaly", "freezer", ANOMALY, (now_ms(), 0), seq=1)
+        await hass.async_block_till_done()
+        assert applied == []
+        assert hub.dedupe.watermark("garage", EPOCH) == 0
+    finally:
+        hass.set_state(CoreState.running)
+    edge.event("anomaly", "freezer", ANOMALY, (now_ms(), 0), seq=1)  # sent again: applied now
+    await hass.async_block_till_done()
+    assert len(applied) == 1
