@@ -29,8 +29,9 @@ MAX_COUNTER = 65535
 DEFAULT_LEASE_MS = 30_000
 # issued values may run this far ahead of the physical clock without being saved
 SLACK_MS = 500
-# a merge that runs further ahead is saved with this much headroom (one write per this much)
-AHEAD_HEADROOM_MS = 2_000
+# a merge that runs further ahead is saved with this much headroom (one write per this much of
+# advance while a wall clock is off; a restart may begin up to this far above what was issued)
+AHEAD_HEADROOM_MS = 500
 # health says `synced` only while the clock runs at most this far ahead of the physical clock
 SYNCED_AHEAD_MS = 2_000
 
