@@ -1,0 +1,317 @@
+"""Which room, and which floor, an asset is in: a filter over rooms fed by every node's view.
+
+Nearest-scanner rules (the strongest node wins past a dB margin) flap between two rooms at the
+boundary, stick in the wrong room until the margin is beaten, cannot name a room without a node
+and move every asset of a node that goes offline. Instead each asset keeps a probability per room:
+- evidence: every node that heard the asset recently scores each room, on one dB scale (a room's
+  node should be the strongest by a margin; a trained room's fingerprint should match the shape of
+  what the nodes hear, whatever the tag's transmit power);
+- time: evidence pulls the probabilities at a rate, so how often the estimate is asked changes
+  nothing, and a room can only be left at a rate that falls the longer the asset stayed (dwell
+  makes it sticky) and that favours adjacent rooms;
+- nodes: each node's radio bias is learned from what it hears, and an offline node's room keeps
+  its claim unless another node hears the asset close by.
+The reported room changes only when another room holds a clear majority, so a tag on a boundary
+stays where it is reported.
+
+Pure Python, no Home Assistant imports: the accuracy harness runs this very module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import fmean, pstdev
+
+UNHEARD_DBM = -105.0  # what a node that does not hear an asset is taken to hear
+OFFSET_LIMIT_DB = 10.0
+MIN_TRAINING = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """A place an asset can be: a Home Assistant area, its floor and the nodes inside it."""
+
+    room_id: str
+    floor: str | None
+    nodes: tuple[str, ...]
+    adjacent: frozenset[str] = frozenset()  # empty: unknown, every room is reachable
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Where an asset is, how sure the estimator is, and since when it has said so."""
+
+    room: str | None
+    floor: str | None
+    confidence: float
+    since_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LocatorSettings:
+    """The estimator's constants; defaults are the accuracy harness's best (docs/accuracy.md)."""
+
+    fresh_s: float = 40.0  # an observation older than this says nothing any more
+    temperature_db: float = 4.0  # a score 4 dB better pulls e-fold per evidence time constant
+    evidence_s: float = 1.0
+    margin_db: float = 6.0  # near a node, it beats the others by this much
+    far_dbm: float = -75.0  # weaker is not "close": an offline room keeps its claim
+    fingerprint_db: float = 1.0  # weight of a trained room's shape mismatch (per dB RMS)
+    move_s: float = 3.0  # base time constant to leave a room
+    dwell_s: float = 60.0  # each dwell_s spent in a room doubles the time constant, up to a cap
+    max_move_s: float = 30.0
+    switch_at: float = 0.9  # a new room is reported once it holds this share
+    calibrate: bool = True  # learn each node's radio bias from what it hears
+    offset_quantile: float = 0.9
+    offset_after: int = 300  # samples per node before its bias is trusted
+
+
+@dataclass(slots=True)
+class Fingerprint:
+    """What each node heard, relative to the mean of the nodes, while an asset stood in a room."""
+
+    shape: dict[str, float]
+    spread: dict[str, float]
+
+    @classmethod
+    def of(cls, samples: Sequence[Mapping[str, float]], nodes: Iterable[str]) -> Fingerprint:
+        names = sorted(set(nodes))
+        centred = [_centre({n: s.get(n, UNHEARD_DBM) for n in names}) for s in samples]
+        return cls(
+            shape={n: fmean(c[n] for c in centred) for n in names},
+            spread={n: pstdev([c[n] for c in centred]) for n in names},
+        )
+
+    def mismatch(self, heard: Mapping[str, float]) -> float:
+        """RMS dB between the shapes, each entry weighed by how steady it was in training."""
+        obs = _centre({n: heard.get(n, UNHEARD_DBM) for n in self.shape})
+        terms = [
+            (obs[n] - m) ** 2 / (1.0 + self.spread[n] ** 2 / 9.0) for n, m in self.shape.items()
+        ]
+        return math.sqrt(fmean(terms)) if terms else 0.0
+
+
+@dataclass(slots=True)
+class _Asset:
+    heard: dict[str, tuple[float, int]] = field(default_factory=dict)  # node -> (dBm, at_ms)
+    belief: dict[str, float] = field(default_factory=dict)
+    at_ms: int | None = None
+    room: str | None = None
+    since_ms: int = 0
+
+
+@dataclass(slots=True)
+class _Node:
+    online: bool = True
+    high: float | None = None  # a high quantile of what the node hears (for its bias)
+    samples: int = 0
+
+
+class Locator:
+    """Room and floor per asset from the smoothed signal every node reports for it."""
+
+    def __init__(self, rooms: Iterable[Room], settings: LocatorSettings | None = None) -> None:
+        self.settings = settings or LocatorSettings()
+        self._assets: dict[str, _Asset] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._fingerprints: dict[str, Fingerprint] = {}
+        self.set_rooms(rooms)
+
+    # what the estimator knows of the place
+
+    def set_rooms(self, rooms: Iterable[Room]) -> None:
+        """The rooms changed (areas renamed, nodes moved): beliefs in vanished rooms are dropped."""
+        self.rooms = {r.room_id: r for r in rooms}
+        self._room_of_node = {n: r.room_id for r in self.rooms.values() for n in r.nodes}
+        for state in self._assets.values():
+            state.belief = {k: v for k, v in state.belief.items() if k in self.rooms}
+            if state.room not in self.rooms:
+                state.room = None
+
+    def train(self, room: str, samples: Sequence[Mapping[str, float]]) -> None:
+        """A room's fingerprint from vectors of what the nodes heard while an asset stood in it."""
+        if room not in self.rooms:
+            raise KeyError(room)
+        if len(samples) < MIN_TRAINING:
+            raise ValueError(f"{len(samples)} samples; at least {MIN_TRAINING} are needed")
+        nodes = {n for s in samples for n in s} | set(self._room_of_node)
+        calibrated = [{n: v - self.offset(n) for n, v in s.items()} for s in samples]
+        self._fingerprints[room] = Fingerprint.of(calibrated, nodes)
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        return tuple(sorted(self._fingerprints))
+
+    def offset(self, node: str) -> float:
+        """The node's learned radio bias in dB (0 until it has heard enough)."""
+        state = self._nodes.get(node)
+        if (
+            not self.settings.calibrate
+            or state is None
+            or state.high is None
+            or state.samples < self.settings.offset_after
+        ):
+            return 0.0
+        trusted = [
+            s.high
+            for s in self._nodes.values()
+            if s.high is not None and s.samples >= self.settings.offset_after
+        ]
+        if len(trusted) < 2:
+            return 0.0
+        reference = sorted(trusted)[len(trusted) // 2]
+        return max(-OFFSET_LIMIT_DB, min(OFFSET_LIMIT_DB, state.high - reference))
+
+    # what the nodes say
+
+    def observe(self, asset: str, node: str, rssi: float, at_ms: int) -> None:
+        state = self._assets.setdefault(asset, _Asset())
+        previous = state.heard.get(node)
+        if previous is None or at_ms >= previous[1]:
+            state.heard[node] = (rssi, at_ms)
+        self._learn_bias(node, rssi)
+
+    def lost(self, asset: str, node: str, at_ms: int) -> None:
+        """The node says the asset is away from it."""
+        state = self._assets.get(asset)
+        if state is not None:
+            heard = state.heard.get(node)
+            if heard is not None and heard[1] <= at_ms:
+                del state.heard[node]
+
+    def node_online(self, node: str, online: bool, at_ms: int) -> None:
+        self._nodes.setdefault(node, _Node()).online = online
+
+    def forget(self, asset: str) -> None:
+        self._assets.pop(asset, None)
+
+    def correct(self, asset: str, room: str, now_ms: int) -> None:
+        """The user says the asset is in `room` now."""
+        if room not in self.rooms:
+            raise KeyError(room)
+        state = self._assets.setdefault(asset, _Asset())
+        state.belief = {room: 1.0}
+        state.at_ms = now_ms
+        if state.room != room:
+            state.room, state.since_ms = room, now_ms
+
+    # the answer
+
+    def locate(self, asset: str, now_ms: int) -> Estimate:
+        """Where the asset is at now_ms (None room when no node has heard it recently)."""
+        state = self._assets.get(asset)
+        if state is None or not self.rooms:
+            return Estimate(None, None, 0.0, now_ms)
+        heard = self._fresh(state, now_ms)
+        if not heard and not self._held_by_offline(state):
+            if state.room is not None:
+                state.room, state.since_ms, state.belief = None, now_ms, {}
+            return Estimate(None, None, 0.0, state.since_ms)
+        if heard:
+            self._advance(state, heard, now_ms)
+        if state.belief:
+            best = max(state.belief, key=lambda r: (state.belief[r], r))
+            if best != state.room and (
+                state.room is None or state.belief[best] >= self.settings.switch_at
+            ):
+                state.room, state.since_ms = best, now_ms
+        room = state.room
+        if room is None:
+            return Estimate(None, None, 0.0, state.since_ms)
+        return Estimate(room, self.rooms[room].floor, state.belief.get(room, 0.0), state.since_ms)
+
+    def _fresh(self, state: _Asset, now_ms: int) -> dict[str, float]:
+        """Calibrated dBm of the online nodes that heard the asset recently."""
+        limit = self.settings.fresh_s * 1000
+        return {
+            node: rssi - self.offset(node)
+            for node, (rssi, at) in state.heard.items()
+            if now_ms - at <= limit and self._nodes.get(node, _Node()).online
+        }
+
+    def _held_by_offline(self, state: _Asset) -> bool:
+        """The asset's room has a node that went offline: its claim stands until others object."""
+        if state.room is None:
+            return False
+        nodes = self.rooms[state.room].nodes
+        return bool(nodes) and all(not self._nodes.get(n, _Node()).online for n in nodes)
+
+    def _advance(self, state: _Asset, heard: Mapping[str, float], now_ms: int) -> None:
+        scores = self.scores(heard)
+        top = max(scores.values())
+        if not state.belief:
+            # the first word: the evidence alone, as if it had pulled for one time constant
+            state.belief = dict.fromkeys(self.rooms, 1.0)
+            dt, pull = 0.0, 1.0 / self.settings.temperature_db
+        else:
+            dt = max(0.0, (now_ms - (state.at_ms or now_ms)) / 1000)
+            pull = dt / self.settings.evidence_s / self.settings.temperature_db
+        state.at_ms = now_ms
+        if dt > 0.0:
+            self._move(state, dt, now_ms)
+        elif pull == 0.0:
+            return
+        weights = {
+            r: p * math.exp(pull * (scores[r] - top)) for r, p in state.belief.items() if p > 0
+        }
+        total = sum(weights.values()) or 1.0
+        state.belief = {r: w / total for r, w in weights.items() if w / total > 1e-9}
+
+    def _move(self, state: _Asset, dt: float, now_ms: int) -> None:
+        """Probability leaks out of each room at a rate that falls with the dwell there."""
+        s = self.settings
+        dwell = (now_ms - state.since_ms) / 1000 if state.room is not None else 0.0
+        tau = min(s.max_move_s, s.move_s * 2 ** (dwell / s.dwell_s))
+        leave = 1.0 - math.exp(-dt / tau)
+        moved: dict[str, float] = dict.fromkeys(self.rooms, 0.0)
+        for room, p in state.belief.items():
+            targets = self._reachable(room)
+            moved[room] += p * (1.0 - leave)
+            for target in targets:
+                moved[target] += p * leave / len(targets)
+        state.belief = moved
+
+    def _reachable(self, room: str) -> list[str]:
+        adjacent = [r for r in self.rooms[room].adjacent if r in self.rooms and r != room]
+        return adjacent or [r for r in self.rooms if r != room] or [room]
+
+    def scores(self, heard: Mapping[str, float]) -> dict[str, float]:
+        """Each room's evidence in dB, 0 for a perfect fit; more negative is less likely."""
+        top = sorted(heard.values(), reverse=True)
+        gap = top[0] - (top[1] if len(top) > 1 else UNHEARD_DBM)
+        return {room: self._score(room, heard, top[0], gap) for room in self.rooms}
+
+    def _score(
+        self, room_id: str, heard: Mapping[str, float], strongest: float, gap: float
+    ) -> float:
+        s = self.settings
+        fingerprint = self._fingerprints.get(room_id)
+        if fingerprint is not None:
+            return -s.fingerprint_db * fingerprint.mismatch(heard)
+        nodes = self.rooms[room_id].nodes
+        online = [n for n in nodes if self._nodes.get(n, _Node()).online]
+        if nodes and not online:
+            # nobody can hear for this room: it is as likely as the others are unconvincing
+            return -max(0.0, strongest - s.far_dbm)
+        if not online:
+            return -2.0 * s.margin_db - 20.0  # a room without node nor training: only by moving
+        # an unclear picture (the two strongest nodes close) leaves room for a trained room
+        unclear = max(0.0, s.margin_db - gap)
+        return max(heard.get(n, UNHEARD_DBM) for n in online) - strongest - unclear
+
+    def _learn_bias(self, node: str, rssi: float) -> None:
+        """A stochastic high-quantile of what the node hears: every node hears tags close by."""
+        state = self._nodes.setdefault(node, _Node())
+        state.samples += 1
+        if state.high is None:
+            state.high = rssi
+            return
+        q, step = self.settings.offset_quantile, 0.2 + 20.0 / state.samples
+        state.high += step * (q if rssi > state.high else q - 1.0)
+
+
+def _centre(values: Mapping[str, float]) -> dict[str, float]:
+    mean = fmean(values.values())
+    return {n: v - mean for n, v in values.items()}
