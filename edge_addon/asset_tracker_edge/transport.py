@@ -37,6 +37,11 @@ class TlsOptions:
     insecure: bool = False
 
 
+CONNECT_TIMEOUT_S = 5.0
+YOUNG_OUTAGE_S = 30.0
+YOUNG_OUTAGE_MAX_DELAY_S = 2.0
+
+
 @dataclass(slots=True)
 class LinkOptions:
     host: str = "127.0.0.1"
@@ -92,21 +97,45 @@ def tls_context(tls: TlsOptions) -> ssl.SSLContext | None:
 
 
 class Backoff:
-    """Exponential backoff with full jitter, so a fleet does not reconnect in lock-step."""
+    """Exponential backoff with full jitter, so a fleet does not reconnect in lock-step.
 
-    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
+    While an outage is young the delay stays short: most outages are a broker restarting, and a
+    refused connection costs the broker next to nothing, whereas a delay grown to its ceiling
+    keeps the node away for that long after the broker is back.
+    """
+
+    def __init__(
+        self,
+        minimum: float,
+        maximum: float,
+        rng: random.Random | None = None,
+        *,
+        young_s: float = YOUNG_OUTAGE_S,
+        young_max_s: float = YOUNG_OUTAGE_MAX_DELAY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.minimum = minimum
         self.maximum = maximum
         self.attempt = 0
         self._rng = rng or random.Random()
+        self._young_s = young_s
+        self._young_max_s = young_max_s
+        self._clock = clock
+        self._since: float | None = None
 
     def next_delay(self) -> float:
+        now = self._clock()
+        if self._since is None:
+            self._since = now
         ceiling = min(self.maximum, self.minimum * (2**self.attempt))
+        if now - self._since < self._young_s:
+            ceiling = min(ceiling, self._young_max_s)
         self.attempt = min(self.attempt + 1, 32)
         return self._rng.uniform(self.minimum, max(self.minimum, ceiling))
 
     def reset(self) -> None:
         self.attempt = 0
+        self._since = None
 
 
 @dataclass(slots=True)
@@ -197,7 +226,9 @@ class MqttLink:
             will=aiomqtt.Will(self.will.topic, self.will.payload, self.will.qos, self.will.retain),
             clean_session=True,
             keepalive=opts.keepalive_s,
-            timeout=opts.publish_timeout_s,
+            # the wait for CONNACK: aiomqtt ignores a disconnect before it, so a handshake the
+            # broker drops (a restart, a missed keepalive) costs this whole timeout
+            timeout=CONNECT_TIMEOUT_S,
             max_inflight_messages=opts.max_inflight,
             tls_context=tls_context(opts.tls),
             # small QoS 1 messages and their acks ping-pong; Nagle would hold each one ~40 ms
@@ -218,7 +249,7 @@ class MqttLink:
             try:
                 await self.owner.on_connected(self)
                 for topic in self.subscriptions:
-                    await client.subscribe(topic, qos=1)
+                    await client.subscribe(topic, qos=1, timeout=self.options.publish_timeout_s)
                     _raise_if_cancelled()
                 self.backoff.reset()
                 self.owner.on_ready()
@@ -246,7 +277,11 @@ class MqttLink:
             raise LinkDown("not connected")
         started = time.perf_counter()
         self.inflight += 1
-        task = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
+        task = asyncio.ensure_future(
+            client.publish(
+                topic, payload, qos=qos, retain=retain, timeout=self.options.publish_timeout_s
+            )
+        )
         try:
             done, _ = await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
             if task not in done:

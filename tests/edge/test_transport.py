@@ -26,13 +26,35 @@ from mosquitto_broker import Mosquitto
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
-    backoff = Backoff(0.2, 5.0, random.Random(7))
-    delays = [backoff.next_delay() for _ in range(12)]
+    clock = [0.0]
+    backoff = Backoff(0.2, 5.0, random.Random(7), clock=lambda: clock[0])
+    delays = []
+    for _ in range(12):
+        delays.append(backoff.next_delay())
+        clock[0] += 40.0  # an old outage: the full exponential ceiling applies
     ceilings = [min(5.0, 0.2 * 2**i) for i in range(12)]
     assert all(0.2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    assert max(delays[6:]) > 1.0  # it grows
+    assert max(delays[6:]) > 2.0  # it grows past the young outage's ceiling
     assert len(set(delays)) == len(delays)  # and is jittered
     backoff.reset()
+    assert backoff.next_delay() == pytest.approx(0.2)
+
+
+def test_backoff_stays_short_while_an_outage_is_young() -> None:
+    """A broker restart takes seconds: a node must not sit out a grown delay after it is back."""
+    clock = [0.0]
+    backoff = Backoff(0.2, 30.0, random.Random(3), clock=lambda: clock[0])
+    young = []
+    while clock[0] < 29.0:
+        young.append(backoff.next_delay())
+        clock[0] += young[-1]
+    assert len(young) > 10
+    assert max(young) <= 2.0
+    clock[0] = 31.0
+    later = [backoff.next_delay() for _ in range(20)]
+    assert max(later) > 2.0  # past 30 s the ceiling grows again, sparing a broker that stays down
+    backoff.reset()
+    clock[0] = 100.0
     assert backoff.next_delay() == pytest.approx(0.2)
 
 
