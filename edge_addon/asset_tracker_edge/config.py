@@ -23,6 +23,7 @@ ASSET_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 ROOT_TOPIC = r"^[^/+#]+(/[^/+#]+)*$"
 MAC = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
 UUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+TELEMETRY_MIN_INTERVAL_S = 2.0
 THRESHOLD_METRICS = ("temperature", "humidity", "pressure", "battery_voltage", "co2", "moisture")
 
 
@@ -167,6 +168,18 @@ def _check_unique(assets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return assets
 
 
+def _check_telemetry(telemetry: dict[str, Any]) -> dict[str, Any]:
+    if "min_interval_s" not in telemetry:
+        telemetry["min_interval_s"] = min(TELEMETRY_MIN_INTERVAL_S, float(telemetry["interval_s"]))
+    elif telemetry["min_interval_s"] > telemetry["interval_s"]:
+        raise vol.Invalid(
+            "must be at most interval_s "
+            f"({telemetry['min_interval_s']:g} > {telemetry['interval_s']:g})",
+            path=["min_interval_s"],
+        )
+    return telemetry
+
+
 CONFIG_SCHEMA = _section(
     {
         vol.Required("node"): _section(
@@ -225,7 +238,17 @@ CONFIG_SCHEMA = _section(
         _opt("presence", {}): _section(
             {_opt("away_timeout_s", 60): _int(5, 86400), _opt("debounce", 2): _int(1, 20)}
         ),
-        _opt("telemetry", {}): _section({_opt("interval_s", 30): _int(1, 3600)}),
+        _opt("telemetry", {}): vol.All(
+            _section(
+                {
+                    _opt("interval_s", 30): _int(1, 3600),
+                    _opt("delta_db", 4.0): _float(0, 30),
+                    # unset: TELEMETRY_MIN_INTERVAL_S, or interval_s when that is shorter
+                    vol.Optional("min_interval_s"): _float(0.5, 3600),
+                }
+            ),
+            _check_telemetry,
+        ),
         _opt("rules", {}): RULES,
         _opt("unknown_tags", {}): _section({_opt("report", False): bool}),
         _opt("metrics", {}): _section({_opt("prometheus_port", None): vol.Maybe(_int(1, 65535))}),

@@ -1,7 +1,9 @@
 """Adverts in, a few meaningful events out: decode -> match -> smooth -> presence -> anomaly rules.
 
 Presence transitions and anomalies are critical and leave at once; readings leave as routine
-telemetry at most once per `telemetry.interval_s` per asset, never once per advertisement.
+telemetry once per `telemetry.interval_s` per asset (a heartbeat), and sooner when the smoothed
+signal has moved by `telemetry.delta_db` from what was last sent ("send on delta"), but never more
+often than once per `telemetry.min_interval_s`: never once per advertisement.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ class Tracked:
     battery: float | None = None
     readings: dict[str, float] = field(default_factory=dict)
     last_telemetry_ms: int = 0
+    # the smoothed RSSI the last telemetry carried; None: nothing sent since the asset (re)appeared
+    last_sent_rssi: float | None = None
     last_seen_ms: int = 0
+    returning: bool = False  # went away: the next advert starts the smoothing afresh
 
 
 class Pipeline:
@@ -104,6 +109,8 @@ class Pipeline:
         now = advert.received_ms
         asset = self.assets[asset_id]
         asset.last_seen_ms = max(asset.last_seen_ms, now)
+        if asset.returning:
+            asset.rssi, asset.returning = RssiFilter(), False
         rssi = asset.rssi.update(float(advert.rssi))
         power = (reading.tx_power if reading and reading.tx_power else None) or self._path_loss[
             "measured_power"
@@ -116,11 +123,26 @@ class Pipeline:
         if transition is not None:
             await self._presence(asset_id, asset, transition, now)
         await self._readings(asset_id, asset, reading, now)
-        if now - asset.last_telemetry_ms >= self._setting("telemetry.interval_s") * 1000:
+        if self._telemetry_due(asset, now):
             asset.last_telemetry_ms = now
+            asset.last_sent_rssi = asset.rssi.value
             await self._emit(
                 EdgeEvent("telemetry", Priority.ROUTINE, asset_id, self._data(asset), now)
             )
+
+    def _telemetry_due(self, asset: Tracked, now: int) -> bool:
+        """The heartbeat is due, or the signal moved by the deadband and the spacing has passed."""
+        since = now - asset.last_telemetry_ms
+        if since >= self._setting("telemetry.interval_s") * 1000:
+            return True
+        deadband = float(self._setting("telemetry.delta_db"))
+        if deadband <= 0 or asset.rssi.value is None:
+            return False
+        if since < self._setting("telemetry.min_interval_s") * 1000:
+            return False
+        if asset.last_sent_rssi is None:
+            return True  # a signal where the last telemetry had none
+        return abs(asset.rssi.value - asset.last_sent_rssi) >= deadband
 
     async def _readings(
         self, asset_id: str, asset: Tracked, reading: Reading | None, now: int
@@ -170,6 +192,12 @@ class Pipeline:
 
     async def _presence(self, asset_id: str, asset: Tracked, state: str, now: int) -> None:
         data: dict[str, Any] = {"state": state}
+        if state == "away":
+            # the signal it had says nothing about where it comes back: smoothing starts afresh
+            # with its first advert, and the first telemetry after the return goes at once
+            asset.returning = True
+            asset.last_sent_rssi = None
+            asset.last_telemetry_ms = 0
         if state == "present" and asset.rssi.value is not None:
             data |= {"rssi": round(asset.rssi.value, 1), "distance_m": asset.distance_m}
         await self._emit(EdgeEvent("presence", Priority.CRITICAL, asset_id, data, now))

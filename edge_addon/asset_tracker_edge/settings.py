@@ -22,6 +22,8 @@ SPEC: dict[str, tuple[type, float | None, float | None]] = {
     "presence.away_timeout_s": (int, 5, 86400),
     "presence.debounce": (int, 1, 20),
     "telemetry.interval_s": (int, 1, 3600),
+    "telemetry.delta_db": (float, 0, 30),
+    "telemetry.min_interval_s": (float, 0.5, 3600),
     "batching.window_ms": (int, 10, 60000),
     "batching.max_events": (int, 1, 500),
     "rules.threshold.enabled": (bool, None, None),
@@ -69,6 +71,17 @@ def check(key: str, value: Any) -> str | None:
     return None
 
 
+def together(values: dict[str, Any], changed: dict[str, Any]) -> dict[str, str]:
+    """What is wrong with values that are each acceptable but not side by side, for the keys
+    `changed` names (the ones a `set` can fix)."""
+    spacing, interval = values.get("telemetry.min_interval_s"), values.get("telemetry.interval_s")
+    if spacing is None or interval is None or spacing <= interval:
+        return {}
+    if "telemetry.min_interval_s" in changed:
+        return {"telemetry.min_interval_s": f"must be at most telemetry.interval_s ({interval:g})"}
+    return {"telemetry.interval_s": f"must be at least telemetry.min_interval_s ({spacing:g})"}
+
+
 class RuntimeSettings:
     """The node's current settings, their version and who listens to changes."""
 
@@ -103,6 +116,8 @@ class RuntimeSettings:
         errors = {k: e for k, v in changes.items() if (e := check(k, v)) is not None}
         if not changes:
             errors["set"] = "no settings given"
+        if not errors:
+            errors = together(self._values | changes, changes)
         if errors:
             return errors
         typed = {k: (float(v) if SPEC[k][0] is float else v) for k, v in changes.items()}

@@ -53,6 +53,7 @@ def test_minimal_config_gets_every_default() -> None:
     assert "port" not in config["mqtt"]
     assert config["mqtt"]["root_topic"] == "asset_tracker"
     assert config["presence"] == {"away_timeout_s": 60, "debounce": 2}
+    assert config["telemetry"] == {"interval_s": 30, "delta_db": 4.0, "min_interval_s": 2.0}
     assert config["rules"]["missing"] == {"enabled": True, "after_s": 900}
     assert config["rules"]["zscore"]["z"] == 4.0
     assert config["scanner"] == {"adapter": None, "mode": "passive"}
@@ -74,6 +75,16 @@ def test_minimal_config_gets_every_default() -> None:
         (minimal(scanner={"mode": "loud"}), None),
         (minimal(scanner={"adapter": "wlan0"}), None),
         (minimal(rules={"zscore": {"z": 50}}), ["rules.zscore.z: value must be at most 10"]),
+        (minimal(telemetry={"delta_db": 31}), ["telemetry.delta_db: value must be at most 30"]),
+        (minimal(telemetry={"delta_db": "big"}), ["telemetry.delta_db: expected float"]),
+        (
+            minimal(telemetry={"min_interval_s": 0.1}),
+            ["telemetry.min_interval_s: value must be at least 0.5"],
+        ),
+        (
+            minimal(telemetry={"interval_s": 10, "min_interval_s": 20}),
+            ["telemetry.min_interval_s: must be at most interval_s (20 > 10)"],
+        ),
         (minimal(storage={"sync": "sometimes"}), None),
         (minimal(assets={"id": "x"}), None),
     ],
@@ -277,3 +288,13 @@ def test_redacted_hides_password_and_irks_without_touching_the_config() -> None:
     assert "ec0234a357c8ad05341010a60a397d9b" not in repr(shown)
     assert config["mqtt"]["password"] == "s3cret"
     assert config["assets"][3]["match"]["irk"] == "ec0234a357c8ad05341010a60a397d9b"
+
+
+def test_an_unset_spacing_never_exceeds_a_short_interval() -> None:
+    # `interval_s: 1` was valid before the spacing existed and stays valid
+    assert validate(minimal(telemetry={"interval_s": 1}))["telemetry"]["min_interval_s"] == 1.0
+    telemetry = validate(minimal(telemetry={"interval_s": 5, "delta_db": 0}))["telemetry"]
+    assert telemetry == {"interval_s": 5, "delta_db": 0.0, "min_interval_s": 2.0}
+    assert problems(minimal(telemetry={"interval_s": 1, "min_interval_s": 2})) == [
+        "telemetry.min_interval_s: must be at most interval_s (2 > 1)"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from asset_tracker_edge.config import validate
 from asset_tracker_edge.events import EdgeEvent, Priority
 from asset_tracker_edge.pipeline import Pipeline
 from asset_tracker_edge.settings import RuntimeSettings, defaults_from
-from asset_tracker_edge.simulator import Simulator
+from asset_tracker_edge.simulator import Simulator, ibeacon_data
 
 CYCLE_START_MS = 600_000 * 1000  # the simulator's anomalies follow a 600 s cycle of wall time
 
@@ -219,8 +220,148 @@ async def test_snapshot_matches_the_protocol(run: Run) -> None:
 
 
 async def test_live_settings_reach_the_pipeline(run: Run) -> None:
-    run.settings.apply({"telemetry.interval_s": 60, "presence.debounce": 20}, None)
+    changes = {"telemetry.interval_s": 60, "telemetry.delta_db": 0, "presence.debounce": 20}
+    assert run.settings.apply(changes, None) == {}
     await run.feed(30)
     # with a 20-advert debounce at 2 adverts/s per asset, 30 s is enough; telemetry once each
+    # (moving tags, but send on delta is off)
     assert len(run.of("presence")) == len(run.asset_ids)
     assert Counter(e.asset for e in run.of("telemetry")) == dict.fromkeys(run.asset_ids, 1)
+
+
+# send on delta: a tag's smoothed signal that moves by telemetry.delta_db leaves before the heartbeat
+
+
+class OneTag:
+    """A pipeline with one iBeacon tag whose RSSI the test dictates, advert by advert."""
+
+    def __init__(self, tmp_path: Path, **telemetry: Any) -> None:
+        self.run = Run(tmp_path, anomalies=False, tags=1, sensors=0, telemetry=telemetry)
+        self.address = "5c:f3:70:00:00:01"
+
+    async def hear(self, rssi: float | list[float], seconds: float, per_s: int = 5) -> None:
+        """Adverts at `per_s` for `seconds`, cycling through `rssi`; ticks once a second."""
+        values = rssi if isinstance(rssi, list) else [rssi]
+        step = 1000 // per_s
+        for n in range(int(seconds * per_s)):
+            advert = Advert(self.address, round(values[n % len(values)]), self.run.now,
+                            manufacturer_data={0x004C: ibeacon_data(1, 1)})  # fmt: skip
+            await self.run.pipeline.handle_advert(advert)
+            self.run.now += step
+            if self.run.now % 1000 < step:
+                await self.run.pipeline.tick()
+
+    @property
+    def telemetry(self) -> list[EdgeEvent]:
+        return self.run.of("telemetry", "tag_1")
+
+    def gaps_ms(self) -> list[int]:
+        times = [e.obs_ms or 0 for e in self.telemetry]
+        return [b - a for a, b in itertools.pairwise(times)]
+
+
+@pytest.fixture
+async def tag(tmp_path: Path) -> OneTag:
+    t = OneTag(tmp_path)  # the defaults: 4 dB deadband, 2 s spacing, 30 s heartbeat
+    await t.run.pipeline.decoder.async_setup()
+    return t
+
+
+async def test_defaults_are_a_4_db_deadband_2_s_apart_with_a_30_s_heartbeat(tag: OneTag) -> None:
+    values = tag.run.settings.values()
+    assert values["telemetry.delta_db"] == 4.0
+    assert values["telemetry.min_interval_s"] == 2.0
+    assert values["telemetry.interval_s"] == 30
+
+
+async def test_a_signal_that_moves_past_the_deadband_is_sent_at_once(tag: OneTag) -> None:
+    await tag.hear(-60, 10)
+    assert [e.data["rssi"] for e in tag.telemetry] == [-60.0]  # the first advert's
+    moved_at = tag.run.now
+    await tag.hear(-75, 5)  # carried away from the node: 15 dB weaker
+    sent = [e for e in tag.telemetry if (e.obs_ms or 0) >= moved_at]
+    assert sent, "no telemetry within 5 s of the move"
+    first = sent[0]
+    assert first.priority is Priority.ROUTINE  # rides the batch window like any telemetry
+    # the median needs 3 of 5 new samples, then the mean moves 4.5 dB in the first step:
+    # sent with the third advert after the move, not 30 s later
+    assert (first.obs_ms or 0) - moved_at <= 3 * 200
+    assert -66 < first.data["rssi"] <= -64
+    assert first.data["distance_m"] > 1.0
+    # later deltas each at least the spacing after the one before, until the value settles
+    assert all(gap >= 2000 for gap in tag.gaps_ms())
+    assert sent[-1].data["rssi"] < first.data["rssi"] - 4
+    wire(tag.run.events)
+
+
+async def test_noise_inside_the_deadband_sends_only_the_heartbeat(tag: OneTag) -> None:
+    # +-3 dB around -60 (and a deep fade now and then): the smoothed value stays within 4 dB
+    await tag.hear([-57, -63, -60, -58, -62, -61, -59, -80, -60, -57], 125)
+    assert len(tag.telemetry) == 5  # at 0, 30, 60, 90 and 120 s
+    assert all(30_000 <= gap < 30_200 for gap in tag.gaps_ms())
+
+
+async def test_the_spacing_holds_back_a_signal_that_keeps_moving(tmp_path: Path) -> None:
+    t = OneTag(tmp_path, delta_db=1, min_interval_s=5)
+    await t.run.pipeline.decoder.async_setup()
+    ramp = [-50 - n * 0.2 for n in range(200)]  # 1 dB a second for 40 s: a delta every advert
+    await t.hear(ramp, 40)
+    gaps = t.gaps_ms()
+    assert len(t.telemetry) >= 7  # far more than the heartbeat, ...
+    assert min(gaps) >= 5000  # ... but never closer together than the spacing
+    assert max(gaps) < 5400  # sent with the first advert the spacing allows
+
+
+async def test_a_zero_deadband_is_the_heartbeat_alone(tmp_path: Path) -> None:
+    t = OneTag(tmp_path, delta_db=0)
+    await t.run.pipeline.decoder.async_setup()
+    await t.hear(-60, 5)
+    await t.hear(-85, 20)
+    assert [e.data["rssi"] for e in t.telemetry] == [-60.0]  # the move waits for the heartbeat
+    await t.hear(-85, 10)
+    assert [e.data["rssi"] for e in t.telemetry][1] < -80
+    assert t.gaps_ms()[0] == 30_000
+
+
+async def test_the_heartbeat_follows_the_last_telemetry_sent(tag: OneTag) -> None:
+    await tag.hear(-60, 10)
+    await tag.hear(-75, 10)
+    last_delta = tag.telemetry[-1].obs_ms or 0
+    count = len(tag.telemetry)
+    assert count >= 2
+    await tag.hear(-75, 45)
+    (heartbeat,) = tag.telemetry[count:]
+    assert 30_000 <= (heartbeat.obs_ms or 0) - last_delta < 30_200
+
+
+async def test_live_deadband_and_spacing_changes_apply_to_the_next_advert(tag: OneTag) -> None:
+    assert tag.run.settings.apply({"telemetry.delta_db": 0}, None) == {}
+    await tag.hear(-60, 5)
+    await tag.hear(-75, 5)
+    assert len(tag.telemetry) == 1
+    changes = {"telemetry.delta_db": 6, "telemetry.min_interval_s": 1}
+    assert tag.run.settings.apply(changes, None) == {}
+    await tag.hear(-75, 0.2)  # one advert: the signal has long moved by more than 6 dB
+    assert len(tag.telemetry) == 2
+    assert tag.telemetry[-1].data["rssi"] < -70
+
+
+async def test_after_away_and_back_the_first_telemetry_goes_at_once_from_fresh_smoothing(
+    tmp_path: Path,
+) -> None:
+    tag = OneTag(tmp_path, interval_s=300)  # no heartbeat due when it comes back
+    await tag.run.pipeline.decoder.async_setup()
+    await tag.hear(-60, 10)
+    gone_at = tag.run.now
+    await tag.run.feed(65, per_s=1, only=set())  # silence: away after 60 s
+    assert [e.data["state"] for e in tag.run.of("presence")] == ["present", "away"]
+    assert tag.run.now - gone_at < 70_000
+    before = len(tag.telemetry)
+    await tag.hear(-61, 0.2)  # within any deadband of what was sent before it left
+    assert len(tag.telemetry) == before + 1
+    # smoothing started afresh: the new sample alone, not a blend with the old place's signal
+    assert tag.telemetry[-1].data["rssi"] == -61.0
+    await tag.hear(-61, 1)
+    presence = tag.run.of("presence")
+    assert presence[-1].data == {"state": "present", "rssi": -61.0,
+                                 "distance_m": presence[-1].data["distance_m"]}  # fmt: skip

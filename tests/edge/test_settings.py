@@ -37,6 +37,11 @@ def test_defaults_come_from_the_configuration() -> None:
         ("presence.debounce", 0, "value must be at least 1"),
         ("rules.zscore.z", 10.5, "value must be at most 10"),
         ("rules.rate.max_per_min", 0.05, "value must be at least 0.1"),
+        ("telemetry.delta_db", -1, "value must be at least 0"),
+        ("telemetry.delta_db", 30.5, "value must be at most 30"),
+        ("telemetry.delta_db", "4", "must be a number"),
+        ("telemetry.min_interval_s", 0.2, "value must be at least 0.5"),
+        ("telemetry.min_interval_s", float("nan"), "must be a finite number"),
     ],
 )
 def test_check_says_why(key: str, value: Any, error: str) -> None:
@@ -107,3 +112,38 @@ def test_a_bad_or_tampered_file_is_ignored_value_by_value(tmp_path: Path) -> Non
     assert s.get("presence.debounce") == 3  # out of range on disk: the default stays
     assert s.get("rules.zscore.z") == 5.0
     assert "x.y" not in s.values()
+
+
+def test_send_on_delta_settings_come_from_the_configuration_and_change_remotely(
+    tmp_path: Path,
+) -> None:
+    s = RuntimeSettings(defaults(), tmp_path / "settings.json")
+    assert s.get("telemetry.delta_db") == 4.0
+    assert s.get("telemetry.min_interval_s") == 2.0
+    assert s.apply({"telemetry.delta_db": 0, "telemetry.min_interval_s": 5}, 3) == {}
+    assert s.get("telemetry.delta_db") == 0.0
+    assert isinstance(s.get("telemetry.min_interval_s"), float)
+    again = RuntimeSettings(defaults(), tmp_path / "settings.json")
+    assert again.get("telemetry.min_interval_s") == 5.0
+    assert again.version == 3
+
+
+def test_the_spacing_may_not_exceed_the_interval_and_the_error_names_the_key_sent(
+    tmp_path: Path,
+) -> None:
+    s = RuntimeSettings(defaults(), tmp_path / "settings.json")
+    assert s.apply({"telemetry.min_interval_s": 45}, None) == {
+        "telemetry.min_interval_s": "must be at most telemetry.interval_s (30)"
+    }
+    assert s.apply({"telemetry.interval_s": 1}, None) == {
+        "telemetry.interval_s": "must be at least telemetry.min_interval_s (2)"
+    }
+    assert s.values() == defaults()
+    assert s.version == 0
+    # both in one command: judged side by side as they will be
+    assert s.apply({"telemetry.interval_s": 1, "telemetry.min_interval_s": 1}, None) == {}
+    assert s.apply({"telemetry.min_interval_s": 1.0}, None) == {}  # equal is fine
+    # a lone bad value is reported as such, not as a conflict
+    assert s.apply({"telemetry.min_interval_s": 0}, None) == {
+        "telemetry.min_interval_s": "value must be at least 0.5"
+    }
