@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "presence.away_timeout_s": 60,
     "presence.debounce": 2,
     "telemetry.interval_s": 30,
+    "telemetry.delta_db": 4.0,
+    "telemetry.min_interval_s": 2.0,
     "batching.window_ms": 1000,
     "batching.max_events": 200,
     "rules.threshold.enabled": True,
@@ -167,6 +169,30 @@ async def test_number_sends_a_versioned_set_and_shows_the_applied_value(
     assert state.state == "120"
     assert state.attributes["settings_version"] == 4
     assert "last_error" not in state.attributes
+
+
+async def test_send_on_delta_settings_are_numbers_of_the_node(
+    hass: HomeAssistant, node: MagicMock
+) -> None:
+    delta = _entity_id(hass, "number", "telemetry_delta_db")
+    spacing = _entity_id(hass, "number", "telemetry_min_interval_s")
+    assert hass.states.get(delta).state == "4.0"
+    assert hass.states.get(delta).attributes["unit_of_measurement"] == "dB"
+    assert hass.states.get(spacing).state == "2.0"
+    assert hass.states.get(spacing).attributes["min"] == 0.5
+    command = await _call_and_answer(
+        hass,
+        node,
+        ("number", "set_value", {"entity_id": delta, "value": 6}),
+        {
+            "ok": True,
+            "settings_version": 4,
+            "settings": DEFAULTS | {"telemetry.delta_db": 6.0},
+        },
+    )
+    assert command["set"] == {"telemetry.delta_db": 6.0}
+    assert isinstance(command["set"]["telemetry.delta_db"], float)
+    assert hass.states.get(delta).state == "6.0"
 
 
 async def test_rejection_is_raised_and_kept_and_the_value_stays(
