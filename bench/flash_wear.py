@@ -600,8 +600,8 @@ async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
         await hass.async_block_till_done()
         entry = hass.config_entries.async_entries("asset_tracker")[0]
         hub = entry.runtime_data.hub
-        counter = SaveCounter(hub._store)
-        store_path = Path(hub._store.path)
+        counter = SaveCounter(hub.persistence.dedupe_store)
+        store_path = Path(hub.persistence.dedupe_store.path)
 
         t0 = time.monotonic()
         # epochs of their own: a retained ack of an earlier run never counts for this one
@@ -641,9 +641,9 @@ async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
             "applied": hub.applied - applied0,
         }
         result["store_file_bytes"] = store_path.stat().st_size
-        result["store_sections"] = sections(hub._persistable())
+        result["store_sections"] = sections(hub.persistence.persistable())
         # the asset and node store is written every STATE_SAVE_DELAY_S, mostly outside a window
-        state = json.dumps(hub._state_data(), separators=(",", ":"), allow_nan=False)
+        state = json.dumps(hub.persistence.state_data(), separators=(",", ":"), allow_nan=False)
         result["state_store_bytes"] = len(state)
         result["rejected"] = dict(hub.rejected)
     finally:

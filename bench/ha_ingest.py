@@ -255,14 +255,14 @@ def watch_critical(hub: Any) -> list[float]:
     """Milliseconds from a critical event's HLC (stamped as the publisher built its batch) to its
     application, entities written in the same callback; the clocks are the same machine's."""
     latencies: list[float] = []
-    apply = hub._apply
+    apply = hub.applier.apply
 
     def timed(pending: Any, now: int) -> None:
         apply(pending, now)
         if pending.critical:
             latencies.append(time.time() * 1000 - pending.raw["hlc"][0])
 
-    hub._apply = timed
+    hub.applier.apply = timed
     return latencies
 
 

@@ -12,8 +12,7 @@ from homeassistant.helpers.typing import ConfigType
 from .clock import wall_ms
 from .const import CONF_RETENTION_DAYS, CONF_ROOT_TOPIC, DOMAIN, PLATFORMS
 from .dashboard import async_setup_dashboard
-from .hub import AssetTrackerHub
-from .models import AssetTrackerConfigEntry, AssetTrackerData
+from .hub import AssetTrackerConfigEntry, AssetTrackerData, AssetTrackerHub
 from .services import async_setup_services
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)

@@ -1,10 +1,77 @@
-"""Correlated alerts: many assets vanishing from one node at once point at the node, not the tag."""
+"""Alerts: anomalies the edge reported, node alerts, and many assets vanishing from one node at
+once, which point at the node, not the tag."""
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
-from .const import MASS_VANISH_COUNT, MASS_VANISH_WINDOW_MS
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+
+from .clock import wall_ms
+from .const import (
+    CONF_ALERT_SEVERITIES,
+    EVENT_ANOMALY,
+    EVENT_NODE_ALERT,
+    MASS_VANISH_COUNT,
+    MASS_VANISH_WINDOW_MS,
+    SIGNAL_ANOMALY,
+)
+from .fleet import Fleet
+from .models import Anomaly, AssetState, NodeState, Order
+
+
+class Alerts:
+    """Fires the events automations alert on, and holds each asset's alerting anomaly."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self.vanish = VanishCorrelator()
+
+    def anomaly(
+        self, asset: AssetState, node: NodeState, order: Order, data: dict[str, Any], late: bool
+    ) -> None:
+        """A late anomaly (a replay, or older than the asset's state) is history, not an alert."""
+        fleet = self._fleet
+        anomaly = Anomaly(
+            rule=data["rule"],
+            severity=data["severity"],
+            message=data["message"],
+            node=node.node_id,
+            hlc=order[:2],
+            metric=data.get("metric"),
+            value=data.get("value"),
+        )
+        node.anomalies.add(wall_ms())
+        alert = data["severity"] in fleet.options[CONF_ALERT_SEVERITIES] and not late
+        suppressed = data["rule"] == "missing" and self.vanish.suppressing(node.node_id, order[0])
+        fleet.hass.bus.async_fire(
+            EVENT_ANOMALY,
+            {"asset": asset.asset_id, "asset_name": asset.name, **anomaly.as_dict(), "late": late}
+            | {"alert": alert and not suppressed},
+            time_fired=order[0] / 1000 if late else None,
+        )
+        if late:
+            return
+        asset.last_anomaly = anomaly
+        if alert and not suppressed:
+            asset.anomaly = anomaly
+        signal = SIGNAL_ANOMALY.format(fleet.entry_id, asset.asset_id)
+        async_dispatcher_send(fleet.hass, signal, anomaly)
+        fleet.asset_changed(asset)
+
+    def departed(self, node: NodeState, asset: AssetState, order: Order) -> None:
+        """An asset went away from a node: one node alert when several did within the window."""
+        count = self.vanish.record(node.node_id, asset.asset_id, order[0])
+        if count is not None:
+            self.node_alert(node, "mass_vanish", count, {})
+
+    def node_alert(self, node: NodeState, reason: str, count: int, data: dict[str, Any]) -> None:
+        self._fleet.hass.bus.async_fire(
+            EVENT_NODE_ALERT,
+            {"node": node.node_id, "node_name": node.name, "reason": reason, "count": count}
+            | {"message": data.get("message", f"{count} assets vanished from {node.name}")},
+        )
 
 
 class VanishCorrelator:

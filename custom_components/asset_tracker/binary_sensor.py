@@ -10,8 +10,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .entity import AssetEntity, NodeEntity, async_track_devices
-from .hub import AssetTrackerHub
-from .models import AssetTrackerConfigEntry
+from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 
 PARALLEL_UPDATES = 0
 

@@ -8,7 +8,7 @@ from typing import Any
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
-from .models import AssetTrackerConfigEntry
+from .hub import AssetTrackerConfigEntry
 
 MAC = re.compile(r"(?i)\b[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b")
 TO_REDACT = {"password", "username", "token", "irk", "uuid"}

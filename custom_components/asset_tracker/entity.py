@@ -14,7 +14,8 @@ from homeassistant.helpers.entity_platform import (
 )
 
 from .const import SIGNAL_ASSET_UPDATE, SIGNAL_NEW_ASSET, SIGNAL_NEW_NODE, SIGNAL_NODE_UPDATE
-from .hub import AssetTrackerHub, asset_device_identifier, node_device_identifier
+from .fleet import asset_device_identifier, node_device_identifier
+from .hub import AssetTrackerHub
 from .models import AssetState, NodeState
 
 _NEVER_WRITTEN = object()

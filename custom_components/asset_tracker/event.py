@@ -9,8 +9,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import ANOMALY_RULES, SIGNAL_ANOMALY
 from .entity import AssetEntity, async_track_devices
-from .hub import AssetTrackerHub
-from .models import Anomaly, AssetTrackerConfigEntry
+from .hub import AssetTrackerConfigEntry, AssetTrackerHub
+from .models import Anomaly
 
 PARALLEL_UPDATES = 0
 

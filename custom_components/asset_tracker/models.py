@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .analytics import LatencyWindow, RateWindow, Visits
 from .fusion import Sighting
-
-if TYPE_CHECKING:
-    from homeassistant.config_entries import ConfigEntry
-
-    from .hub import AssetTrackerHub
 
 Hlc = tuple[int, int]
 Order = tuple[int, int, str]  # (wall_ms, counter, node): the total order of the protocol
@@ -175,13 +170,3 @@ def _restore_anomaly(raw: dict[str, Any]) -> Anomaly:
         metric=raw.get("metric"),
         value=raw.get("value"),
     )
-
-
-@dataclass(slots=True)
-class AssetTrackerData:
-    """`ConfigEntry.runtime_data` of this integration."""
-
-    hub: AssetTrackerHub
-
-
-type AssetTrackerConfigEntry = ConfigEntry[AssetTrackerData]

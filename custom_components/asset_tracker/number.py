@@ -8,8 +8,7 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .entity import async_track_devices
-from .hub import AssetTrackerHub
-from .models import AssetTrackerConfigEntry
+from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 from .remote_settings import NUMBERS, NumberSettingDescription, RemoteSettingEntity
 
 PARALLEL_UPDATES = 1  # one command at a time per platform keeps settings versions in order

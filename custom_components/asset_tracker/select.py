@@ -16,8 +16,7 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .entity import async_track_devices
-from .hub import AssetTrackerHub
-from .models import AssetTrackerConfigEntry
+from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 from .remote_settings import RemoteSettingEntity
 
 PARALLEL_UPDATES = 1

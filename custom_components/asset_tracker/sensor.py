@@ -36,8 +36,8 @@ from homeassistant.util import dt as dt_util
 from .clock import wall_ms
 from .const import SIGNAL_NEW_READING, SIGNAL_TICK
 from .entity import AssetEntity, NodeEntity, async_track_devices
-from .hub import AssetTrackerHub
-from .models import AssetState, AssetTrackerConfigEntry, NodeState
+from .hub import AssetTrackerConfigEntry, AssetTrackerHub
+from .models import AssetState, NodeState
 
 PARALLEL_UPDATES = 0
 

@@ -9,8 +9,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .entity import async_track_devices
-from .hub import AssetTrackerHub
-from .models import AssetTrackerConfigEntry
+from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 from .remote_settings import SWITCHES, RemoteSettingEntity, SwitchSettingDescription
 
 PARALLEL_UPDATES = 1

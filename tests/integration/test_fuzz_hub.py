@@ -56,7 +56,7 @@ async def test_fuzz_the_hub_with_mutated_messages(
     message = ReceiveMessage(
         vector.data["topic"], json.dumps(payload), 1, False, "asset_tracker/#", time.monotonic()
     )
-    hub._on_message(message)  # an exception in a handler escapes here
+    hub.ingest.on_message(message)  # an exception in a handler escapes here
     await hass.async_block_till_done()  # and routine events are applied in slices after it
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[0].getMessage()

@@ -14,9 +14,9 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from mqtt_edge import Edge
 
-from custom_components.asset_tracker import hub as hub_module
+from custom_components.asset_tracker import apply as apply_module
 from custom_components.asset_tracker.const import DOMAIN
-from custom_components.asset_tracker.hub import node_device_identifier
+from custom_components.asset_tracker.fleet import node_device_identifier
 
 TAGS = [f"tag_{i}" for i in range(20)]
 
@@ -80,7 +80,7 @@ async def fleet(hass: HomeAssistant, setup_entry: Any) -> tuple[Edge, Any, int]:
 async def test_critical_event_overtakes_a_routine_backlog(
     hass: HomeAssistant, fleet: tuple[Edge, Any, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)  # one event per slice
+    monkeypatch.setattr(apply_module, "SLICE_S", 0.0)  # one event per slice
     edge, hub, t = fleet
     applied = hub.applied
     send_batch(edge, [("telemetry", a, {"battery": 60}, t + 1) for a in TAGS])
@@ -98,7 +98,7 @@ async def test_critical_event_overtakes_a_routine_backlog(
 async def test_critical_event_applies_its_assets_waiting_events_first(
     hass: HomeAssistant, fleet: tuple[Edge, Any, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)
+    monkeypatch.setattr(apply_module, "SLICE_S", 0.0)
     edge, hub, t = fleet
     late = hub.late
     send_batch(
@@ -119,7 +119,7 @@ async def test_critical_event_applies_its_assets_waiting_events_first(
 async def test_backlog_yields_to_the_loop_between_slices(
     hass: HomeAssistant, fleet: tuple[Edge, Any, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)
+    monkeypatch.setattr(apply_module, "SLICE_S", 0.0)
     edge, hub, t = fleet
     applied = hub.applied
     send_batch(edge, [("telemetry", a, {"battery": 70}, t + 1) for a in TAGS[:3]])
@@ -133,7 +133,7 @@ async def test_backlog_yields_to_the_loop_between_slices(
 async def test_entity_written_once_per_slice(
     hass: HomeAssistant, fleet: tuple[Edge, Any, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hub_module, "SLICE_S", 60.0)  # the whole batch in one slice
+    monkeypatch.setattr(apply_module, "SLICE_S", 60.0)  # the whole batch in one slice
     edge, _hub, t = fleet
     for b in (10, 20, 30, 40):  # four messages
         send_batch(edge, [("telemetry", "dog", {"battery": b}, t + b)])
@@ -174,7 +174,7 @@ async def test_acks_cover_only_applied_events_and_stop_drops_the_rest(
     mqtt_mock: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)
+    monkeypatch.setattr(apply_module, "SLICE_S", 0.0)
     edge, hub, t = fleet
     await hub.async_flush()
     first = edge.seq

@@ -29,7 +29,7 @@ from custom_components.asset_tracker.const import (
     STORAGE_MINOR_VERSION,
 )
 from custom_components.asset_tracker.dedupe import DedupeState
-from custom_components.asset_tracker.hub import CompactJSONEncoder
+from custom_components.asset_tracker.persistence import CompactJSONEncoder
 
 EPOCH = 1764374400123
 ANOMALY = {"rule": "threshold", "severity": "warning", "message": "too warm"}
@@ -131,7 +131,8 @@ async def test_the_single_store_is_split_on_the_first_start(
     assert hub.assets["freezer"].battery == 58
     assert acks(mqtt_mock)[-1]["seq"] == 3
     # the everything-at-once form (minor version 1) is the two stores together
-    assert hub._persistable() == hub._ack_data() | hub._state_data()
+    stores = hub.persistence
+    assert stores.persistable() == stores.ack_data() | stores.state_data()
 
 
 async def test_asset_state_is_saved_at_unload_not_with_every_ack(
@@ -181,19 +182,19 @@ async def test_asset_state_is_saved_minutes_after_its_first_change(
     async_fire_time_changed(hass, start + timedelta(seconds=STATE_SAVE_DELAY_S + 1))
     await hass.async_block_till_done()
     assert hass_storage[state_key]["data"]["assets"]["dog"]["battery"] == 69
-    assert not hub._state_save_pending
+    assert not hub.persistence.state_save_pending
     # acknowledging an anomaly changes shown state only: saved with the next state save
     edge.event("anomaly", "dog", ANOMALY, (t + 2, 0))
     await flush(hass)
     assert hub.acknowledge("dog")
-    assert hub._state_save_pending
+    assert hub.persistence.state_save_pending
 
 
 async def test_an_ack_waits_for_the_save_of_the_dedupe_state(
     hass: HomeAssistant, setup_entry: MockConfigEntry, mqtt_mock: Any
 ) -> None:
     hub = setup_entry.runtime_data.hub
-    store = hub._store
+    store = hub.persistence.dedupe_store
     write = store._async_write_data
     gate = asyncio.Event()
     written: list[int] = []
@@ -207,7 +208,7 @@ async def test_an_ack_waits_for_the_save_of_the_dedupe_state(
     edge = Edge(hass)
     edge.event("anomaly", "freezer", ANOMALY, (now_ms(), 0), seq=1)
     await hass.async_block_till_done()
-    assert hub._flush_cancel is not None  # a flush is due ACK_INTERVAL_S after the message
+    assert hub.acks.flush_cancel is not None  # a flush is due ACK_INTERVAL_S after the message
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=ACK_INTERVAL_S))
     for _ in range(20):
         await asyncio.sleep(0)

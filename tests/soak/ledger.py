@@ -22,7 +22,7 @@ from soak.parts import StoredEvent, parse_event
 
 APPLIED_RE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) DEBUG \([^)]*\) "
-    r"\[custom_components\.asset_tracker\.hub\] applied (\S+) (\d+) (\d+) "
+    r"\[custom_components\.asset_tracker\.(?:apply|hub)\] applied (\S+) (\d+) (\d+) "
     r"run=(\d+|None) hlc=\[(\d+), (\d+)\] asset=(\S+)$"
 )
 WARNING_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (WARNING|ERROR|CRITICAL) ")

@@ -1,0 +1,177 @@
+"""MQTT in: the fleet's subscription, each message decoded and routed, events sorted at the door.
+
+A message that does not decode is rejected and counted. An `events` message is looked at event by
+event only as far as ordering needs: critical events are applied at once, routine ones wait in the
+backlog unless their identity was already applied (a redelivery), and an identity re-used by
+another run of the edge closes its epoch. Every event is checked in full when it is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from homeassistant.components import mqtt
+from homeassistant.core import CALLBACK_TYPE, callback
+
+from . import protocol
+from .acks import Acks
+from .apply import Applier
+from .backlog import PendingEvent
+from .clock import wall_ms
+from .const import DOMAIN
+from .dedupe import Verdict
+from .fleet import Fleet
+from .persistence import Persistence
+
+PROBE_ATTEMPTS = 20
+PROBE_INTERVAL_S = 0.5
+
+
+class Ingest:
+    """Receives the fleet's messages and says the host is online once it can."""
+
+    def __init__(
+        self, fleet: Fleet, acks: Acks, applier: Applier, persistence: Persistence
+    ) -> None:
+        self._fleet = fleet
+        self._acks = acks
+        self._applier = applier
+        self._persistence = persistence
+        self._subscribed = asyncio.Event()
+        self._announce_task: asyncio.Task[None] | None = None
+        self._routes: dict[str, Callable[[str, protocol.Decoded], None]] = {
+            "status": applier.on_status,
+            "config": applier.on_config,
+            "events": self._on_events,
+            "snapshot": applier.on_snapshot,
+            "health": applier.on_health,
+            "cmd/result": applier.on_cmd_result,
+        }
+
+    async def async_subscribe(self) -> CALLBACK_TYPE:
+        topic = protocol.subscription(self._fleet.root)
+        return await mqtt.async_subscribe(
+            self._fleet.hass, topic, self.on_message, qos=1, encoding=None
+        )
+
+    def track_connection(self) -> CALLBACK_TYPE:
+        return mqtt.async_subscribe_connection_status(self._fleet.hass, self._on_connection)
+
+    @callback
+    def announce(self) -> None:
+        if self._announce_task is not None:
+            self._announce_task.cancel()
+        self._announce_task = self._fleet.hass.async_create_background_task(
+            self._announce_when_subscribed(), f"{DOMAIN} announce {self._fleet.root}"
+        )
+
+    def stop(self) -> None:
+        if self._announce_task is not None:
+            self._announce_task.cancel()
+
+    @callback
+    def _on_connection(self, connected: bool) -> None:
+        """A broker without persistence forgets our retained `online` and acks when it restarts:
+        after every reconnect both are published again (nodes replay from the acks)."""
+        if connected:
+            self._subscribed.clear()
+            self.announce()
+
+    async def _announce_when_subscribed(self) -> None:
+        """Say "online" only once the broker delivers to us.
+
+        Nodes replay their backlog as soon as the host is online; a replay that reached the broker
+        before our subscription did would be dropped and only re-sent after the nodes' ack
+        timeout. Our own probe coming back proves the subscription is active.
+        """
+        probe = f"{self._fleet.root}/host/probe"
+        for _ in range(PROBE_ATTEMPTS):
+            await mqtt.async_publish(self._fleet.hass, probe, self._fleet.entry_id, qos=1)
+            try:
+                async with asyncio.timeout(PROBE_INTERVAL_S):
+                    await self._subscribed.wait()
+                break
+            except TimeoutError:
+                continue
+        await self.async_publish_host("online")
+        # through a flush: events applied since the last save are in these acks too
+        self._acks.mark_current_epochs()
+        await self._acks.async_flush()
+
+    async def async_publish_host(self, state: str) -> None:
+        clock = self._fleet.clock
+        message = {"v": 1, "state": state, "protocols": [1], "hlc": list(clock.tick())}
+        await self._fleet.publish("host/status", None, message)
+
+    @callback
+    def on_message(self, msg: mqtt.ReceiveMessage) -> None:
+        root = self._fleet.root
+        if msg.topic == f"{root}/host/probe":
+            self._subscribed.set()
+            return
+        try:
+            payload = msg.payload
+            # events are checked one by one when applied, so a big batch costs little here
+            decoded = protocol.decode(
+                root,
+                msg.topic,
+                payload if isinstance(payload, str) else bytes(payload),
+                check_events=False,
+            )
+        except protocol.UnknownTopic:
+            return
+        except protocol.ProtocolError as err:
+            self._fleet.reject(_node_of(root, msg.topic), err.reason, err.detail)
+            return
+        route = self._routes.get(decoded.kind)
+        if route is not None and decoded.node is not None:
+            route(decoded.node, decoded)
+            self._fleet.flush_changes()
+            self._persistence.schedule_state_save()  # at least the node's last_seen_ms moved
+
+    def _on_events(self, node_id: str, decoded: protocol.Decoded) -> None:
+        msg, fleet = decoded.message, self._fleet
+        node = fleet.node(node_id)
+        epoch = msg["epoch"]
+        window = fleet.dedupe.window(node_id, epoch)
+        self._acks.mark(node_id, epoch)
+        self._acks.schedule_flush()
+        if window.closed:
+            # the edge has not seen the closing ack yet: it goes out again with the next flush
+            fleet.dedupe.refused += len(msg["events"])
+            return
+        node.epoch = epoch  # a late message of a closed epoch is not the node's current one
+        window.raise_floor(msg["floor"])
+        sent, replay = msg.get("sent"), msg.get("replay", False)
+        now = wall_ms()
+        for index, raw in enumerate(msg["events"]):
+            self._sort(PendingEvent(node_id, epoch, index, raw, replay, sent), now)
+            if window.closed:
+                fleet.dedupe.refused += len(msg["events"]) - index - 1
+                break
+        self._applier.merge_clock(node, sent)
+        self._acks.schedule_flush()
+        self._applier.events_received(node_id)
+
+    def _sort(self, pending: PendingEvent, now: int) -> None:
+        """Critical events are applied now; routine ones wait unless already applied."""
+        applier = self._applier
+        if pending.critical:
+            applier.apply_ahead(pending.asset, now)
+            applier.apply(pending, now)
+        elif pending.seq is None:
+            applier.enqueue(pending)  # rejected when applied, in its turn
+        else:
+            dedupe = self._fleet.dedupe
+            verdict = dedupe.check(pending.node, pending.epoch, pending.seq, pending.run)
+            if verdict is Verdict.REUSED:
+                applier.close_epoch(self._fleet.nodes[pending.node], pending.epoch, pending.seq)
+            elif verdict is Verdict.NEW:
+                # a redelivery of a still waiting event waits too, and is skipped when applied
+                applier.enqueue(pending)
+
+
+def _node_of(root: str, topic: str) -> str | None:
+    rest = topic.removeprefix(f"{root}/")
+    return rest.split("/", 1)[0] if rest != topic else None
