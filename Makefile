@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench demo e2e faults faults-long fuzz check-wheels clean soak
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy demo e2e faults faults-long fuzz check-wheels clean soak
 
 setup:
 	bash scripts/toolchain.sh
@@ -33,6 +33,12 @@ clean:
 # Targets whose scripts are owned by the parts they exercise.
 bench:
 	$(PY314) python bench/report.py
+
+# location accuracy: every scenario of bench/accuracy/scenarios at full length, three locators;
+# writes build/accuracy/report.{json,md} (ACCURACY_SEED=n for another seed); `make bench` runs a
+# quick form
+accuracy:
+	$(PY314) python -m bench.accuracy --seed $(or $(ACCURACY_SEED),1)
 
 demo:
 	bash scripts/demo.sh
