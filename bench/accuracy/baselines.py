@@ -14,15 +14,42 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 from .scenario import Scenario, adjacency
 
 HOUSEKEEPING_MS = 30_000  # hub.HOUSEKEEPING_INTERVAL
+INTEGRATION = Path(__file__).resolve().parents[2] / "custom_components" / "asset_tracker"
+
+
+def integration_module(name: str) -> ModuleType:
+    """One module of the integration (fusion, const, location), loaded from its file alone: the
+    package's `__init__` (the hub and Home Assistant's runtime) is not needed and not imported."""
+    qualified = f"_accuracy_asset_tracker.{name}"
+    found = sys.modules.get(qualified)
+    if found is not None:
+        return found
+    path = INTEGRATION / f"{name}.py"
+    if not path.exists():
+        raise ImportError(f"no {path}")
+    spec = importlib.util.spec_from_file_location(qualified, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[qualified]
+        raise
+    return module
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +71,9 @@ class LocatorLike(Protocol):
 
 def fusion_defaults() -> tuple[int, float]:
     """The integration's default fusion window (ms) and hysteresis (dB)."""
-    from custom_components.asset_tracker.const import (
-        CONF_FUSION_WINDOW,
-        CONF_HYSTERESIS,
-        DEFAULT_OPTIONS,
-    )
-
-    return int(DEFAULT_OPTIONS[CONF_FUSION_WINDOW]) * 1000, float(DEFAULT_OPTIONS[CONF_HYSTERESIS])
+    const = integration_module("const")
+    options = const.DEFAULT_OPTIONS
+    return int(options[const.CONF_FUSION_WINDOW]) * 1000, float(options[const.CONF_HYSTERESIS])
 
 
 # nearest ----------------------------------------------------------------------------------------
@@ -70,9 +93,7 @@ class NearestLocator:
     name = "nearest"
 
     def __init__(self, scenario: Scenario) -> None:
-        from custom_components.asset_tracker import fusion
-
-        self._fusion = fusion
+        self._fusion = integration_module("fusion")
         self.window_ms, self.hysteresis_db = fusion_defaults()
         self._node_room = {n: spec.room for n, spec in scenario.nodes.items()}
         self._room_floor = {r.id: r.floor for r in scenario.rooms.values()}
@@ -367,7 +388,7 @@ CompanionLocator.correct = _ignore_correction  # type: ignore[attr-defined]
 
 def ours_available() -> bool:
     try:
-        importlib.import_module("custom_components.asset_tracker.location")
+        integration_module("location")
     except ImportError:
         return False
     return True
@@ -379,7 +400,7 @@ class OursLocator:
     name = "ours"
 
     def __init__(self, scenario: Scenario) -> None:
-        module = importlib.import_module("custom_components.asset_tracker.location")
+        module = integration_module("location")
         adjacent = adjacency(scenario)
         nodes_in: dict[str, list[str]] = {}
         for node in scenario.nodes.values():
