@@ -1,8 +1,8 @@
 """Location accuracy, quick form: every shipped scenario of `bench/accuracy/` (see docs/accuracy.md).
 
 Writes build/bench/parts/location_accuracy.json (room accuracy, latency and messages per
-scenario and locator) and the full build/accuracy/report.{json,md}. `make accuracy` runs the
-same scenarios at their full length.
+scenario and locator) and the full quick report to build/bench/accuracy/report.{json,md};
+`make accuracy` runs the same scenarios at their full length into build/accuracy/.
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ def main() -> int:
                 "messages",
             )
         )
-    write(results, OUT, time.monotonic() - started)
+    write(
+        results,
+        OUT if not quick else ROOT / "build" / "bench" / "accuracy",
+        time.monotonic() - started,
+    )
     write_part(
         "location_accuracy", "Location accuracy (quick)" if quick else "Location accuracy", metrics
     )
