@@ -408,6 +408,9 @@ _HEALTH = _obj(
                 "retransmits": _COUNT,
                 "rotations": _COUNT,
                 "ack_ahead": _COUNT,
+                "disk_full": _COUNT,
+                "reclaims": _COUNT,
+                "reserve_bytes": _COUNT,
                 "rotated": _section(
                     {"from": _SAFE, "to": _SAFE, "at_ms": _COUNT, "kept": _COUNT, "lost": _COUNT}
                 ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -79,6 +80,31 @@ _CHECKPOINT_OVERDUE = 4 * _CHECKPOINT_BYTES
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024
 # commits at most this large may run inline on the event loop (see Outbox._can_inline)
 _INLINE_MAX = 64
+# one transaction takes at most this many bytes of events: with _CHECKPOINT_OVERDUE it bounds
+# what a checkpoint may have to add to the database file (see "A full disk" below)
+GROUP_MAX_BYTES = 1024 * 1024
+# A full disk. Space the store itself filled comes back only through its own writes: deleting
+# acknowledged rows is a write transaction (WAL frames appended unless the log can start over)
+# and what frees the log, the checkpoint, first copies its frames into the database file, which
+# grows by every page added since the last checkpoint. On a disk that is full of the store's own
+# data neither can run. So the store keeps a reserve file of allocated space beside it. A commit
+# or checkpoint that meets a full disk stops new commits (events wait in memory up to the high
+# watermark, then the producer waits; nothing is published before it is committed) and commits
+# are only retried as probes, which never touch the reserve. When acknowledgements arrive, one
+# writer job releases the reserve, deletes the acknowledged rows, checkpoints (TRUNCATE: the
+# database takes its new pages, the log file gives its space back) and allocates the reserve
+# again, leaving _RESERVE_HEADROOM free for the log to grow back into; no commit can run between
+# the release and the re-allocation, so none can eat the released space before the delete and
+# checkpoint have used it. When the database kept most of the disk as free pages (new events
+# reuse them, but the file system cannot), it is vacuumed when that is cheap (little left in
+# it), so the reserve can be allocated whole again. The reserve covers the checkpoint because
+# commits stop at the first full-disk error and a commit first checkpoints once
+# _CHECKPOINT_OVERDUE bytes wait: at most _CHECKPOINT_OVERDUE + GROUP_MAX_BYTES of events (their
+# pages) can wait to be added to the database file.
+RESERVE_BYTES = 4 * 1024 * 1024
+_RESERVE_HEADROOM = 1024 * 1024
+# a vacuum to win the reserve back is tried at most this often
+_VACUUM_EVERY_S = 60.0
 
 
 class OutboxCorrupt(Exception):
@@ -182,6 +208,23 @@ class OutboxOptions:
     high_watermark: int = 20_000
     # critical events wait at most this long for company in their commit
     critical_window_ms: float = 0.0
+    # allocated space kept beside the store for deleting and checkpointing on a full disk
+    reserve_bytes: int = RESERVE_BYTES
+
+
+@dataclass(slots=True)
+class _Disk:
+    """The writer thread's view of the disk the store is on (see RESERVE_BYTES)."""
+
+    reserve_path: Path
+    # a write met a full disk: commits stop until a commit succeeds again
+    full: bool = False
+    reserve: int = 0  # bytes allocated to the reserve file
+    vacuumed_at: float = -_VACUUM_EVERY_S
+    # since start: writes that met a full disk while the store was writable, and deletes of
+    # acknowledged events that freed the store on a full disk
+    full_count: int = 0
+    reclaims: int = 0
 
 
 @dataclass(slots=True)
@@ -278,7 +321,8 @@ class Outbox:
         self._handoff_due = False
         # (asyncio events bind to the running loop on first use, not here)
         self._has_pending = asyncio.Event()
-        self._urgent = asyncio.Event()
+        # _room: set after each delete of acknowledged events, which may have freed a full disk
+        self._urgent, self._room = asyncio.Event(), asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
         self._flush_waiters: list[_Waiter] = []
@@ -301,6 +345,7 @@ class Outbox:
         # SQLite can report a failure (SQLITE_FULL) for a transaction that is partly or fully
         # on disk
         self._db_stale = False
+        self._disk = _Disk(Path(f"{path}-reserve"))
         self._db_version = 0
         self._applied_version = 0
         self._busy = 0  # operations submitted to the writer thread and not finished
@@ -421,7 +466,8 @@ class Outbox:
                 await asyncio.sleep(self.options.critical_window_ms / 1000)
             # at most a group per transaction: a long backlog never makes one huge write, and the
             # log a checkpoint must fold back stays bounded
-            batch, self._pending = self._pending[:GROUP_MAX], self._pending[GROUP_MAX:]
+            n = _group_size(self._pending)
+            batch, self._pending = self._pending[:n], self._pending[n:]
             self._committing = len(batch)
             if self._pending:
                 self._urgent.set()  # the next group goes without waiting out a window
@@ -438,6 +484,7 @@ class Outbox:
         size = len(batch)
         while batch:
             part = batch[:size]
+            self._room.clear()
             try:
                 # a retry runs on the writer thread: it may first re-read the tables
                 if not failed and self._can_inline(part):
@@ -454,7 +501,13 @@ class Outbox:
                     # the log needs room for the whole part: a smaller one fits sooner
                     size = max(1, size // 4)
                 _LOGGER.warning("outbox commit of %d events failed: %s; retrying", len(part), err)
-                await asyncio.sleep(delay)
+                # a retry is a probe (space freed by someone else); deletes of acknowledged
+                # events free the store's own space and wake it at once (see RESERVE_BYTES)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._room.wait()
+                if self._room.is_set():
+                    size = len(batch)
                 delay = min(delay * 2, 5.0)
                 continue
             batch = batch[len(part) :]
@@ -573,6 +626,8 @@ class Outbox:
             self._checkpoint_when_due()
             self._apply(snap)
             self._notify_state()
+            # a commit waiting on a full disk tries again now
+            self._room.set()
 
     def _notify_state(self) -> None:
         for listener in self._state_listeners:
@@ -610,6 +665,16 @@ class Outbox:
         return self._pending[0].wall_ms if self._pending else None
 
     @property
+    def disk_full(self) -> int:
+        """Writes that met a full disk since start (each time commits had to stop)."""
+        return self._disk.full_count
+
+    @property
+    def reclaims(self) -> int:
+        """Deletes of acknowledged events that freed the store on a full disk, since start."""
+        return self._disk.reclaims
+
+    @property
     def dropped(self) -> dict[str, int]:
         return {p.value: n for p, n in self._dropped.items()}
 
@@ -623,6 +688,9 @@ class Outbox:
             "commit_errors": self.commit_errors,
             "rotations": self.rotations,
             "ack_ahead": self.ack_ahead,
+            "disk_full": self.disk_full,
+            "reclaims": self.reclaims,
+            "reserve_bytes": self._disk.reserve,
         }
         if self.rotation is not None:
             body["rotated"] = {
@@ -682,6 +750,7 @@ class Outbox:
         commit does not fsync, and checkpoints (which do) only ever run on the writer thread."""
         return (
             self._busy == 0
+            and not self._disk.full
             and self.options.sync != "full"
             and self._bytes_since_checkpoint < _CHECKPOINT_OVERDUE
             and len(batch) <= _INLINE_MAX
@@ -708,6 +777,11 @@ class Outbox:
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
         row = db.execute("SELECT value FROM meta WHERE key='rotations'").fetchone()
         self._db_rotations = int(row[0]) if row else 0
+        with contextlib.suppress(OSError):
+            st = self._disk.reserve_path.stat()
+            # what is really allocated: a crash may have left a shorter or sparse file
+            self._disk.reserve = min(st.st_size, st.st_blocks * 512)
+        self._top_up_reserve_db()
         runs = self._record_run_db()
         snap = self._snapshot()
         return snap, epoch, recovery, self._newest_hlc(), runs
@@ -756,6 +830,11 @@ class Outbox:
             sync = "FULL" if self.options.sync == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
             db.execute("PRAGMA temp_store=MEMORY")
+            # SQLite as most distributions build it overwrites every freed page with zeros, in
+            # the log: a delete of acknowledged events wrote as many bytes as it deleted (it
+            # could not even run on a full disk). FAST zeroes deleted rows only in pages that
+            # are written anyway; pages left free keep their old bytes until they are reused
+            db.execute("PRAGMA secure_delete=FAST")
             # checkpoints run explicitly on the writer thread (see _checkpoint_db)
             db.execute("PRAGMA wal_autocheckpoint=0")
             # after a checkpoint the WAL file is cut back to this size, so it never stays large
@@ -886,22 +965,113 @@ class Outbox:
             states, self._db_high, self._db_acked, dict(self._db_dropped), self._db_version
         )
 
-    def _checkpoint_db(self) -> None:
+    def _checkpoint_db(self, mode: str = "PASSIVE") -> bool:
+        """Copies the log into the database; True when all of it was. Best effort: the data is
+        safe in the WAL either way. It runs after a write has committed, so its failure (a full
+        disk) must never be reported as that write's."""
         self._checkpoint_queued = False
         self._writes_since_checkpoint = 0
         self._bytes_since_checkpoint = 0
-        # best effort: the data is safe in the WAL either way. It runs after a write has
-        # committed, so its failure (a full disk) must never be reported as that write's
         try:
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            busy, log, done = self._conn().execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as err:
+            if _out_of_space(err):
+                # the database could not grow: no commit may add to the log until it can
+                # (see RESERVE_BYTES)
+                self._mark_full_db()
             _LOGGER.warning("outbox checkpoint failed: %s", err)
+            return False
+        if self._disk.reserve < self.options.reserve_bytes and not self._disk.full:
+            self._top_up_reserve_db()
+        return bool(busy == 0 and log == done)
+
+    def _mark_full_db(self) -> None:
+        if not self._disk.full:
+            self._disk.full = True
+            self._disk.full_count += 1
+
+    def _free_bytes(self) -> int:
+        st = os.statvfs(self.path.parent)
+        return int(st.f_bavail * st.f_frsize)
+
+    def _set_reserve_db(self, size: int) -> None:
+        """Allocates (or releases) the reserve file to `size` bytes, as far as there is room."""
+        size = max(size, 0)
+        if size == self._disk.reserve:
+            return
+        try:
+            fd = os.open(self._disk.reserve_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            _LOGGER.warning("outbox reserve %s: %s", self._disk.reserve_path, err)
+            return
+        try:
+            if size < self._disk.reserve:
+                os.ftruncate(fd, size)
+            else:
+                _allocate(fd, self._disk.reserve, size - self._disk.reserve)
+            self._disk.reserve = size
+        except OSError as err:
+            # a part may be allocated: back to what it was (never sparse, never counted wrong)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._disk.reserve)
+            _LOGGER.warning("outbox reserve of %d bytes not allocated: %s", size, err)
+        finally:
+            os.close(fd)
+
+    def _top_up_reserve_db(self, headroom: int = _RESERVE_HEADROOM) -> None:
+        """Brings the reserve back to its size from free space, leaving `headroom` free for the
+        log; when the database holds the space as free pages, vacuums it first if that is cheap."""
+        want = self.options.reserve_bytes - self._disk.reserve
+        if want <= 0:
+            return
+        try:
+            free = self._free_bytes()
+        except OSError:
+            return
+        if free - headroom < want:
+            free = self._shrink_db(want + headroom - free, free)
+        grow = min(want, (free - headroom) // 65_536 * 65_536)
+        if grow > 0:
+            self._set_reserve_db(self._disk.reserve + grow)
+
+    def _shrink_db(self, needed: int, free: int) -> int:
+        """Vacuums the database when its free pages give back `needed` bytes and the copy it
+        writes (its live pages, through the log) fits; returns the free space after."""
+        now = time.monotonic()
+        if now - self._disk.vacuumed_at < _VACUUM_EVERY_S:
+            return free
+        db = self._conn()
+        page = int(db.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        unused = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        live = (pages - unused) * page
+        if unused * page < needed or live + _RESERVE_HEADROOM > free:
+            return free
+        self._disk.vacuumed_at = now
+        try:
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            _LOGGER.warning("outbox vacuum failed: %s", err)
+        else:
+            _LOGGER.warning(
+                "outbox vacuumed: %d of %d pages were free, given back for its reserve",
+                unused,
+                pages,
+            )
+        try:
+            return self._free_bytes()
+        except OSError:
+            return free
 
     def _commit_db(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
-        if self._bytes_since_checkpoint >= _CHECKPOINT_OVERDUE:
-            # critical commits go ahead of queued checkpoints; under a steady stream of them
-            # the log would grow without bound, so an overdue checkpoint runs first
-            self._checkpoint_db()
+        # critical commits go ahead of queued checkpoints; under a steady stream of them the
+        # log would grow without bound, so an overdue checkpoint runs first. On a full disk
+        # nothing is added to a log the database cannot take in: what a checkpoint must add to
+        # the database file stays within the reserve (see RESERVE_BYTES)
+        due = self._disk.full or self._bytes_since_checkpoint >= _CHECKPOINT_OVERDUE
+        if due and not self._checkpoint_db() and self._disk.full:
+            raise sqlite3.OperationalError("database or disk is full (checkpoint pending)")
         self._writes_since_checkpoint += 1
         self._bytes_since_checkpoint += sum(len(r.body) for r in batch)
         db = self._conn()
@@ -946,10 +1116,13 @@ class Outbox:
             dropped = self._purge_db(states)
             db.execute("UPDATE meta SET value=? WHERE key='high_seq'", (high,))
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as err:
             self._abort_db()
+            if isinstance(err, sqlite3.Error) and _out_of_space(err):
+                self._mark_full_db()
             raise
         self._db_stale = False
+        self._disk.full = False
         self._db_states = states
         self._db_high = high
         for priority, n in dropped.items():
@@ -1026,6 +1199,39 @@ class Outbox:
         return out
 
     def _delete_db(self, through: int) -> _Snapshot:
+        """Deletes the acknowledged rows through `through`. On a full disk this is what frees
+        the store: the reserve is released for the delete and the checkpoint after it, and
+        allocated again before any commit can run (see RESERVE_BYTES)."""
+        if not self._disk.full:
+            try:
+                return self._delete_rows_db(through)
+            except sqlite3.Error as err:
+                if _out_of_space(err):
+                    self._mark_full_db()  # the retry releases the reserve
+                raise
+        reserve = self._disk.reserve
+        self._set_reserve_db(0)
+        try:
+            snap = self._delete_rows_db(through)
+            if self._checkpoint_db("TRUNCATE"):
+                self._disk.reclaims += 1
+                self._disk.full = False
+                _LOGGER.warning(
+                    "outbox on a full disk: acknowledged events through seq %d deleted and "
+                    "checkpointed; %d pages free for new events",
+                    through,
+                    int(self._conn().execute("PRAGMA freelist_count").fetchone()[0]),
+                )
+        finally:
+            # the released space back first, then the rest as room allows (a vacuum may run
+            # at once: this is rare, and the moment the database holds the most free pages)
+            self._disk.vacuumed_at = -_VACUUM_EVERY_S
+            self._top_up_reserve_db(0 if self._disk.full else _RESERVE_HEADROOM)
+            if self._disk.reserve < reserve and self._disk.full:
+                _LOGGER.warning("outbox reserve down to %d bytes", self._disk.reserve)
+        return snap
+
+    def _delete_rows_db(self, through: int) -> _Snapshot:
         self._writes_since_checkpoint += 1
         db = self._conn()
         if self._db_stale:
@@ -1132,6 +1338,33 @@ class Outbox:
         self._db_high = max(self._db_high, self._db_meta("high_seq"))
         self._db_acked = max(self._db_acked, self._db_meta("acked"))
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
+
+
+def _group_size(pending: list[Record]) -> int:
+    """How many of the oldest pending records one transaction takes."""
+    size = 0
+    for n, record in enumerate(pending[:GROUP_MAX]):
+        size += len(record.body)
+        if size > GROUP_MAX_BYTES and n:
+            return n
+    return min(len(pending), GROUP_MAX)
+
+
+def _allocate(fd: int, offset: int, length: int) -> None:
+    """Allocates file space (without writing data where the file system can)."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, offset, length)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+        else:
+            return
+    zeros = bytes(65_536)
+    end = offset + length
+    while offset < end:
+        offset += os.pwrite(fd, zeros[: end - offset], offset)
 
 
 def _out_of_space(err: sqlite3.Error) -> bool:

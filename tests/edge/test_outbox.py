@@ -428,3 +428,29 @@ def test_outbox_on_a_real_full_disk_commits_every_event_exactly_once(tmp_path: P
     assert result["high"] == n
     assert sorted(result["published"]) == list(range(1, n + 1))  # each event published once
     assert sorted(result["stored"]) == list(range(result["acked"] + 1, n + 1))
+
+
+def test_outbox_that_filled_the_disk_itself_drains_once_acknowledged(tmp_path: Path) -> None:
+    """Only the outbox's own events fill a 16 MiB tmpfs, twice; nothing outside frees space.
+
+    Acknowledgements must let it delete, checkpoint and commit the events that waited in memory,
+    each published once, with its reserve allocated again."""
+    result = _run_on_small_tmpfs(tmp_path, "outbox_own_full_disk.py", "2")
+    for full in result["full_at"]:
+        # the disk really was full, and of the store's own files only
+        assert set(full["files"]) <= {"outbox.db", "outbox.db-wal", "outbox.db-shm"} | {
+            "outbox.db-reserve"
+        }
+        assert full["free"] < 256 * 1024, full
+        assert full["commit_errors"] > 0
+        own = sum(full["files"].values())
+        assert own > full["size"] - 512 * 1024, full
+    health = result["health"]
+    assert health["disk_full"] >= 2
+    assert health["reclaims"] >= 2
+    assert health["reserve_bytes"] == result["reserve_at_start"] > 0
+    n = result["appended"]
+    assert result["high"] == n
+    assert sorted(result["published"]) == list(range(1, n + 1))  # each event published once
+    assert result["acked"] == n - 120
+    assert sorted(result["stored"]) == list(range(n - 119, n + 1))
