@@ -29,6 +29,8 @@ CAPS = ["ble", "anomaly", "cmd"]
 HEALTH_INTERVAL_S = 10.0
 # an orderly stop sends what is committed (and awaits its PUBACKs) for at most this long
 GOODBYE_DRAIN_S = 5.0
+# routine events wait for their commit at most this long (see EdgeNode._routine_commit_ms)
+ROUTINE_COMMIT_MAX_MS = 1000
 # health changes of interest are published at most this often
 HEALTH_MIN_INTERVAL_S = 1.0
 
@@ -116,6 +118,7 @@ class EdgeNode(LinkOwner):
         self._stop_requested = asyncio.Event()
         self._stopping = False
         self._unsubscribe_settings = settings.subscribe(self._on_settings_changed)
+        self.outbox.options.routine_window_ms = self._routine_commit_ms()
         self.outbox.add_state_listener(self._check_interest)
         self.outbox.add_listener(lambda _info: self._check_interest())
 
@@ -366,7 +369,16 @@ class EdgeNode(LinkOwner):
         }
         await self._publish("cmd/result", result, retain=True)
 
+    def _routine_commit_ms(self) -> int:
+        """How long routine events wait for their commit: the batch window (they are not sent
+        before it ends), at most 1 s (what a crash may lose of them, unsent), at least the
+        commit window."""
+        batching = self.config.get("batching", {})
+        window = int(self._setting("batching.window_ms", batching.get("window_ms", 1000)))
+        return max(self.outbox.options.commit_window_ms, min(window, ROUTINE_COMMIT_MAX_MS))
+
     def _on_settings_changed(self, _values: dict[str, Any]) -> None:
+        self.outbox.options.routine_window_ms = self._routine_commit_ms()
         self.scheduler.wake()
         if self.link.connected:
             self._spawn(self._publish_config())

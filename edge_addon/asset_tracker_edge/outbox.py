@@ -74,10 +74,14 @@ _encode_event = _event_encoder()
 # a checkpoint (copying the WAL into the database, with fsync) every this many write transactions,
 # or sooner once this much was committed: the log, and what a checkpoint must fold back into the
 # database (growing it on a nearly full disk), stays short
-_CHECKPOINT_EVERY = 20
+_CHECKPOINT_EVERY = 120
 _CHECKPOINT_BYTES = 256 * 1024
 _CHECKPOINT_OVERDUE = 4 * _CHECKPOINT_BYTES
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024
+# a commit that carries the delete of acknowledged rows writes `acked` to `meta` (a page image
+# of its own) at most this often; a standalone delete always does. A restart with an older `acked`
+# only means a replay from there, of rows that are gone: nothing is sent twice because of it
+_ACKED_EVERY_S = 30.0
 # commits at most this large may run inline on the event loop (see Outbox._can_inline)
 _INLINE_MAX = 64
 # one transaction takes at most this many bytes of events: with _CHECKPOINT_OVERDUE it bounds
@@ -144,6 +148,9 @@ class CommitInfo:
     records: dict[Priority, list[tuple[int, bytes]]]
     # each class's newest seq before this commit
     prev_max_seq: dict[Priority, int]
+    # when the oldest event of this commit was appended (time.monotonic), so a batch window
+    # counts from there rather than from the commit
+    since: float = 0.0
 
 
 @dataclass(slots=True)
@@ -194,6 +201,18 @@ class _Snapshot:
 
 
 @dataclass(slots=True)
+class _Held:
+    """Acknowledged rows not deleted yet: through `acked`, when deletes had reached `deleted`;
+    `above` is the lowest stored seq above them."""
+
+    acked: int
+    deleted: int
+    above: int
+    count: int
+    bytes: int
+
+
+@dataclass(slots=True)
 class _Waiter:
     seq: int
     future: asyncio.Future[None]
@@ -208,6 +227,9 @@ class OutboxOptions:
     high_watermark: int = 20_000
     # critical events wait at most this long for company in their commit
     critical_window_ms: float = 0.0
+    # routine events wait this long for their commit when set (the node sets its batch window:
+    # they are not sent before it ends anyway); commit_window_ms otherwise
+    routine_window_ms: int | None = None
     # allocated space kept beside the store for deleting and checkpointing on a full disk
     reserve_bytes: int = RESERVE_BYTES
 
@@ -289,6 +311,16 @@ class _WriterThread:
 class Outbox:
     """The node's durable event log with an ack cursor, a purge policy and backpressure."""
 
+    # writer thread: the store's epoch, and when a commit last wrote `acked` to `meta`
+    _db_epoch = 0
+    _acked_written_at = 0.0
+    # loop: when the oldest pending event was appended (time.monotonic), and the delete of
+    # acknowledged rows no commit carried (see ack)
+    _pending_since = 0.0
+    _delete_timer: asyncio.TimerHandle | None = None
+    _held: _Held | None = None
+    _held_task: asyncio.Task[None] | None = None
+
     def __init__(self, path: Path, options: OutboxOptions | None = None) -> None:
         self.path = path
         self.options = options or OutboxOptions()
@@ -367,6 +399,9 @@ class Outbox:
 
     async def close(self) -> None:
         """Commits what is buffered, then closes the database."""
+        if self._delete_timer is not None:
+            self._delete_timer.cancel()
+            self._delete_timer = None
         if self._commit_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.flush()
@@ -374,6 +409,8 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._commit_task
             self._commit_task = None
+        if self.acked > self._deleted_through:
+            self._start_delete()  # what no commit carried
         if self._delete_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._delete_task
@@ -407,6 +444,7 @@ class Outbox:
         pending = self._pending
         pending.append(record)
         if len(pending) == 1:
+            self._pending_since = time.monotonic()
             self._has_pending.set()
         if priority is Priority.CRITICAL:
             self._critical_pending = True
@@ -455,18 +493,21 @@ class Outbox:
         self._state_listeners.append(callback)
 
     async def _commit_loop(self) -> None:
-        window = self.options.commit_window_ms / 1000
         while True:
             await self._has_pending.wait()
             if not self._critical_pending:
+                routine = self.options.routine_window_ms
+                window = (self.options.commit_window_ms if routine is None else routine) / 1000
+                wait = self._pending_since + window - time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(window):
+                    async with asyncio.timeout(max(wait, 0.0)):
                         await self._urgent.wait()
             elif self.options.critical_window_ms > 0:
                 await asyncio.sleep(self.options.critical_window_ms / 1000)
             # at most a group per transaction: a long backlog never makes one huge write, and the
             # log a checkpoint must fold back stays bounded
             n = _group_size(self._pending)
+            since = self._pending_since
             batch, self._pending = self._pending[:n], self._pending[n:]
             self._committing = len(batch)
             if self._pending:
@@ -476,23 +517,28 @@ class Outbox:
                 self._critical_pending = False
                 self._has_pending.clear()
                 self._urgent.clear()
-            await self._commit_batch(batch)
+            await self._commit_batch(batch, since)
 
-    async def _commit_batch(self, batch: list[Record]) -> None:
+    async def _commit_batch(self, batch: list[Record], since: float) -> None:
         delay = 0.05
         failed = False
         size = len(batch)
         while batch:
             part = batch[:size]
             self._room.clear()
+            # the commit also deletes what was acknowledged (see ack): no transaction of its own
+            through = self.acked if self.acked > self._deleted_through else 0
+            epoch = self.epoch
             try:
                 # a retry runs on the writer thread: it may first re-read the tables
                 if not failed and self._can_inline(part):
-                    info, snap = self._commit_db(part)
+                    info, snap = self._commit_db(part, through, epoch)
                 else:
                     # a critical commit goes ahead of queued reads, deletes and checkpoints
                     critical = any(r.priority is Priority.CRITICAL for r in part)
-                    info, snap = await self._run(self._commit_db, part, urgent=critical)
+                    info, snap = await self._run(
+                        self._commit_db, part, through, epoch, urgent=critical
+                    )
             except sqlite3.Error as err:
                 # the records keep their seqs and are retried; nothing was published from them
                 self.commit_errors += 1
@@ -501,6 +547,8 @@ class Outbox:
                     # the log needs room for the whole part: a smaller one fits sooner
                     size = max(1, size // 4)
                 _LOGGER.warning("outbox commit of %d events failed: %s; retrying", len(part), err)
+                if self.acked > self._deleted_through:
+                    self._start_delete()  # on a full disk, the delete is what frees the store
                 # a retry is a probe (space freed by someone else); deletes of acknowledged
                 # events free the store's own space and wake it at once (see RESERVE_BYTES)
                 with contextlib.suppress(TimeoutError):
@@ -514,11 +562,17 @@ class Outbox:
             self.commits += 1
             self._checkpoint_when_due()
             self._committing = len(batch)
+            info.since = since
             self._apply(snap)
+            deleted = through > self._deleted_through and epoch == self.epoch
+            if deleted:
+                self._deleted_through = through
             self._release_waiters()
             for listener in self._listeners:
                 listener(info)
             if any(info.dropped.values()):
+                self._held = None  # a purge may have taken acknowledged rows it counted
+            if any(info.dropped.values()) or deleted:
                 self._notify_state()
 
     def _release_waiters(self) -> None:
@@ -576,9 +630,44 @@ class Outbox:
             if seq <= self.acked:
                 return False
         self.acked = seq
+        routine = self.options.routine_window_ms
+        if routine is None or self._disk.full:
+            self._start_delete()
+        elif self._delete_timer is None:
+            # the next commit deletes these rows in its own transaction, where the pages it
+            # writes are mostly the ones the delete changes; without one for two routine
+            # windows (no traffic), a delete of their own
+            self._delete_timer = asyncio.get_running_loop().call_later(
+                2 * routine / 1000, self._delete_behind
+            )
+        if routine is not None and (self._held_task is None or self._held_task.done()):
+            self._held_task = asyncio.create_task(self._read_held(), name="outbox-held")
+        return True
+
+    def _delete_behind(self) -> None:
+        self._delete_timer = None
+        if self.acked > self._deleted_through:
+            self._start_delete()
+
+    async def _read_held(self) -> None:
+        """Counts the acknowledged rows a commit has yet to delete, and finds the lowest row
+        above them: the floor and depth do not wait for the delete."""
+        while True:
+            acked, deleted = self.acked, self._deleted_through
+            if acked <= deleted:
+                return
+            try:
+                above, count, size = await self._run(self._held_db, acked)
+            except sqlite3.Error:
+                return
+            if (acked, deleted) == (self.acked, self._deleted_through):
+                self._held = _Held(acked, deleted, above, count, size)
+                self._notify_state()
+                return
+
+    def _start_delete(self) -> None:
         if self._delete_task is None or self._delete_task.done():
             self._delete_task = asyncio.create_task(self._delete_loop(), name="outbox-ack")
-        return True
 
     async def rotate(self, epoch: int, closure: Closure) -> Rotation | None:
         """Moves to a new epoch after the integration closed `epoch`: applied events are deleted,
@@ -622,7 +711,7 @@ class Outbox:
                 _LOGGER.warning("outbox delete through %d failed: %s", through, err)
                 await asyncio.sleep(1.0)
                 continue
-            self._deleted_through = through
+            self._deleted_through = max(self._deleted_through, through)
             self._checkpoint_when_due()
             self._apply(snap)
             self._notify_state()
@@ -647,15 +736,29 @@ class Outbox:
         """Every seq below this is acknowledged or purged (the `floor` of an events message)."""
         mins = [s.min_seq for s in self._states.values() if s.min_seq is not None]
         low = min(mins) if mins else self.high_seq + 1
+        held = self._held_view()
+        if held is not None:
+            low = max(low, held.above)
         return max(low, self.acked + 1)
 
     @property
     def depth(self) -> int:
-        return sum(s.count for s in self._states.values()) + self.buffered
+        held = self._held_view()
+        stored = sum(s.count for s in self._states.values())
+        return stored - (held.count if held is not None else 0) + self.buffered
+
+    def _held_view(self) -> _Held | None:
+        """What the store still holds of the acknowledged rows, while it is current."""
+        held = self._held
+        if held is None or held.acked != self.acked or held.deleted != self._deleted_through:
+            return None
+        return held
 
     @property
     def stored_bytes(self) -> int:
-        return sum(s.bytes for s in self._states.values())
+        held = self._held_view()
+        stored = sum(s.bytes for s in self._states.values())
+        return stored - (held.bytes if held is not None else 0)
 
     @property
     def oldest_ms(self) -> int | None:
@@ -771,8 +874,9 @@ class Outbox:
             recovery = self._move_aside(str(err))
             db, epoch = self._connect_checked()
         self._db = db
+        self._db_epoch = epoch
         self._db_states = {p: self._class_state(p) for p in CLASSES}
-        self._db_high = self._db_meta("high_seq")
+        self._db_high = self._stored_high_db()
         self._db_acked = self._db_meta("acked")
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
         row = db.execute("SELECT value FROM meta WHERE key='rotations'").fetchone()
@@ -917,6 +1021,18 @@ class Outbox:
     def _db_meta(self, key: str) -> int:
         row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return int(row[0])
+
+    def _stored_high_db(self) -> int:
+        """The highest committed seq: the newest row, or the `high_seq` row of `meta` when a
+        delete, purge or rotation may have removed it (commits do not write `meta`: a page
+        image less in every commit)."""
+        rows = max(
+            (
+                int(self._conn().execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()[0])  # noqa: S608
+                for t in _TABLE.values()
+            ),
+        )
+        return max(rows, self._db_meta("high_seq"))
 
     def _newest_hlc(self) -> Timestamp | None:
         newest: Timestamp | None = None
@@ -1064,7 +1180,7 @@ class Outbox:
         except OSError:
             return free
 
-    def _commit_db(self, batch: list[Record]) -> tuple[CommitInfo, _Snapshot]:
+    def _before_commit_db(self, batch: list[Record]) -> None:
         # critical commits go ahead of queued checkpoints; under a steady stream of them the
         # log would grow without bound, so an overdue checkpoint runs first. On a full disk
         # nothing is added to a log the database cannot take in: what a checkpoint must add to
@@ -1074,6 +1190,30 @@ class Outbox:
             raise sqlite3.OperationalError("database or disk is full (checkpoint pending)")
         self._writes_since_checkpoint += 1
         self._bytes_since_checkpoint += sum(len(r.body) for r in batch)
+
+    def _end_commit_db(
+        self, states: dict[Priority, ClassState], high: int, through: int, epoch: int
+    ) -> dict[Priority, int]:
+        """Deletes what was acknowledged, purges and commits the open transaction."""
+        db = self._conn()
+        if through and epoch == self._db_epoch:
+            # (an ack of an epoch a rotation closed since is not applied)
+            meta = time.monotonic() - self._acked_written_at >= _ACKED_EVERY_S
+            self._delete_acked_in_txn(states, through, meta=meta)
+        dropped = self._purge_db(states)
+        if any(dropped.values()):
+            # a purge may leave no row at all (a bound smaller than the group); it writes the
+            # `meta` page for its counters anyway
+            db.execute("UPDATE meta SET value=? WHERE key='high_seq'", (high,))
+        db.execute("COMMIT")
+        return dropped
+
+    def _commit_db(
+        self, batch: list[Record], through: int = 0, epoch: int = 0
+    ) -> tuple[CommitInfo, _Snapshot]:
+        """Stores `batch` in one transaction, which also deletes the rows through `through` (the
+        acknowledged ones) when the store is still in `epoch`."""
+        self._before_commit_db(batch)
         db = self._conn()
         stale = self._db_stale
         if stale:
@@ -1113,9 +1253,7 @@ class Outbox:
                 appended[priority] = len(rows)
                 committed[priority] = [(r[0], r[2]) for r in rows]
                 high = max(high, rows[-1][0])
-            dropped = self._purge_db(states)
-            db.execute("UPDATE meta SET value=? WHERE key='high_seq'", (high,))
-            db.execute("COMMIT")
+            dropped = self._end_commit_db(states, high, through, epoch)
         except BaseException as err:
             self._abort_db()
             if isinstance(err, sqlite3.Error) and _out_of_space(err):
@@ -1125,6 +1263,8 @@ class Outbox:
         self._disk.full = False
         self._db_states = states
         self._db_high = high
+        if through and epoch == self._db_epoch:
+            self._db_acked = max(self._db_acked, through)
         for priority, n in dropped.items():
             self._db_dropped[priority] += n
         info = CommitInfo(
@@ -1231,6 +1371,25 @@ class Outbox:
                 _LOGGER.warning("outbox reserve down to %d bytes", self._disk.reserve)
         return snap
 
+    def _held_db(self, acked: int) -> tuple[int, int, int]:
+        above = self._db_high + 1
+        count = size = 0
+        for table in _TABLE.values():
+            low, n, b = (
+                self._conn()
+                .execute(
+                    f"SELECT (SELECT min(seq) FROM {table} WHERE seq > ?1), count(*), "  # noqa: S608
+                    f"coalesce(sum(length(body)), 0) FROM {table} WHERE seq <= ?1",
+                    (acked,),
+                )
+                .fetchone()
+            )
+            if low is not None:
+                above = min(above, int(low))
+            count += int(n)
+            size += int(b)
+        return above, count, size
+
     def _delete_rows_db(self, through: int) -> _Snapshot:
         self._writes_since_checkpoint += 1
         db = self._conn()
@@ -1242,21 +1401,11 @@ class Outbox:
         }
         db.execute("BEGIN")
         try:
-            for priority, state in states.items():
-                if state.min_seq is None or state.min_seq > through:
-                    continue
-                table = _TABLE[priority]
-                count, size = db.execute(
-                    f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {table} "  # noqa: S608
-                    "WHERE seq <= ?",
-                    (through,),
-                ).fetchone()
-                db.execute(f"DELETE FROM {table} WHERE seq <= ?", (through,))  # noqa: S608
-                state.count -= int(count)
-                state.bytes -= int(size)
-                self._refresh_bounds(priority, state)
+            self._delete_acked_in_txn(states, through, meta=True)
+            # the newest rows may be gone: `high_seq` is read from `meta` then
             db.execute(
-                "UPDATE meta SET value=? WHERE key='acked' AND value < ?", (through, through)
+                "UPDATE meta SET value=? WHERE key='high_seq' AND value < ?",
+                (self._db_high, self._db_high),
             )
             db.execute("COMMIT")
         except BaseException:
@@ -1266,6 +1415,31 @@ class Outbox:
         self._db_states = states
         self._db_acked = max(self._db_acked, through)
         return self._snapshot()
+
+    def _delete_acked_in_txn(
+        self, states: dict[Priority, ClassState], through: int, *, meta: bool
+    ) -> None:
+        """Deletes the rows through `through` inside the open transaction; `acked` in `meta`
+        when asked (a commit that carries the delete writes it at most every _ACKED_EVERY_S)."""
+        db = self._conn()
+        for priority, state in states.items():
+            if state.min_seq is None or state.min_seq > through:
+                continue
+            table = _TABLE[priority]
+            count, size = db.execute(
+                f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {table} "  # noqa: S608
+                "WHERE seq <= ?",
+                (through,),
+            ).fetchone()
+            db.execute(f"DELETE FROM {table} WHERE seq <= ?", (through,))  # noqa: S608
+            state.count -= int(count)
+            state.bytes -= int(size)
+            self._refresh_bounds(priority, state)
+        if meta:
+            db.execute(
+                "UPDATE meta SET value=? WHERE key='acked' AND value < ?", (through, through)
+            )
+            self._acked_written_at = time.monotonic()
 
     def _rotate_db(
         self, closure: Closure, creators: Owners, holes: frozenset[int]
@@ -1294,6 +1468,7 @@ class Outbox:
                     deleted.update(q for (q,) in gone)
                     kept += len(seqs) - len(gone)
                 db.execute("UPDATE meta SET value=? WHERE key='epoch'", (new,))
+                db.execute("UPDATE meta SET value=? WHERE key='high_seq'", (self._db_high,))
                 db.execute("UPDATE meta SET value=0 WHERE key='acked'")
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('rotations', ?)",
@@ -1304,6 +1479,7 @@ class Outbox:
                 self._abort_db()
                 raise
         self._db_rotations += 1
+        self._db_epoch = new
         self._db_acked = 0
         self._db_states = {p: self._class_state(p) for p in CLASSES}
         lost = sum(
@@ -1335,7 +1511,7 @@ class Outbox:
             fresh = self._class_state(priority)
             fresh.max_seq = max(fresh.max_seq, self._db_states[priority].max_seq)
             self._db_states[priority] = fresh
-        self._db_high = max(self._db_high, self._db_meta("high_seq"))
+        self._db_high = max(self._db_high, self._stored_high_db())
         self._db_acked = max(self._db_acked, self._db_meta("acked"))
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
 

@@ -180,7 +180,10 @@ class DeliveryScheduler:
         if info.appended[R]:
             self._routine_unsent += info.appended[R]
             if self._routine_since is None:
-                self._routine_since = time.monotonic()
+                # the window counts from the oldest event's append: the outbox may have held
+                # routine events for their commit up to a window already (routine_window_ms)
+                now = time.monotonic()
+                self._routine_since = min(info.since, now) if info.since else now
         if info.records[C]:
             self._send_critical_now()
         self.wake()

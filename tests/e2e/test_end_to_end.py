@@ -325,7 +325,14 @@ def _edge_db(stack: Stack) -> sqlite3.Connection:
 
 def _edge_high_seq(stack: Stack) -> int:
     with contextlib.closing(_edge_db(stack)) as db:
-        return int(db.execute("SELECT value FROM meta WHERE key='high_seq'").fetchone()[0])
+        # commits do not write high_seq to meta; it is the newest row, or meta's when newer
+        return int(
+            db.execute(
+                "SELECT max((SELECT value FROM meta WHERE key='high_seq'), "
+                "(SELECT coalesce(max(seq), 0) FROM critical), "
+                "(SELECT coalesce(max(seq), 0) FROM routine))"
+            ).fetchone()[0]
+        )
 
 
 def _edge_outbox(stack: Stack) -> tuple[int, set[int], int]:
@@ -333,7 +340,8 @@ def _edge_outbox(stack: Stack) -> tuple[int, set[int], int]:
     with contextlib.closing(_edge_db(stack)) as db:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         kept = {r[0] for r in db.execute("SELECT seq FROM critical UNION SELECT seq FROM routine")}
-    return int(meta["high_seq"]), kept, int(meta["dropped_routine"]) + int(meta["dropped_critical"])
+    high = max(int(meta["high_seq"]), max(kept, default=0))
+    return high, kept, int(meta["dropped_routine"]) + int(meta["dropped_critical"])
 
 
 def _persisted_seqs(stack: Stack) -> set[int]:

@@ -454,3 +454,93 @@ def test_outbox_that_filled_the_disk_itself_drains_once_acknowledged(tmp_path: P
     assert sorted(result["published"]) == list(range(1, n + 1))  # each event published once
     assert result["acked"] == n - 120
     assert sorted(result["stored"]) == list(range(n - 119, n + 1))
+
+
+async def test_routine_events_wait_for_the_routine_window_and_carry_the_ack_delete(
+    tmp_path: Path,
+) -> None:
+    box = await _open(tmp_path / "o.db", commit_window_ms=10, routine_window_ms=400)
+    infos: list[CommitInfo] = []
+    box.add_listener(infos.append)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(1, 11):
+        _append(box, i)
+    await asyncio.sleep(0.1)
+    assert box.high_seq == 0  # routine events wait out the routine window, not the commit window
+    async with asyncio.timeout(10):
+        while box.high_seq < 10:
+            await asyncio.sleep(0.01)
+    assert loop.time() - start >= 0.4
+    assert box.commits == 1
+    # the batch window of the scheduler counts from the oldest append, not from the commit
+    assert infos[0].since <= start + 0.05
+    # a critical event still goes at once, with the routine events waiting beside it
+    _append(box, 11)
+    _append(box, 12, C)
+    async with asyncio.timeout(0.3):
+        await box.flush()
+    assert box.commits == 2
+    # an acknowledgement is deleted by the next commit, in its transaction
+    assert box.ack(box.epoch, 11)
+    _append(box, 13)
+    async with asyncio.timeout(10):
+        while box.high_seq < 13:
+            await asyncio.sleep(0.01)
+    assert box.commits == 3
+    assert box.depth == 2
+    assert await _all(box, R) == [13]
+    assert await _all(box, C) == [12]
+    await box.close()
+    again = await _open(tmp_path / "o.db")
+    # commits do not write high_seq to meta: it is the newest row
+    assert again.next_seq == 14
+    assert again.depth == 2
+    await again.close()
+
+
+async def test_an_ack_no_commit_carries_is_deleted_on_its_own(tmp_path: Path) -> None:
+    box = await _open(tmp_path / "o.db", commit_window_ms=10, routine_window_ms=100)
+    for i in range(1, 21):
+        _append(box, i, C if i % 4 == 0 else R)
+    await box.flush()
+    commits = box.commits
+    assert box.ack(box.epoch, 20)
+    async with asyncio.timeout(10):  # no traffic: a delete of its own after two windows
+        while await _all(box, R) or await _all(box, C):
+            await asyncio.sleep(0.01)
+    assert box.depth == 0
+    assert box.commits == commits
+    await box.close()
+    again = await _open(tmp_path / "o.db")
+    # every row is gone: the delete wrote high_seq and acked to meta
+    assert again.next_seq == 21
+    assert again.acked == 20
+    assert again.depth == 0
+    await again.close()
+
+
+async def test_floor_and_depth_leave_out_acknowledged_rows_a_commit_has_yet_to_delete(
+    tmp_path: Path,
+) -> None:
+    box = await _open(tmp_path / "o.db", commit_window_ms=10, routine_window_ms=3_000)
+    for i in range(1, 11):
+        _append(box, i, C if i % 5 == 0 else R)
+    await box.flush()
+    _append(box, 11)  # its commit is 3 s away: it will carry the delete
+    assert box.ack(box.epoch, 8)
+    async with asyncio.timeout(2.5):
+        while box.depth != 3:  # 9, 10 and the pending 11
+            await asyncio.sleep(0.01)
+    assert box.high_seq == 10  # the delete has not run: the rows are only left out
+    assert box.floor == 9
+    assert box.stored_bytes == sum(len(b) for _, b in await box.read(R, 8, 10, 1 << 20)) + sum(
+        len(b) for _, b in await box.read(C, 8, 10, 1 << 20)
+    )
+    async with asyncio.timeout(10):
+        while box.high_seq < 11:
+            await asyncio.sleep(0.01)
+    assert box.depth == 3
+    assert await _all(box, R) == [9, 11]
+    assert await _all(box, C) == [10]
+    await box.close()

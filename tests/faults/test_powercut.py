@@ -183,7 +183,12 @@ def store_numbers(folder: Path, scratch: Path) -> set[int] | None:
         if db.execute("PRAGMA quick_check").fetchone() != ("ok",):
             return None
         numbers = set()
-        high = db.execute("SELECT value FROM meta WHERE key='high_seq'").fetchone()[0]
+        # commits do not write high_seq to meta; it is the newest row, or meta's when newer
+        high = db.execute(
+            "SELECT max((SELECT value FROM meta WHERE key='high_seq'), "
+            "(SELECT coalesce(max(seq), 0) FROM critical), "
+            "(SELECT coalesce(max(seq), 0) FROM routine))"
+        ).fetchone()[0]
         for table in ("critical", "routine"):
             for seq, body in db.execute(f"SELECT seq, body FROM {table}"):
                 numbers.add(int(json.loads(body)["data"]["n"]))
