@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -415,7 +417,9 @@ class OursLocator:
             )
             for room in scenario.rooms.values()
         ]
-        self._impl = module.Locator(rooms)
+        # ASSET_TRACKER_LOCATOR_SETTINGS='{"temperature_db": 3}' tries other constants
+        overrides = json.loads(os.environ.get("ASSET_TRACKER_LOCATOR_SETTINGS") or "{}")
+        self._impl = module.Locator(rooms, module.LocatorSettings(**overrides))
         self._settings_obj = getattr(self._impl, "settings", None)
         self.observe = self._impl.observe
         self.lost = self._impl.lost

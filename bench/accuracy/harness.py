@@ -67,6 +67,8 @@ class LocatorScore:
     total: Tally = field(default_factory=Tally)
     groups: dict[str, Tally] = field(default_factory=dict)
     rooms: dict[str, Tally] = field(default_factory=dict)
+    # (true room, reported room) -> ticks: where the errors go
+    confusion: dict[tuple[str, str | None], int] = field(default_factory=dict)
     latencies_ms: list[int] = field(default_factory=list)
     crossings: int = 0
     missed: int = 0
@@ -316,6 +318,9 @@ class Run:
                     groups.append(score.tally("outage_uncovered_rooms"))
             else:
                 groups.append(score.tally("no_outage"))
+            if reported != room:
+                key = (room, reported)
+                score.confusion[key] = score.confusion.get(key, 0) + 1
             for tally in groups:
                 tally.ticks += 1
                 tally.room_ok += reported == room
@@ -372,6 +377,7 @@ class Run:
                 "cpu_s": round(score.cpu_s, 3),
                 "groups": {g: t.as_dict() for g, t in sorted(score.groups.items())},
                 "rooms": {r: t.as_dict() for r, t in sorted(score.rooms.items())},
+                "errors": _errors(score),
                 "settings": score.impl.settings() if hasattr(score.impl, "settings") else {},
             }
         return {
@@ -408,6 +414,16 @@ class Run:
             "reference": self.scenario.reference,
             "wall_s": round(wall_s, 2),
         }
+
+
+def _errors(score: LocatorScore, top: int = 8) -> list[dict[str, Any]]:
+    """The most frequent (true room, reported room) pairs, as shares of all scored tag-time."""
+    total = max(1, score.total.ticks)
+    ranked = sorted(score.confusion.items(), key=lambda kv: -kv[1])[:top]
+    return [
+        {"true": true, "reported": reported, "pct": round(100 * n / total, 2)}
+        for (true, reported), n in ranked
+    ]
 
 
 def _s(ms: float | None) -> float | None:

@@ -126,6 +126,13 @@ def _scenario(s: dict[str, Any]) -> list[str]:
             cells = [_fmt(loc["rooms"].get(r, {}).get("room_accuracy_pct")) for r in rooms]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    errors = {name: loc.get("errors") for name, loc in s["locators"].items() if loc.get("errors")}
+    if errors:
+        lines += ["Where the errors go (true room -> reported room, % of tag-time):", ""]
+        for name, pairs in errors.items():
+            text = ", ".join(f"{e['true']} -> {e['reported']} {e['pct']}" for e in pairs)
+            lines.append(f"- {name}: {text}")
+        lines.append("")
     if s.get("reference"):
         lines += [f"Reference: `{json.dumps(s['reference'])}`", ""]
     settings = s["edge_settings"]

@@ -21,6 +21,7 @@ from .const import (
     CONF_ALERT_SEVERITIES,
     CONF_FUSION_WINDOW,
     CONF_HYSTERESIS,
+    CONF_LOCATION_METHOD,
     CONF_MAX_OFFSET,
     CONF_OFFLINE_AFTER,
     CONF_RETENTION_DAYS,
@@ -28,6 +29,8 @@ from .const import (
     DEFAULT_OPTIONS,
     DEFAULT_ROOT,
     DOMAIN,
+    LOCATION_NEAREST,
+    LOCATION_ROOMS,
     SEVERITIES,
 )
 
@@ -131,7 +134,7 @@ def _title(root: str) -> str:
 
 
 class AssetTrackerOptionsFlow(OptionsFlowWithReload):
-    """Offline repair delay, area hysteresis, fusion window, alert severities, retention."""
+    """Offline repair delay, location method, fusion window, alert severities, retention."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         if user_input is not None:
@@ -140,6 +143,12 @@ class AssetTrackerOptionsFlow(OptionsFlowWithReload):
         schema = vol.Schema(
             {
                 vol.Required(CONF_OFFLINE_AFTER): _number(30, 86400, "s"),
+                vol.Required(CONF_LOCATION_METHOD): selector.SelectSelector(
+                    selector.SelectSelectorConfig(
+                        options=[LOCATION_ROOMS, LOCATION_NEAREST],
+                        translation_key=CONF_LOCATION_METHOD,
+                    )
+                ),
                 vol.Required(CONF_HYSTERESIS): _number(0, 30, "dB", step=0.5),
                 vol.Required(CONF_FUSION_WINDOW): _number(5, 3600, "s"),
                 vol.Required(CONF_ALERT_SEVERITIES): selector.SelectSelector(

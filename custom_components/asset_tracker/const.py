@@ -13,6 +13,9 @@ CONF_ROOT_TOPIC: Final = "root_topic"
 CONF_OFFLINE_AFTER: Final = "offline_after_s"
 CONF_HYSTERESIS: Final = "area_hysteresis_db"
 CONF_FUSION_WINDOW: Final = "fusion_window_s"
+CONF_LOCATION_METHOD: Final = "location_method"
+LOCATION_ROOMS: Final = "rooms"
+LOCATION_NEAREST: Final = "nearest"
 CONF_ALERT_SEVERITIES: Final = "alert_severities"
 CONF_RETENTION_DAYS: Final = "retention_days"
 CONF_MAX_OFFSET: Final = "max_clock_offset_s"
@@ -21,6 +24,7 @@ DEFAULT_OPTIONS: Final = {
     CONF_OFFLINE_AFTER: 300,
     CONF_HYSTERESIS: 6.0,
     CONF_FUSION_WINDOW: 60,
+    CONF_LOCATION_METHOD: LOCATION_ROOMS,
     CONF_ALERT_SEVERITIES: ["warning", "critical"],
     CONF_RETENTION_DAYS: 30,
     CONF_MAX_OFFSET: 60,

@@ -51,4 +51,11 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         asset = self.asset
-        return {"area": self.hub.area_of(asset.node), "node": asset.node}
+        # in steps of 0.05, so a settling estimate does not write the state twice a second
+        confidence = None if asset.confidence is None else round(asset.confidence * 20) / 20
+        return {
+            "area": asset.area,
+            "floor": asset.floor,
+            "confidence": confidence,
+            "node": asset.node,
+        }

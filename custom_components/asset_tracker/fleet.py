@@ -49,6 +49,7 @@ class Fleet:
         self.dedupe = DedupeState()
         self.clock = self.new_clock()
         self.rejected: dict[str, int] = {}
+        self.fingerprints: dict[str, Any] = {}  # trained rooms, as the estimator stores them
         self._logged: set[tuple[str | None, str]] = set()
         self._changed_assets: set[str] = set()
         self._changed_nodes: set[str] = set()

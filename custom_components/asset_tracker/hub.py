@@ -107,6 +107,7 @@ class AssetTrackerHub:
 
     async def async_start(self) -> None:
         await self.persistence.async_restore()
+        self.placement.restore()
         self._unsubscribers.append(await self.ingest.async_subscribe())
         self._unsubscribers.append(
             async_track_time_interval(self.hass, self._housekeeping, HOUSEKEEPING_INTERVAL)
@@ -134,6 +135,24 @@ class AssetTrackerHub:
     def area_of(self, node_id: str | None) -> str | None:
         """The Home Assistant area of a node's device, else the node's suggested area."""
         return self.placement.area_of(node_id)
+
+    def set_area(self, asset_id: str, area_id: str) -> bool:
+        """A person says the asset is in this area now; False when the area is no room."""
+        asset = self.assets[asset_id]
+        if not self.placement.known_room(area_id):
+            return False
+        if self.placement.correct(asset, area_id):
+            self.fleet.asset_changed(asset)
+            self.fleet.flush_changes()
+        return True
+
+    async def async_train_area(self, asset_id: str, area_id: str, seconds: float) -> int:
+        """Learns the area from what the nodes hear of the asset standing in it for `seconds`;
+        returns the number of samples (ValueError, and nothing learned, when too few)."""
+        samples = await self.placement.async_collect(asset_id, seconds)
+        self.placement.train(area_id, samples)
+        self.persistence.schedule_state_save()
+        return len(samples)
 
     def acknowledge(self, asset_id: str) -> bool:
         asset = self.assets.get(asset_id)

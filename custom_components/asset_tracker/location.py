@@ -22,11 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from statistics import fmean, pstdev
+from statistics import fmean
+from typing import Any
 
 UNHEARD_DBM = -105.0  # what a node that does not hear an asset is taken to hear
 OFFSET_LIMIT_DB = 10.0
 MIN_TRAINING = 10
+NEAREST_SAMPLES = 5
+SETTLED = 0.98
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class Estimate:
     floor: str | None
     confidence: float
     since_ms: int
+    settled: bool = True  # False while another room gains: asking again soon may move it
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +58,20 @@ class LocatorSettings:
     """The estimator's constants; defaults are the accuracy harness's best (docs/accuracy.md)."""
 
     fresh_s: float = 40.0  # an observation older than this says nothing any more
-    temperature_db: float = 4.0  # a score 4 dB better pulls e-fold per evidence time constant
+    temperature_db: float = 1.5  # a score 1.5 dB better pulls e-fold per evidence time constant
     evidence_s: float = 1.0
     margin_db: float = 6.0  # near a node, it beats the others by this much
     far_dbm: float = -75.0  # weaker is not "close": an offline room keeps its claim
     fingerprint_db: float = 1.0  # weight of a trained room's shape mismatch (per dB RMS)
+    fingerprint_bonus_db: float = 3.0  # a perfect match scores this far above a node's room
+    stay_db: float = 0.5  # the reported room's head start in the evidence ...
+    stay_per_min_db: float = 0.5  # ... growing with each minute the asset stayed there ...
+    stay_max_db: float = 3.0  # ... up to this
     move_s: float = 3.0  # base time constant to leave a room
     dwell_s: float = 60.0  # each dwell_s spent in a room doubles the time constant, up to a cap
     max_move_s: float = 30.0
-    switch_at: float = 0.9  # a new room is reported once it holds this share
+    switch_at: float = 0.75  # a new room is reported once it holds this share
+    hold_s: float = 0.0  # ... for this long
     calibrate: bool = True  # learn each node's radio bias from what it hears
     offset_quantile: float = 0.9
     offset_after: int = 300  # samples per node before its bias is trusted
@@ -70,27 +79,37 @@ class LocatorSettings:
 
 @dataclass(slots=True)
 class Fingerprint:
-    """What each node heard, relative to the mean of the nodes, while an asset stood in a room."""
+    """What the nodes heard while an asset stood in a room, each sample relative to its own mean
+    (so another tag's transmit power does not matter); matched by its nearest samples, so a room
+    whose corners sound different is still one room."""
 
-    shape: dict[str, float]
-    spread: dict[str, float]
+    nodes: tuple[str, ...]
+    samples: list[tuple[float, ...]]
 
     @classmethod
     def of(cls, samples: Sequence[Mapping[str, float]], nodes: Iterable[str]) -> Fingerprint:
-        names = sorted(set(nodes))
-        centred = [_centre({n: s.get(n, UNHEARD_DBM) for n in names}) for s in samples]
-        return cls(
-            shape={n: fmean(c[n] for c in centred) for n in names},
-            spread={n: pstdev([c[n] for c in centred]) for n in names},
-        )
+        names = tuple(sorted(set(nodes)))
+        return cls(names, [_centred(s, names) for s in samples])
 
     def mismatch(self, heard: Mapping[str, float]) -> float:
-        """RMS dB between the shapes, each entry weighed by how steady it was in training."""
-        obs = _centre({n: heard.get(n, UNHEARD_DBM) for n in self.shape})
-        terms = [
-            (obs[n] - m) ** 2 / (1.0 + self.spread[n] ** 2 / 9.0) for n, m in self.shape.items()
-        ]
-        return math.sqrt(fmean(terms)) if terms else 0.0
+        """RMS dB to the nearest few training samples."""
+        obs = _centred(heard, self.nodes)
+        distances = sorted(
+            sum((a - b) ** 2 for a, b in zip(obs, sample, strict=True)) for sample in self.samples
+        )
+        nearest = distances[:NEAREST_SAMPLES] or [0.0]
+        return math.sqrt(fmean(nearest) / max(1, len(self.nodes)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"nodes": list(self.nodes), "samples": [list(s) for s in self.samples]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Fingerprint | None:
+        nodes = tuple(str(n) for n in raw.get("nodes") or ())
+        samples = [tuple(float(v) for v in s) for s in raw.get("samples") or ()]
+        if not nodes or len(samples) < MIN_TRAINING or any(len(s) != len(nodes) for s in samples):
+            return None
+        return cls(nodes, samples)
 
 
 @dataclass(slots=True)
@@ -100,6 +119,9 @@ class _Asset:
     at_ms: int | None = None
     room: str | None = None
     since_ms: int = 0
+    leader: str | None = None  # the room with the best score at the last evidence
+    candidate: tuple[str | None, int] = (None, 0)  # a room leading since when
+    scored: tuple[tuple[Any, ...], dict[str, float], str] | None = None
 
 
 @dataclass(slots=True)
@@ -117,12 +139,14 @@ class Locator:
         self._assets: dict[str, _Asset] = {}
         self._nodes: dict[str, _Node] = {}
         self._fingerprints: dict[str, Fingerprint] = {}
+        self._version = 0  # rooms or fingerprints changed: earlier scores are void
         self.set_rooms(rooms)
 
     # what the estimator knows of the place
 
     def set_rooms(self, rooms: Iterable[Room]) -> None:
         """The rooms changed (areas renamed, nodes moved): beliefs in vanished rooms are dropped."""
+        self._version += 1
         self.rooms = {r.room_id: r for r in rooms}
         self._room_of_node = {n: r.room_id for r in self.rooms.values() for n in r.nodes}
         for state in self._assets.values():
@@ -139,6 +163,7 @@ class Locator:
         nodes = {n for s in samples for n in s} | set(self._room_of_node)
         calibrated = [{n: v - self.offset(n) for n, v in s.items()} for s in samples]
         self._fingerprints[room] = Fingerprint.of(calibrated, nodes)
+        self._version += 1
 
     @property
     def trained(self) -> tuple[str, ...]:
@@ -171,7 +196,8 @@ class Locator:
         previous = state.heard.get(node)
         if previous is None or at_ms >= previous[1]:
             state.heard[node] = (rssi, at_ms)
-        self._learn_bias(node, rssi)
+            if previous != (rssi, at_ms):  # the same report given again teaches nothing
+                self._learn_bias(node, rssi)
 
     def lost(self, asset: str, node: str, at_ms: int) -> None:
         """The node says the asset is away from it."""
@@ -183,6 +209,7 @@ class Locator:
 
     def node_online(self, node: str, online: bool, at_ms: int) -> None:
         self._nodes.setdefault(node, _Node()).online = online
+        self._version += 1
 
     def forget(self, asset: str) -> None:
         self._assets.pop(asset, None)
@@ -211,16 +238,49 @@ class Locator:
             return Estimate(None, None, 0.0, state.since_ms)
         if heard:
             self._advance(state, heard, now_ms)
+        settled = True
         if state.belief:
             best = max(state.belief, key=lambda r: (state.belief[r], r))
-            if best != state.room and (
-                state.room is None or state.belief[best] >= self.settings.switch_at
-            ):
+            leads = best != state.room and state.belief[best] >= self.settings.switch_at
+            if not leads or best != state.candidate[0]:
+                state.candidate = (best, now_ms) if leads else (None, now_ms)
+            held = now_ms - state.candidate[1] >= self.settings.hold_s * 1000
+            if state.room is None or (leads and held):
                 state.room, state.since_ms = best, now_ms
+            # the evidence may not have pulled yet (asked at the moment it came): not settled
+            # while another room has the better score
+            settled = state.belief.get(state.room or "", 0.0) >= SETTLED and (
+                state.leader in (None, state.room)
+            )
         room = state.room
         if room is None:
             return Estimate(None, None, 0.0, state.since_ms)
-        return Estimate(room, self.rooms[room].floor, state.belief.get(room, 0.0), state.since_ms)
+        confidence = state.belief.get(room, 0.0)
+        return Estimate(room, self.rooms[room].floor, confidence, state.since_ms, settled)
+
+    def knows(self, asset: str) -> bool:
+        """Whether any node has reported the asset since the estimator started."""
+        return asset in self._assets
+
+    def heard(self, asset: str, now_ms: int) -> dict[str, float]:
+        """What the online nodes heard of the asset recently, as they reported it (dBm)."""
+        state = self._assets.get(asset)
+        if state is None:
+            return {}
+        fresh = self._fresh(state, now_ms)
+        return {node: value + self.offset(node) for node, value in fresh.items()}
+
+    def fingerprints(self) -> dict[str, dict[str, Any]]:
+        """The trained rooms, to be stored."""
+        return {room: f.as_dict() for room, f in self._fingerprints.items()}
+
+    def load_fingerprints(self, data: Mapping[str, Mapping[str, Any]]) -> None:
+        """Trained rooms from the store; a room that is no longer known is kept for later."""
+        for room, raw in data.items():
+            fingerprint = Fingerprint.from_dict(raw)
+            if fingerprint is not None:
+                self._fingerprints[room] = fingerprint
+        self._version += 1
 
     def _fresh(self, state: _Asset, now_ms: int) -> dict[str, float]:
         """Calibrated dBm of the online nodes that heard the asset recently."""
@@ -239,8 +299,13 @@ class Locator:
         return bool(nodes) and all(not self._nodes.get(n, _Node()).online for n in nodes)
 
     def _advance(self, state: _Asset, heard: Mapping[str, float], now_ms: int) -> None:
-        scores = self.scores(heard)
-        top = max(scores.values())
+        # the same evidence scores the same: asked again while nothing new came, reuse it
+        key = (self._version, *sorted((n, round(v * 2)) for n, v in heard.items()))
+        if state.scored is None or state.scored[0] != key:
+            scores = self.scores(heard)
+            state.scored = (key, scores, max(scores, key=lambda r: (scores[r], r)))
+        _key, scores, state.leader = state.scored
+        top = scores[state.leader]
         if not state.belief:
             # the first word: the evidence alone, as if it had pulled for one time constant
             state.belief = dict.fromkeys(self.rooms, 1.0)
@@ -253,11 +318,22 @@ class Locator:
             self._move(state, dt, now_ms)
         elif pull == 0.0:
             return
+        stay = self._stay_db(state, now_ms)
         weights = {
-            r: p * math.exp(pull * (scores[r] - top)) for r, p in state.belief.items() if p > 0
+            r: p * math.exp(pull * (scores[r] + (stay if r == state.room else 0.0) - top))
+            for r, p in state.belief.items()
+            if p > 0
         }
         total = sum(weights.values()) or 1.0
         state.belief = {r: w / total for r, w in weights.items() if w / total > 1e-9}
+
+    def _stay_db(self, state: _Asset, now_ms: int) -> float:
+        """The reported room's head start in dB, growing with the time the asset stayed there."""
+        if state.room is None:
+            return 0.0
+        s = self.settings
+        minutes = (now_ms - state.since_ms) / 60_000
+        return min(s.stay_max_db, s.stay_db + s.stay_per_min_db * minutes)
 
     def _move(self, state: _Asset, dt: float, now_ms: int) -> None:
         """Probability leaks out of each room at a rate that falls with the dwell there."""
@@ -289,7 +365,8 @@ class Locator:
         s = self.settings
         fingerprint = self._fingerprints.get(room_id)
         if fingerprint is not None:
-            return -s.fingerprint_db * fingerprint.mismatch(heard)
+            # a close match beats the strongest node's own room: the user said what it sounds like
+            return s.fingerprint_bonus_db - s.fingerprint_db * fingerprint.mismatch(heard)
         nodes = self.rooms[room_id].nodes
         online = [n for n in nodes if self._nodes.get(n, _Node()).online]
         if nodes and not online:
@@ -312,6 +389,7 @@ class Locator:
         state.high += step * (q if rssi > state.high else q - 1.0)
 
 
-def _centre(values: Mapping[str, float]) -> dict[str, float]:
-    mean = fmean(values.values())
-    return {n: v - mean for n, v in values.items()}
+def _centred(heard: Mapping[str, float], nodes: Sequence[str]) -> tuple[float, ...]:
+    values = [heard.get(n, UNHEARD_DBM) for n in nodes]
+    mean = fmean(values) if values else 0.0
+    return tuple(v - mean for v in values)

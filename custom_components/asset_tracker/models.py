@@ -84,7 +84,11 @@ class AssetState:
     model: str | None = None
     presence: str = "unknown"
     order: Order = (0, 0, "")
-    node: str | None = None
+    node: str | None = None  # the node that hears it best now
+    room: str | None = None  # the room the estimator puts it in: an area id, or "node:<name>"
+    area: str | None = None  # that room's name
+    floor: str | None = None
+    confidence: float | None = None
     rssi: float | None = None
     distance_m: float | None = None
     battery: float | None = None
@@ -119,6 +123,9 @@ class AssetState:
             "presence": self.presence,
             "order": list(self.order),
             "node": self.node,
+            "room": self.room,
+            "area": self.area,
+            "floor": self.floor,
             "rssi": self.rssi,
             "distance_m": self.distance_m,
             "battery": self.battery,
@@ -140,6 +147,9 @@ class AssetState:
             presence=raw.get("presence", "unknown"),
             order=(int(wall), int(counter), str(node)),
             node=raw.get("node"),
+            room=raw.get("room"),
+            area=raw.get("area"),
+            floor=raw.get("floor"),
             rssi=raw.get("rssi"),
             distance_m=raw.get("distance_m"),
             battery=raw.get("battery"),

@@ -82,6 +82,7 @@ class Persistence:
         self._restore_nodes(state.get("nodes", {}), data.get("epochs", {}))
         for asset_id, raw in state.get("assets", {}).items():
             fleet.assets[asset_id] = AssetState.restore(asset_id, raw)
+        fleet.fingerprints = dict(state.get("fingerprints") or {})
 
     def _restore_nodes(self, saved: dict[str, Any], epochs: dict[str, int]) -> None:
         nodes = self._fleet.nodes
@@ -120,6 +121,7 @@ class Persistence:
         return {
             "nodes": {n.node_id: _node_data(n) for n in self._fleet.nodes.values()},
             "assets": {a.asset_id: a.persistable() for a in self._fleet.assets.values()},
+            "fingerprints": self._fleet.fingerprints,
         }
 
     def persistable(self) -> dict[str, Any]:

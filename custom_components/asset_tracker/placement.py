@@ -1,84 +1,282 @@
-"""Where an asset is: which node it is nearest to, and the Home Assistant area of that node.
+"""Where an asset is: its room (a Home Assistant area), floor and confidence, from every node.
 
 The apply stage asks one thing of it, `update(asset, now)`, after every observation; housekeeping
-asks again as sightings age out. How the node is chosen (`fusion.choose_node` today) stays behind
-that call, so a better estimator can replace it without touching the stages around it.
+asks again as sightings age out, and an asset whose estimate is still moving is asked again every
+half second until it settles, so a room change shows without waiting for the next event.
+
+Rooms are the areas of the nodes' devices (a node without an area is a room of its own, named
+after its suggested area) plus the areas a user trained. The estimator itself (`location.py`) knows
+nothing of Home Assistant; `location_method: nearest` keeps the strongest-node rule with a dB
+hysteresis for those who prefer it.
 """
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.event import async_call_later, async_track_time_interval
 from homeassistant.util import dt as dt_util
 
-from .const import CONF_FUSION_WINDOW, CONF_HYSTERESIS, EVENT_AREA_CHANGED
+from .clock import wall_ms
+from .const import (
+    CONF_FUSION_WINDOW,
+    CONF_HYSTERESIS,
+    CONF_LOCATION_METHOD,
+    EVENT_AREA_CHANGED,
+    LOCATION_NEAREST,
+)
 from .fleet import Fleet, node_device_identifier
 from .fusion import choose_node
+from .location import Estimate, Locator, LocatorSettings, Room
 from .models import AssetState
+
+RECHECK_S = 0.5
+NODE_ROOM = "node:"  # the room of a node whose device has no Home Assistant area
 
 
 class Placement:
-    """Decides each asset's node, and caches the area of each node."""
+    """Decides each asset's room and floor, and names the rooms after their areas."""
 
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
-        self._areas: dict[str, str | None] = {}
+        self.locator = Locator([], self._settings())
+        self._rooms_for: tuple[str, ...] | None = None  # the nodes the rooms were built from
+        self._names: dict[str, str] = {}
+        self._node_rooms: dict[str, str] = {}
+        self._online: dict[str, bool] = {}
+        self._unsettled: set[str] = set()
+        self._recheck: CALLBACK_TYPE | None = None
+
+    def _settings(self) -> LocatorSettings:
+        return LocatorSettings(fresh_s=float(self._fleet.options[CONF_FUSION_WINDOW]))
+
+    @property
+    def _nearest(self) -> bool:
+        return self._fleet.options.get(CONF_LOCATION_METHOD) == LOCATION_NEAREST
 
     def async_listen(self) -> list[CALLBACK_TYPE]:
-        """A node's area is cached; a device moved to another area, or an area renamed, clears
-        it."""
+        """Rooms follow the registries: a node moved to another area, an area renamed."""
         bus = self._fleet.hass.bus
         return [
             bus.async_listen(dr.EVENT_DEVICE_REGISTRY_UPDATED, self.forget_areas),
             bus.async_listen(ar.EVENT_AREA_REGISTRY_UPDATED, self.forget_areas),
+            self._cancel_recheck,
         ]
 
-    def update(self, asset: AssetState, now: int) -> bool:
-        """Re-decides the asset's node; True when it changed (and its visit moved with it)."""
-        options = self._fleet.options
-        window_ms = int(options[CONF_FUSION_WINDOW]) * 1000
-        now = max(now, asset.last_seen_ms or 0)
-        present = {n: s for n, s in asset.sightings.items() if s.present is not False}
-        chosen = choose_node(present, asset.node, now, window_ms, float(options[CONF_HYSTERESIS]))
-        if asset.presence == "away":
-            chosen = None
-        if chosen == asset.node:
-            return False
-        previous, asset.node = asset.node, chosen
-        area = self.area_of(chosen)
-        asset.visits.enter(area, now, dt_util.now().date())
-        self._fleet.hass.bus.async_fire(
-            EVENT_AREA_CHANGED,
-            {"asset": asset.asset_id, "from_node": previous, "to_node": chosen, "area": area},
-        )
-        return True
-
-    def area_of(self, node_id: str | None) -> str | None:
-        """The Home Assistant area of a node's device, else the node's suggested area."""
-        if node_id is None:
-            return None
-        try:
-            return self._areas[node_id]
-        except KeyError:
-            area = self._areas[node_id] = self._look_up_area(node_id)
-            return area
+    # the rooms
 
     @callback
     def forget_areas(self, _event: Any = None) -> None:
-        """Devices or areas changed, or a node announced another area: asked again when used."""
-        self._areas.clear()
+        """Devices or areas changed, or a node announced another area: rebuilt when used."""
+        self._rooms_for = None
 
-    def _look_up_area(self, node_id: str) -> str | None:
+    def _ensure_rooms(self, extra: str | None = None) -> None:
+        nodes = tuple(sorted(self._fleet.nodes))
+        if self._rooms_for == nodes and (extra is None or extra in self.locator.rooms):
+            return
+        self._rooms_for = nodes
+        areas = ar.async_get(self._fleet.hass)
+        members: dict[str, list[str]] = {}
+        self._names, self._node_rooms = {}, {}
+        for node_id in nodes:
+            room, name = self._room_of_node(node_id, areas)
+            members.setdefault(room, []).append(node_id)
+            self._names[room], self._node_rooms[node_id] = name, room
+        for area_id in {*self.locator.trained, *([extra] if extra else [])} - members.keys():
+            if (area := areas.async_get_area(area_id)) is not None:
+                members[area_id], self._names[area_id] = [], area.name
+        rooms = [Room(r, self._floor(r, areas), tuple(n)) for r, n in members.items()]
+        self.locator.set_rooms(rooms)
+
+    def _room_of_node(self, node_id: str, areas: ar.AreaRegistry) -> tuple[str, str]:
         fleet = self._fleet
-        node = fleet.nodes.get(node_id)
         device = dr.async_get(fleet.hass).async_get_device_by_identifier(
             node_device_identifier(fleet, node_id), fleet.entry_id
         )
         if device is not None and device.area_id:
-            area = ar.async_get(fleet.hass).async_get_area(device.area_id)
+            area = areas.async_get_area(device.area_id)
             if area is not None:
-                return area.name
-        return (node.suggested_area if node else None) or node_id
+                return area.id, area.name
+        node = fleet.nodes.get(node_id)
+        name = (node.suggested_area if node else None) or node_id
+        return NODE_ROOM + name, name
+
+    @staticmethod
+    def _floor(room: str, areas: ar.AreaRegistry) -> str | None:
+        area = None if room.startswith(NODE_ROOM) else areas.async_get_area(room)
+        return area.floor_id if area is not None else None
+
+    def area_of(self, node_id: str | None) -> str | None:
+        """The name of the area a node is in (its suggested area, else its id, without one)."""
+        if node_id is None:
+            return None
+        self._ensure_rooms()
+        room = self._node_rooms.get(node_id)
+        return self._names.get(room, node_id) if room else node_id
+
+    def room_name(self, room: str | None) -> str | None:
+        return None if room is None else self._names.get(room, room)
+
+    def known_room(self, area_id: str) -> bool:
+        self._ensure_rooms()
+        return area_id in self.locator.rooms
+
+    # the estimate
+
+    def update(self, asset: AssetState, now: int) -> bool:
+        """Re-decides the asset's room; True when its room or nearest node changed."""
+        self._ensure_rooms()
+        now = max(now, asset.last_seen_ms or 0)
+        if self._nearest:
+            return self._update_nearest(asset, now)
+        self._feed(asset)
+        if not self.locator.knows(asset.asset_id):
+            return False  # nothing heard since the start: what was restored stands
+        estimate = self.locator.locate(asset.asset_id, now)
+        nearest = self._strongest(asset, now)
+        if asset.presence == "away" or estimate.room is None:
+            estimate, nearest = Estimate(None, None, 0.0, now), None
+        self._track_settling(asset.asset_id, estimate)
+        return self._move(asset, estimate, nearest, now)
+
+    def _feed(self, asset: AssetState) -> None:
+        for node_id, node in self._fleet.nodes.items():
+            # a node that never sent its status is taken at its events' word
+            online = node.online or node.last_status_ms is None
+            if self._online.get(node_id) != online:
+                self._online[node_id] = online
+                self.locator.node_online(node_id, online, wall_ms())
+        for node_id, sighting in asset.sightings.items():
+            if sighting.present is False:
+                self.locator.lost(asset.asset_id, node_id, sighting.wall_ms)
+            elif sighting.rssi is not None:
+                self.locator.observe(asset.asset_id, node_id, sighting.rssi, sighting.wall_ms)
+
+    def _strongest(self, asset: AssetState, now: int) -> str | None:
+        heard = self.locator.heard(asset.asset_id, now)
+        return max(heard, key=lambda n: (heard[n], n)) if heard else None
+
+    def _update_nearest(self, asset: AssetState, now: int) -> bool:
+        options = self._fleet.options
+        window_ms = int(options[CONF_FUSION_WINDOW]) * 1000
+        present = {n: s for n, s in asset.sightings.items() if s.present is not False}
+        chosen = choose_node(present, asset.node, now, window_ms, float(options[CONF_HYSTERESIS]))
+        if asset.presence == "away":
+            chosen = None
+        room = self._node_rooms.get(chosen) if chosen else None
+        estimate = Estimate(
+            room, self._floor(room, ar.async_get(self._fleet.hass)) if room else None, 1.0, now
+        )
+        return self._move(asset, estimate, chosen, now)
+
+    def _move(self, asset: AssetState, estimate: Estimate, nearest: str | None, now: int) -> bool:
+        asset.confidence = round(estimate.confidence, 3) if estimate.room else None
+        if estimate.room == asset.room and nearest == asset.node:
+            return False
+        previous_node, asset.node = asset.node, nearest
+        if estimate.room == asset.room:
+            return True
+        previous = asset.area
+        asset.room, asset.floor = estimate.room, estimate.floor
+        asset.area = self.room_name(estimate.room)
+        asset.visits.enter(asset.area, now, dt_util.now().date())
+        self._fleet.hass.bus.async_fire(
+            EVENT_AREA_CHANGED,
+            {
+                "asset": asset.asset_id,
+                "area": asset.area,
+                "area_id": _area_id(estimate.room),
+                "from_area": previous,
+                "floor": estimate.floor,
+                "confidence": asset.confidence,
+                "from_node": previous_node,
+                "to_node": nearest,
+            },
+        )
+        return True
+
+    # moving estimates are asked again soon
+
+    def _track_settling(self, asset_id: str, estimate: Estimate) -> None:
+        if estimate.settled:
+            self._unsettled.discard(asset_id)
+            return
+        self._unsettled.add(asset_id)
+        if self._recheck is None:
+            self._recheck = async_call_later(self._fleet.hass, RECHECK_S, self._on_recheck)
+
+    @callback
+    def _on_recheck(self, _now: datetime) -> None:
+        self._recheck = None
+        fleet, now = self._fleet, wall_ms()
+        for asset_id in list(self._unsettled):
+            asset = fleet.assets.get(asset_id)
+            if asset is None:
+                self._unsettled.discard(asset_id)
+            elif self.update(asset, now):
+                fleet.asset_changed(asset)
+        fleet.flush_changes()
+
+    @callback
+    def _cancel_recheck(self) -> None:
+        if self._recheck is not None:
+            self._recheck()
+            self._recheck = None
+
+    # what a person tells it
+
+    def correct(self, asset: AssetState, area_id: str) -> bool:
+        """The asset is in this area now; True when its room changed."""
+        self._ensure_rooms()
+        now = wall_ms()
+        self._feed(asset)
+        self.locator.correct(asset.asset_id, area_id, now)
+        return self.update(asset, now)
+
+    async def async_collect(self, asset_id: str, seconds: float) -> list[dict[str, float]]:
+        """What the nodes hear of the asset, once a second for `seconds` (moments it was heard)."""
+        hass, samples = self._fleet.hass, []
+        done: asyncio.Future[None] = hass.loop.create_future()
+
+        @callback
+        def sample(_now: datetime) -> None:
+            heard = self.locator.heard(asset_id, wall_ms())
+            if heard:
+                samples.append(heard)
+
+        @callback
+        def finish(_now: datetime) -> None:
+            if not done.done():
+                done.set_result(None)
+
+        stop_sampling = async_track_time_interval(hass, sample, timedelta(seconds=1))
+        stop_timer = async_call_later(hass, seconds, finish)
+        try:
+            await done
+        finally:
+            stop_sampling()
+            stop_timer()
+        return samples
+
+    def train(self, area_id: str, samples: list[dict[str, float]]) -> None:
+        """A fingerprint for the area (raises ValueError with too few samples)."""
+        self._ensure_rooms(extra=area_id)
+        try:
+            self.locator.train(area_id, samples)
+        finally:
+            self.forget_areas()  # an untrained area without a node is no room: rebuilt without it
+        self._fleet.fingerprints = self.locator.fingerprints()
+
+    def restore(self) -> None:
+        """The trained rooms from the store."""
+        self.locator.load_fingerprints(self._fleet.fingerprints)
+        self.forget_areas()
+
+
+def _area_id(room: str | None) -> str | None:
+    return None if room is None or room.startswith(NODE_ROOM) else room

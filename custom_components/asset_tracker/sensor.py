@@ -71,7 +71,7 @@ ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
     AssetSensorDescription(
         key="area",
         translation_key="area",
-        value_fn=lambda hub, a: hub.area_of(a.node) if a.presence != "away" else None,
+        value_fn=lambda hub, a: a.area if a.presence != "away" else None,
     ),
     AssetSensorDescription(
         key="distance",

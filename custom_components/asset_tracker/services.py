@@ -1,4 +1,5 @@
-"""Actions: acknowledge an asset's alert, push runtime settings to an edge node."""
+"""Actions: acknowledge an asset's alert, push runtime settings to an edge node, tell or teach
+where an asset is."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import probatio as vol
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, SupportsResponse, callback
 from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 
@@ -17,8 +19,12 @@ from .hub import AssetTrackerHub
 
 SERVICE_ACKNOWLEDGE = "acknowledge"
 SERVICE_CONFIGURE_NODE = "configure_node"
+SERVICE_SET_AREA = "set_area"
+SERVICE_TRAIN_AREA = "train_area"
 ATTR_DEVICE_ID = "device_id"
 ATTR_SETTINGS = "settings"
+ATTR_AREA_ID = "area_id"
+ATTR_DURATION = "duration"
 
 ACKNOWLEDGE_SCHEMA = vol.Schema({vol.Required(ATTR_DEVICE_ID): cv.string})
 CONFIGURE_SCHEMA = vol.Schema(
@@ -26,6 +32,13 @@ CONFIGURE_SCHEMA = vol.Schema(
         vol.Required(ATTR_DEVICE_ID): cv.string,
         vol.Required(ATTR_SETTINGS): vol.All(dict, vol.Length(min=1, max=64)),
     }
+)
+
+SET_AREA_SCHEMA = vol.Schema(
+    {vol.Required(ATTR_DEVICE_ID): cv.string, vol.Required(ATTR_AREA_ID): cv.string}
+)
+TRAIN_AREA_SCHEMA = SET_AREA_SCHEMA.extend(
+    {vol.Optional(ATTR_DURATION, default=60): vol.All(vol.Coerce(int), vol.Range(min=10, max=600))}
 )
 
 
@@ -75,6 +88,44 @@ async def _configure_node(call: ServiceCall) -> dict[str, Any]:
     return {"command_id": command_id}
 
 
+def _area(hass: HomeAssistant, area_id: str) -> str:
+    area = ar.async_get(hass).async_get_area(area_id)
+    if area is None:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="unknown_area",
+            translation_placeholders={"area_id": area_id},
+        )
+    return area.name
+
+
+async def _set_area(call: ServiceCall) -> None:
+    hub, asset_id = _resolve(call.hass, call.data[ATTR_DEVICE_ID], "asset")
+    name = _area(call.hass, call.data[ATTR_AREA_ID])
+    if not hub.set_area(asset_id, call.data[ATTR_AREA_ID]):
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="area_not_a_room",
+            translation_placeholders={"area": name},
+        )
+
+
+async def _train_area(call: ServiceCall) -> dict[str, Any]:
+    hub, asset_id = _resolve(call.hass, call.data[ATTR_DEVICE_ID], "asset")
+    _area(call.hass, call.data[ATTR_AREA_ID])
+    try:
+        samples = await hub.async_train_area(
+            asset_id, call.data[ATTR_AREA_ID], call.data[ATTR_DURATION]
+        )
+    except ValueError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="too_few_samples",
+            translation_placeholders={"asset": hub.assets[asset_id].name},
+        ) from err
+    return {"samples": samples}
+
+
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the actions (once, in async_setup)."""
@@ -84,5 +135,13 @@ def async_setup_services(hass: HomeAssistant) -> None:
         SERVICE_CONFIGURE_NODE,
         _configure_node,
         CONFIGURE_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(DOMAIN, SERVICE_SET_AREA, _set_area, SET_AREA_SCHEMA)
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_TRAIN_AREA,
+        _train_area,
+        TRAIN_AREA_SCHEMA,
         supports_response=SupportsResponse.OPTIONAL,
     )

@@ -111,7 +111,7 @@ class Pipeline:
         asset.last_seen_ms = max(asset.last_seen_ms, now)
         if asset.returning:
             asset.rssi, asset.returning = RssiFilter(), False
-        rssi = asset.rssi.update(float(advert.rssi))
+        rssi = asset.rssi.update(float(advert.rssi), now)
         power = (reading.tx_power if reading and reading.tx_power else None) or self._path_loss[
             "measured_power"
         ]

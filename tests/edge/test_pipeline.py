@@ -99,8 +99,9 @@ async def test_presence_is_critical_and_telemetry_routine_and_rate_limited(run: 
     assert all(e.priority is Priority.ROUTINE for e in telemetry)
     per_asset = Counter(e.asset for e in telemetry)
     assert set(per_asset) == assets
-    # 60 s at one telemetry per 10 s per asset, however many adverts (about 120 per asset)
-    assert max(per_asset.values()) <= 60 // 10 + 1
+    # moving tags send on delta, never closer than the 2 s spacing, however many adverts
+    # (about 120 per asset)
+    assert max(per_asset.values()) <= 60 // 2 + 1
     assert run.adverts >= 600
     assert len(run.events) < run.adverts / 10
     sensor = [e for e in telemetry if e.asset == "sensor_2"][-1]
@@ -109,6 +110,15 @@ async def test_presence_is_critical_and_telemetry_routine_and_rate_limited(run: 
     wire(run.events)
     assert run.pipeline.health()["assets_tracked"] == len(assets)
     assert run.pipeline.health()["transitions"] == len(assets)
+
+
+async def test_without_send_on_delta_telemetry_follows_the_interval(tmp_path: Path) -> None:
+    run = Run(tmp_path, anomalies=False, telemetry={"interval_s": 10, "delta_db": 0})
+    await run.pipeline.decoder.async_setup()
+    await run.feed(60)
+    per_asset = Counter(e.asset for e in run.of("telemetry"))
+    assert set(per_asset) == run.asset_ids
+    assert max(per_asset.values()) <= 60 // 10 + 1
 
 
 async def test_the_warming_freezer_raises_one_threshold_anomaly(tmp_path: Path) -> None:

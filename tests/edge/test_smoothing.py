@@ -78,3 +78,25 @@ def test_samples_outside_the_physical_range_change_nothing() -> None:
     assert f.update(127) == first
     assert f.update(-200) == first
     assert f.update(-61) != first
+
+
+def test_the_mean_follows_time_not_the_advert_rate() -> None:
+    """A tag advertising ten times a second is smoothed over the same time as a slow one."""
+    slow, fast = RssiFilter(), RssiFilter()
+    for t in range(0, 3000, 1000):
+        slow.update(-60.0, t)
+    for t in range(0, 3000, 100):
+        fast.update(-60.0, t)
+    # a step of 20 dB, held for one second, at either rate
+    for t in range(3000, 4001, 1000):
+        slow.update(-80.0, t)
+    for t in range(3000, 4001, 100):
+        fast.update(-80.0, t)
+    assert slow.value is not None and fast.value is not None
+    assert abs(slow.value - fast.value) < 3.0
+    per_sample = RssiFilter()  # without times, each sample weighs the same
+    for _ in range(3):
+        per_sample.update(-60.0)
+    for _ in range(11):
+        per_sample.update(-80.0)
+    assert per_sample.value is not None and per_sample.value < fast.value - 3.0

@@ -131,7 +131,7 @@ def test_extends_merges_the_parent() -> None:
     assert quieter.radio["shadowing"]["sigma_db"] == 4
     assert quieter.radio["shadowing"]["correlation_m"] == 3
     assert set(quieter.rooms) == set(house.rooms)
-    assert quieter.train == ["wc", "bathroom"]
+    assert quieter.train == ["wc", "bathroom", "landing"]
 
 
 # radio model ------------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ async def test_options_flow_reloads_with_new_tuning(
     assert result["type"] is FlowResultType.FORM
     options = {
         "offline_after_s": 600,
+        "location_method": "nearest",
         "area_hysteresis_db": 3.0,
         "fusion_window_s": 30,
         "alert_severities": ["critical"],
@@ -139,4 +140,5 @@ async def test_options_flow_reloads_with_new_tuning(
     await hass.async_block_till_done()
     hub = setup_entry.runtime_data.hub
     assert hub.options["area_hysteresis_db"] == 3.0
+    assert hub.options["location_method"] == "nearest"
     assert hub.clock.max_offset_ms == 10_000

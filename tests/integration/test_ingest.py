@@ -207,9 +207,10 @@ async def test_rejections_are_counted_and_change_nothing(
     assert caplog.text.count("unsupported_version") == 1  # logged once per node and reason
 
 
-async def test_fusion_hysteresis_keeps_area_until_clearly_stronger(
+async def test_nearest_node_hysteresis_keeps_area_until_clearly_stronger(
     hass: HomeAssistant, setup_entry: Any, mqtt_mock: Any
 ) -> None:
+    setup_entry.runtime_data.hub.options["location_method"] = "nearest"
     kitchen, garage = Edge(hass, "kitchen"), Edge(hass, "garage")
     kitchen.announce([], area="Kitchen")
     garage.announce([], area="Garage")

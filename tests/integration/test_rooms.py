@@ -1,0 +1,289 @@
+"""Rooms in Home Assistant: areas and floors from the registries, moves shown without a new event,
+offline nodes, and the set-area and train-area actions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import area_registry as ar
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import floor_registry as fr
+from mqtt_edge import Edge
+from pytest_homeassistant_custom_component.common import async_fire_time_changed
+
+from custom_components.asset_tracker.const import DOMAIN, EVENT_AREA_CHANGED
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def device(hass: HomeAssistant, kind: str, key: str) -> dr.DeviceEntry:
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    found = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, f"asset_tracker:{kind}:{key}"), entry.entry_id
+    )
+    assert found is not None
+    return found
+
+
+def area_state(hass: HomeAssistant, asset: str) -> str:
+    entity = er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{DOMAIN}:asset:{asset}:area"
+    )
+    assert entity is not None
+    state = hass.states.get(entity)
+    assert state is not None
+    return state.state
+
+
+def tracker(hass: HomeAssistant, asset: str) -> dict[str, Any]:
+    entity = er.async_get(hass).async_get_entity_id(
+        "device_tracker", DOMAIN, f"{DOMAIN}:asset:{asset}:tracker"
+    )
+    assert entity is not None
+    state = hass.states.get(entity)
+    assert state is not None
+    return dict(state.attributes)
+
+
+async def tick_until(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, done: Any, seconds: float = 30
+) -> float:
+    """Moves time on in half seconds until `done()`; returns how long that took."""
+    waited = 0.0
+    while not done():
+        assert waited < seconds, f"not reached within {seconds} s of simulated time"
+        freezer.tick(timedelta(seconds=0.5))
+        waited += 0.5
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+    return waited
+
+
+@pytest.fixture
+async def house(hass: HomeAssistant, setup_entry: Any) -> tuple[Edge, Edge]:
+    """Two nodes in two Home Assistant areas on two floors."""
+    floors = fr.async_get(hass)
+    ground = floors.async_create("Ground floor", level=0)
+    upstairs = floors.async_create("First floor", level=1)
+    areas = ar.async_get(hass)
+    kitchen = areas.async_create("Kitchen", floor_id=ground.floor_id)
+    study = areas.async_create("Study", floor_id=upstairs.floor_id)
+    edges = Edge(hass, "kitchen"), Edge(hass, "study")
+    for edge, area in zip(edges, (kitchen, study), strict=True):
+        edge.birth()
+        edge.announce([])
+        await hass.async_block_till_done()
+        dr.async_get(hass).async_update_device(device(hass, "node", edge.node).id, area_id=area.id)
+    await hass.async_block_till_done()
+    return edges
+
+
+async def test_an_asset_is_in_its_nodes_area_on_its_floor(
+    hass: HomeAssistant, house: tuple[Edge, Edge]
+) -> None:
+    kitchen, study = house
+    t = now_ms()
+    kitchen.event("presence", "cat", {"state": "present", "rssi": -55.0}, (t, 0))
+    study.event("presence", "cat", {"state": "present", "rssi": -85.0}, (t, 0))
+    await hass.async_block_till_done()
+    assert area_state(hass, "cat") == "Kitchen"
+    attributes = tracker(hass, "cat")
+    ground = fr.async_get(hass).async_get_floor_by_name("Ground floor")
+    assert ground is not None
+    assert (attributes["area"], attributes["floor"], attributes["node"]) == (
+        "Kitchen",
+        ground.floor_id,
+        "kitchen",
+    )
+    assert attributes["confidence"] >= 0.9
+
+
+async def test_a_move_shows_without_waiting_for_another_event(
+    hass: HomeAssistant, house: tuple[Edge, Edge], freezer: FrozenDateTimeFactory
+) -> None:
+    kitchen, study = house
+    changes: list[dict[str, Any]] = []
+    hass.bus.async_listen(EVENT_AREA_CHANGED, lambda e: changes.append(dict(e.data)))
+    t = now_ms()
+    kitchen.event("presence", "cat", {"state": "present", "rssi": -55.0}, (t, 0))
+    study.event("presence", "cat", {"state": "present", "rssi": -88.0}, (t, 0))
+    await hass.async_block_till_done()
+    freezer.tick(timedelta(seconds=120))  # it stayed a while: the estimate is sticky now
+    t = now_ms()
+    kitchen.event("telemetry", "cat", {"rssi": -55.0}, (t, 0))
+    study.event("telemetry", "cat", {"rssi": -88.0}, (t, 0))
+    await hass.async_block_till_done()
+    # carried upstairs: one report from each node, then nothing more
+    t = now_ms()
+    kitchen.event("telemetry", "cat", {"rssi": -86.0}, (t, 1))
+    study.event("telemetry", "cat", {"rssi": -54.0}, (t, 1))
+    await hass.async_block_till_done()
+    waited = await tick_until(hass, freezer, lambda: area_state(hass, "cat") == "Study")
+    assert waited <= 10
+    last = changes[-1]
+    upstairs = fr.async_get(hass).async_get_floor_by_name("First floor")
+    assert upstairs is not None
+    assert (last["area"], last["from_area"], last["floor"]) == (
+        "Study",
+        "Kitchen",
+        upstairs.floor_id,
+    )
+    assert last["area_id"] is not None and last["confidence"] >= 0.9
+    # and it settles: no more changes while nothing new is heard
+    count = len(changes)
+    for _ in range(20):
+        freezer.tick(timedelta(seconds=0.5))
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+    assert len(changes) == count
+
+
+async def test_an_offline_node_does_not_move_its_assets(
+    hass: HomeAssistant, house: tuple[Edge, Edge], freezer: FrozenDateTimeFactory
+) -> None:
+    kitchen, study = house
+    t = now_ms()
+    kitchen.event("presence", "cat", {"state": "present", "rssi": -55.0}, (t, 0))
+    study.event("presence", "cat", {"state": "present", "rssi": -88.0}, (t, 0))
+    await hass.async_block_till_done()
+    assert area_state(hass, "cat") == "Kitchen"
+    kitchen.send("status", {"state": "offline", "boot": 1})
+    for i in range(10):  # the study keeps hearing it, far away
+        freezer.tick(timedelta(seconds=2))
+        study.event("telemetry", "cat", {"rssi": -88.0}, (now_ms(), i + 1))
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+    assert area_state(hass, "cat") == "Kitchen"
+
+
+async def test_set_area_moves_the_asset_at_once_and_refuses_what_is_no_room(
+    hass: HomeAssistant, house: tuple[Edge, Edge]
+) -> None:
+    kitchen, study = house
+    t = now_ms()
+    kitchen.event("presence", "cat", {"state": "present", "rssi": -70.0}, (t, 0))
+    study.event("presence", "cat", {"state": "present", "rssi": -72.0}, (t, 0))
+    await hass.async_block_till_done()
+    assert area_state(hass, "cat") == "Kitchen"
+    cat = device(hass, "asset", "cat").id
+    study_area = ar.async_get(hass).async_get_area_by_name("Study")
+    assert study_area is not None
+    await hass.services.async_call(
+        DOMAIN, "set_area", {"device_id": cat, "area_id": study_area.id}, blocking=True
+    )
+    await hass.async_block_till_done()
+    assert area_state(hass, "cat") == "Study"
+    cellar = ar.async_get(hass).async_create("Cellar")
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN, "set_area", {"device_id": cat, "area_id": cellar.id}, blocking=True
+        )
+    assert err.value.translation_key == "area_not_a_room"
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN, "set_area", {"device_id": cat, "area_id": "nowhere"}, blocking=True
+        )
+    assert err.value.translation_key == "unknown_area"
+    node = device(hass, "node", "kitchen").id
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN, "set_area", {"device_id": node, "area_id": study_area.id}, blocking=True
+        )
+    assert err.value.translation_key == "not_an_asset"
+    assert area_state(hass, "cat") == "Study"
+
+
+async def _train(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, edges: tuple[Edge, Edge], **call: Any
+) -> Any:
+    """Runs train_area while the nodes report the asset every second (when `heard`)."""
+    heard = call.pop("heard", None)
+    task = asyncio.ensure_future(
+        hass.services.async_call(DOMAIN, "train_area", call, blocking=True, return_response=True)
+    )
+    await hass.async_block_till_done()
+    for i in range(call.get("duration", 60) + 2):
+        freezer.tick(timedelta(seconds=1))
+        if heard:
+            for edge, rssi in zip(edges, heard, strict=True):
+                edge.event("telemetry", "cat", {"rssi": rssi + (i % 3) - 1}, (now_ms(), 0))
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+        if task.done():
+            break
+    return await task
+
+
+async def test_a_trained_area_without_a_node_is_found(
+    hass: HomeAssistant, house: tuple[Edge, Edge], freezer: FrozenDateTimeFactory
+) -> None:
+    pantry = ar.async_get(hass).async_create("Pantry")
+    kitchen, study = house
+    kitchen.event("presence", "cat", {"state": "present", "rssi": -70.0}, (now_ms(), 0))
+    await hass.async_block_till_done()
+    cat = device(hass, "asset", "cat").id
+    response = await _train(
+        hass,
+        freezer,
+        house,
+        device_id=cat,
+        area_id=pantry.id,
+        duration=20,
+        heard=(-74.0, -77.0),
+    )
+    assert response["samples"] >= 15
+    hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data.hub
+    assert pantry.id in hub.fleet.fingerprints
+    assert pantry.id in hub.persistence.state_data()["fingerprints"]
+    # a quieter tag heard the same way is in the pantry
+    for i in range(20):
+        freezer.tick(timedelta(seconds=1))
+        kitchen.event("telemetry", "cat", {"rssi": -79.0}, (now_ms(), 0))
+        study.event("telemetry", "cat", {"rssi": -82.0}, (now_ms(), 0))
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+    assert area_state(hass, "cat") == "Pantry"
+    assert tracker(hass, "cat")["floor"] is None
+    # close to the kitchen node it is in the kitchen again
+    for i in range(20):
+        freezer.tick(timedelta(seconds=1))
+        kitchen.event("telemetry", "cat", {"rssi": -50.0}, (now_ms(), 0))
+        study.event("telemetry", "cat", {"rssi": -86.0}, (now_ms(), 0))
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+    assert area_state(hass, "cat") == "Kitchen"
+
+
+async def test_training_an_unheard_asset_changes_nothing(
+    hass: HomeAssistant, house: tuple[Edge, Edge], freezer: FrozenDateTimeFactory
+) -> None:
+    pantry = ar.async_get(hass).async_create("Pantry")
+    kitchen, _study = house
+    kitchen.event("presence", "cat", {"state": "present", "rssi": -70.0}, (now_ms() - 120_000, 0))
+    await hass.async_block_till_done()
+    cat = device(hass, "asset", "cat").id
+    with pytest.raises(ServiceValidationError) as err:
+        await _train(hass, freezer, house, device_id=cat, area_id=pantry.id, duration=10)
+    assert err.value.translation_key == "too_few_samples"
+    hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data.hub
+    assert hub.fleet.fingerprints == {}
+    assert not hub.placement.known_room(pantry.id)
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            "train_area",
+            {"device_id": cat, "area_id": "nowhere", "duration": 10},
+            blocking=True,
+            return_response=True,
+        )
+    assert err.value.translation_key == "unknown_area"
