@@ -56,5 +56,6 @@ async def async_get_config_entry_diagnostics(
             for node_id, n in hub.nodes.items()
         },
         "assets": {a.asset_id: a.persistable() for a in hub.assets.values()},
+        "location": hub.placement.summary(),
     }
     return _redact_macs(async_redact_data(data, TO_REDACT))  # type: ignore[no-any-return]

@@ -228,6 +228,21 @@ class Placement:
             self._recheck()
             self._recheck = None
 
+    def summary(self) -> dict[str, Any]:
+        """The rooms as the estimator sees them, and each node's learned radio bias."""
+        self._ensure_rooms()
+        locator = self.locator
+        return {
+            "method": self._fleet.options.get(CONF_LOCATION_METHOD),
+            "rooms": {
+                room.room_id: {"floor": room.floor, "nodes": list(room.nodes)}
+                for room in locator.rooms.values()
+            },
+            "trained": list(locator.trained),
+            "node_bias_db": {n: round(locator.offset(n), 1) for n in self._fleet.nodes},
+            "settling": len(self._unsettled),
+        }
+
     # what a person tells it
 
     def correct(self, asset: AssetState, area_id: str) -> bool:

@@ -253,6 +253,10 @@ async def test_diagnostics_redact_macs(hass: HomeAssistant, setup_entry: Any) ->
     assert "**REDACTED_MAC**" in text
     assert diag["counters"]["applied"] == 1
     assert diag["nodes"]["garage"]["online"] is True
+    location = diag["location"]
+    assert location["method"] == "rooms"
+    assert location["rooms"]["node:garage"] == {"floor": None, "nodes": ["garage"]}
+    assert location["trained"] == [] and location["node_bias_db"] == {"garage": 0.0}
 
 
 async def test_stale_devices_can_be_removed(hass: HomeAssistant, setup_entry: Any) -> None:
