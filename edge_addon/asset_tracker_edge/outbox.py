@@ -71,6 +71,8 @@ def _event_encoder() -> Callable[[dict[str, Any]], str]:
 
 
 _encode_event = _event_encoder()
+# the page size of a new store (see DESIGN.md, "Outbox writes")
+PAGE_SIZE = 2048
 # a checkpoint (copying the WAL into the database, with fsync) every this many write transactions,
 # or sooner once this much was committed: the log, and what a checkpoint must fold back into the
 # database (growing it on a nearly full disk), stays short
@@ -930,6 +932,9 @@ class Outbox:
         try:
             if not fresh:
                 self._check(db)
+            else:
+                # a new store only (an existing one keeps its page size)
+                db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             db.execute("PRAGMA journal_mode=WAL")
             sync = "FULL" if self.options.sync == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
