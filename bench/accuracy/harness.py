@@ -24,8 +24,8 @@ from .walk import Pose, TagSpec, expand_tags
 
 TICK_MS = 250
 LWT_DELAY_MS = 15_000  # the integration learns of a dead node from its last will
-TRAIN_SPOTS = 4
-TRAIN_TOTAL_S = 60.0
+TRAIN_SPOTS = 12
+TRAIN_TOTAL_S = 120.0
 
 
 @dataclass(slots=True)
@@ -193,7 +193,7 @@ class Run:
     # training ------------------------------------------------------------------------------------
 
     async def train(self) -> None:
-        """A person stands with a tag at a few spots of each `train:` room for 60 s in all; the
+        """A person stands with a tag at a few spots of each `train:` room for two minutes in all; the
         rssi vectors the integration received (one a second) go to every locator's `train`."""
         for room in self.scenario.train:
             rng = random.Random(f"train:{self.seed}:{room}")

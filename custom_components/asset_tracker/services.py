@@ -38,7 +38,7 @@ SET_AREA_SCHEMA = vol.Schema(
     {vol.Required(ATTR_DEVICE_ID): cv.string, vol.Required(ATTR_AREA_ID): cv.string}
 )
 TRAIN_AREA_SCHEMA = SET_AREA_SCHEMA.extend(
-    {vol.Optional(ATTR_DURATION, default=60): vol.All(vol.Coerce(int), vol.Range(min=10, max=600))}
+    {vol.Optional(ATTR_DURATION, default=120): vol.All(vol.Coerce(int), vol.Range(min=10, max=600))}
 )
 
 
