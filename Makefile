@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy demo e2e faults faults-long fuzz check-wheels clean soak
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy alerts demo e2e faults faults-long fuzz check-wheels clean soak
 
 setup:
 	bash scripts/toolchain.sh
@@ -39,6 +39,12 @@ bench:
 # quick form
 accuracy:
 	$(PY314) python -m bench.accuracy --seed $(or $(ACCURACY_SEED),1)
+
+# anomaly alerts: a week of normal sensor and tag traces and each injected incident four times,
+# through the edge's rules; writes build/alerts/report.{json,md} (ALERTS_SEED=n for another seed);
+# `make bench` runs a quick form (docs/alerts.md)
+alerts:
+	$(PY314) python -m bench.alerts --seed $(or $(ALERTS_SEED),1)
 
 demo:
 	bash scripts/demo.sh
