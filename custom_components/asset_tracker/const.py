@@ -23,7 +23,7 @@ CONF_MAX_OFFSET: Final = "max_clock_offset_s"
 DEFAULT_OPTIONS: Final = {
     CONF_OFFLINE_AFTER: 300,
     CONF_HYSTERESIS: 6.0,
-    CONF_FUSION_WINDOW: 60,
+    CONF_FUSION_WINDOW: 40,  # the 30 s heartbeat and one missed: the accuracy harness's best
     CONF_LOCATION_METHOD: LOCATION_ROOMS,
     CONF_ALERT_SEVERITIES: ["warning", "critical"],
     CONF_RETENTION_DAYS: 30,
