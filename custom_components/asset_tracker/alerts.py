@@ -31,7 +31,10 @@ class Alerts:
     def anomaly(
         self, asset: AssetState, node: NodeState, order: Order, data: dict[str, Any], late: bool
     ) -> None:
-        """A late anomaly (a replay, or older than the asset's state) is history, not an alert."""
+        """A late anomaly (a replay, or older than the asset's state) is history, not an alert.
+
+        An episode's `end` alerts nobody and turns the asset's anomaly off when that node raised it.
+        """
         fleet = self._fleet
         anomaly = Anomaly(
             rule=data["rule"],
@@ -41,9 +44,12 @@ class Alerts:
             hlc=order[:2],
             metric=data.get("metric"),
             value=data.get("value"),
+            phase=data.get("phase", "start"),
         )
-        node.anomalies.add(wall_ms())
-        alert = data["severity"] in fleet.options[CONF_ALERT_SEVERITIES] and not late
+        ended = anomaly.phase == "end"
+        if not ended:
+            node.anomalies.add(wall_ms())
+        alert = data["severity"] in fleet.options[CONF_ALERT_SEVERITIES] and not late and not ended
         suppressed = data["rule"] == "missing" and self.vanish.suppressing(node.node_id, order[0])
         fleet.hass.bus.async_fire(
             EVENT_ANOMALY,
@@ -52,6 +58,12 @@ class Alerts:
             time_fired=order[0] / 1000 if late else None,
         )
         if late:
+            return
+        if ended:
+            # the episode this node raised is over: the binary sensor follows it
+            if asset.anomaly is not None and asset.anomaly.node == node.node_id:
+                asset.anomaly = None
+                fleet.asset_changed(asset)
             return
         asset.last_anomaly = anomaly
         if alert and not suppressed:

@@ -24,9 +24,11 @@ class Anomaly:
     hlc: Hlc
     metric: str | None = None
     value: float | None = None
+    phase: str = "start"  # start | escalate | end: where the event stands in its episode
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "phase": self.phase,
             "rule": self.rule,
             "severity": self.severity,
             "message": self.message,
@@ -179,4 +181,5 @@ def _restore_anomaly(raw: dict[str, Any]) -> Anomaly:
         hlc=(int(raw["hlc"][0]), int(raw["hlc"][1])),
         metric=raw.get("metric"),
         value=raw.get("value"),
+        phase=raw.get("phase", "start"),
     )

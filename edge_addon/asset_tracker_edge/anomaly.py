@@ -1,33 +1,61 @@
 """Local anomaly rules, each switched and tuned live from the runtime settings.
 
-Rules fire on a change of condition (edge-triggered) and re-arm when it clears, so a warm freezer
-raises one alert, not one per advertisement.
+Every rule decides from more than one reading: a threshold holds for `rules.threshold.hold_s`
+before it counts and clears only `rules.threshold.hysteresis` inside its limit; the rate of change
+is the slope of a least-squares fit over `rules.rate.window_s`, and counts only when the lower
+bound of its confidence interval exceeds the limit; the z-score compares the last minute with a
+robust baseline (median and MAD of the last day's 10-minute means, so it takes in the daily
+cycle); movement comes from an accelerometer reading (`acceleration`), from the RSSI distance only
+when `rules.movement.rssi` is on.
+
+An asset has at most one episode at a time: the first rule that fires starts it (one `start`
+finding), a rule of higher severity escalates it (`escalate`), and it ends (`end`, severity info)
+when every rule in it has cleared. One incident is one alert, however many readings and rules it
+spans.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 Setting = Callable[[str], Any]
 
+SEVERITY = {"info": 0, "warning": 1, "critical": 2}
+BUCKET_MS = 10_000  # the rate fit's points: 10 s means
+BASELINE_BUCKET_MS = 600_000  # the z-score baseline's points: 10 min means
+BASELINE_SIZE = 144  # a day of them
+BASELINE_MIN = 36  # six hours before the z-score speaks
+ZSCORE_HOLD_MS = 300_000
+ZSCORE_FLOOR = 0.1  # the least spread a baseline is given (a quantisation step or so)
+BATTERY_HOLD_MS = 900_000
+BATTERY_HYSTERESIS = 5.0
+RATE_T = 3.0  # the slope's lower bound: estimate minus 3 standard errors
+RATE_MIN_SPAN = 0.5  # of the window before a slope is trusted
+ACCEL_DEVIATION = 0.5  # m/s² away from the resting magnitude is moving
+ACCEL_SAMPLES = 3  # deviating readings in a row
+MOVEMENT_QUIET_MS = 300_000
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One anomaly: its rule, severity and what it is about."""
+    """One anomaly event: its rule, severity and what it is about, and the episode's phase."""
 
     rule: str
     severity: str
     message: str
     metric: str | None = None
     value: float | None = None
+    phase: str = "start"
 
 
 @dataclass(slots=True)
 class Ewma:
-    """Running mean and variance for the z-score rule."""
+    """Running mean and variance (kept for callers of the earlier z-score rule)."""
 
     mean: float | None = None
     var: float = 0.0
@@ -48,82 +76,273 @@ class Ewma:
 
 
 @dataclass(slots=True)
+class Held:
+    """A condition that counts once it has held for a while, and clears the same way."""
+
+    on: bool = False
+    since: int | None = None  # when the condition last turned to the other state
+
+    def update(self, now: int, firing: bool, clear: bool, hold_ms: int) -> bool:
+        """`firing` starts it, `clear` ends it (neither: stays as it is); both after hold_ms."""
+        change = clear if self.on else firing
+        if not change:
+            self.since = None
+            return self.on
+        if self.since is None:
+            self.since = now
+        if now - self.since >= hold_ms:
+            self.on, self.since = not self.on, None
+        return self.on
+
+
+@dataclass(slots=True)
+class Series:
+    """One metric's recent history: 10 s means for the fit, 10 min means for the baseline."""
+
+    buckets: deque[tuple[float, float, int]] = field(default_factory=deque)  # (t, sum, n)
+    baseline: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SIZE))
+    long_start: int | None = None
+    long_sum: float = 0.0
+    long_n: int = 0
+
+    def add(self, now: int, value: float, window_ms: int, learn: bool) -> bool:
+        """Adds a reading; True when it started a new 10 s bucket (the fit may have changed)."""
+        key = now - now % BUCKET_MS
+        new = not self.buckets or self.buckets[-1][0] != key
+        if new:
+            self.buckets.append((key, value, 1))
+        else:
+            t, total, n = self.buckets[-1]
+            self.buckets[-1] = (t, total + value, n + 1)
+        while self.buckets and self.buckets[0][0] < now - window_ms:
+            self.buckets.popleft()
+        long_key = now - now % BASELINE_BUCKET_MS
+        if self.long_start != long_key:
+            if self.long_n and learn:
+                self.baseline.append(self.long_sum / self.long_n)
+            self.long_start, self.long_sum, self.long_n = long_key, 0.0, 0
+        self.long_sum += value
+        self.long_n += 1
+        return new
+
+    def slope(self, window_ms: int) -> tuple[float, float] | None:
+        """Least-squares slope per minute over the window and its standard error, or None."""
+        points = [(t / 60_000, total / n) for t, total, n in self.buckets]
+        if len(points) < 6 or (points[-1][0] - points[0][0]) * 60_000 < RATE_MIN_SPAN * window_ms:
+            return None
+        mt = sum(t for t, _ in points) / len(points)
+        my = sum(y for _, y in points) / len(points)
+        sxx = sum((t - mt) ** 2 for t, _ in points)
+        if sxx <= 0:
+            return None
+        b = sum((t - mt) * (y - my) for t, y in points) / sxx
+        residual = sum((y - my - b * (t - mt)) ** 2 for t, y in points)
+        se = math.sqrt(residual / (len(points) - 2) / sxx)
+        return b, se
+
+    def recent(self, count: int = 6) -> float:
+        """The mean of the last minute's 10 s buckets."""
+        last = list(self.buckets)[-count:]
+        return sum(total for _, total, _ in last) / sum(n for _, _, n in last)
+
+    def zscore(self) -> tuple[float, float, float] | None:
+        """(z, median, spread) of the last minute against the baseline, or None while learning."""
+        if len(self.baseline) < BASELINE_MIN or not self.buckets:
+            return None
+        median = statistics.median(self.baseline)
+        mad = statistics.median(abs(x - median) for x in self.baseline)
+        spread = max(1.4826 * mad, ZSCORE_FLOOR)
+        return (self.recent() - median) / spread, median, spread
+
+
+@dataclass(slots=True)
+class Episode:
+    """The asset's current anomaly: the rules active in it and the highest severity sent."""
+
+    rule: str
+    severity: str
+    metric: str | None
+    active: dict[str, str] = field(default_factory=dict)  # rule key -> severity
+
+
+@dataclass(slots=True)
 class AssetRules:
     """Per-asset rule state."""
 
     thresholds: dict[str, float]
-    active: set[str] = field(default_factory=set)
-    last: dict[str, tuple[int, float]] = field(default_factory=dict)
-    stats: dict[str, Ewma] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
+    held: dict[str, Held] = field(default_factory=dict)
+    episode: Episode | None = None
     stationary_m: float | None = None
+    accel_rest: float | None = None
+    accel_moving: int = 0
+    accel_last_move: int | None = None
+    last: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    # episodes
+
+    def _set(self, key: str, firing: bool, finding: Finding) -> list[Finding]:
+        """A rule's state for this asset: starts, escalates or ends the episode."""
+        episode = self.episode
+        if firing:
+            if episode is None:
+                self.episode = Episode(finding.rule, finding.severity, finding.metric)
+                self.episode.active[key] = finding.severity
+                return [finding]
+            if key in episode.active:
+                return []
+            episode.active[key] = finding.severity
+            if SEVERITY[finding.severity] > SEVERITY[episode.severity]:
+                episode.severity = finding.severity
+                return [_with(finding, phase="escalate")]
+            return []
+        if episode is None or key not in episode.active:
+            return []
+        del episode.active[key]
+        if episode.active:
+            return []
+        self.episode = None
+        message = f"{_about(finding.metric)} back to normal"
+        return [Finding(episode.rule, "info", message, finding.metric, finding.value, "end")]
+
+    def clear(self, rule_prefix: str) -> list[Finding]:
+        """Ends a rule's part of the episode (it was switched off)."""
+        if self.episode is None:
+            return []
+        out: list[Finding] = []
+        for key in [k for k in self.episode.active if k.startswith(rule_prefix)]:
+            out += self._set(key, False, Finding(key.split(":")[0], "info", "", None, None))
+        return out
+
+    # readings
 
     def readings(self, now_ms: int, readings: dict[str, float], setting: Setting) -> list[Finding]:
         found: list[Finding] = []
         for metric, value in readings.items():
-            found += self._threshold(metric, value, setting)
-            found += self._rate(metric, value, now_ms, setting)
-            found += self._zscore(metric, value, setting)
+            series = self.series.setdefault(metric, Series())
+            window_ms = int(setting("rules.rate.window_s")) * 1000
+            learning = self.episode is None
+            new_bucket = series.add(now_ms, value, window_ms, learning)
+            found += self._threshold(metric, value, now_ms, setting)
+            if new_bucket:
+                found += self._rate(metric, series, window_ms, now_ms, setting)
+                found += self._zscore(metric, series, now_ms, setting)
+            if metric == "acceleration":
+                found += self._accelerometer(value, now_ms, setting)
             self.last[metric] = (now_ms, value)
         return found
 
-    def _edge(self, key: str, firing: bool, finding: Finding) -> list[Finding]:
-        if firing and key not in self.active:
-            self.active.add(key)
-            return [finding]
-        if not firing:
-            self.active.discard(key)
-        return []
+    def _hold(self, key: str) -> Held:
+        held = self.held.get(key)
+        if held is None:
+            held = self.held[key] = Held()
+        return held
 
-    def _threshold(self, metric: str, value: float, setting: Setting) -> list[Finding]:
+    def _threshold(self, metric: str, value: float, now: int, setting: Setting) -> list[Finding]:
+        key = f"threshold:{metric}"
         if not setting("rules.threshold.enabled"):
-            return []
+            return self._off(key)
         low = self.thresholds.get(f"{metric}_min")
         high = self.thresholds.get(f"{metric}_max")
+        if low is None and high is None:
+            return []
+        margin = float(setting("rules.threshold.hysteresis"))
         out = (low is not None and value < low) or (high is not None and value > high)
-        bound = low if low is not None and value < low else high
-        message = f"{metric} {value:g} outside its limit {bound}"
-        return self._edge(
-            f"threshold:{metric}", out, Finding("threshold", "critical", message, metric, value)
-        )
+        inside = (low is None or value >= low + margin) and (high is None or value <= high - margin)
+        hold_ms = int(setting("rules.threshold.hold_s")) * 1000
+        on = self._hold(key).update(now, out, inside, hold_ms)
+        bound = low if low is not None and value < low + margin else high
+        message = f"{_about(metric)} {value:g} outside its limit {bound:g}"
+        return self._set(key, on, Finding("threshold", "critical", message, metric, value))
 
-    def _rate(self, metric: str, value: float, now_ms: int, setting: Setting) -> list[Finding]:
-        if metric != "temperature" or not setting("rules.rate.enabled") or metric not in self.last:
+    def _off(self, key: str) -> list[Finding]:
+        self.held.pop(key, None)
+        if self.episode is not None and key in self.episode.active:
+            return self._set(
+                key, False, Finding(key.split(":", maxsplit=1)[0], "info", "", None, None)
+            )
+        return []
+
+    def _rate(
+        self, metric: str, series: Series, window_ms: int, now: int, setting: Setting
+    ) -> list[Finding]:
+        key = f"rate:{metric}"
+        if metric != "temperature" or not setting("rules.rate.enabled"):
+            return self._off(key)
+        fit = series.slope(window_ms)
+        if fit is None:
             return []
-        then, before = self.last[metric]
-        minutes = (now_ms - then) / 60_000
-        if minutes <= 0:
-            return []
-        per_min = abs(value - before) / max(
-            minutes, 1 / 6
-        )  # at least 10 s apart, or noise dominates
+        slope, se = fit
         limit = float(setting("rules.rate.max_per_min"))
-        message = f"{metric} changing {per_min:.2f}/min (limit {limit:g})"
-        return self._edge(
-            f"rate:{metric}", per_min > limit, Finding("rate", "warning", message, metric, value)
+        lower = abs(slope) - RATE_T * se
+        held = self._hold(key)
+        # starts when even the slope's lower bound is over the limit; ends below 3/4 of it
+        on = held.update(now, lower > limit, abs(slope) < 0.75 * limit, 0)
+        message = (
+            f"{_about(metric)} changing {slope:+.2f}/min "
+            f"(± {RATE_T * se:.2f} over {window_ms // 60_000} min, limit {limit:g})"
         )
+        return self._set(key, on, Finding("rate", "warning", message, metric, series.recent()))
 
-    def _zscore(self, metric: str, value: float, setting: Setting) -> list[Finding]:
-        z = self.stats.setdefault(metric, Ewma()).update(value)
-        if not setting("rules.zscore.enabled") or z is None:
+    def _zscore(self, metric: str, series: Series, now: int, setting: Setting) -> list[Finding]:
+        key = f"zscore:{metric}"
+        if not setting("rules.zscore.enabled"):
+            return self._off(key)
+        scored = series.zscore()
+        if scored is None:
             return []
+        z, median, _ = scored
         limit = float(setting("rules.zscore.z"))
-        message = f"{metric} {value:g} is {z:+.1f} standard deviations from usual"
-        return self._edge(
-            f"zscore:{metric}", abs(z) > limit, Finding("zscore", "warning", message, metric, value)
+        on = self._hold(key).update(now, abs(z) > limit, abs(z) < limit / 2, ZSCORE_HOLD_MS)
+        value = series.recent()
+        message = f"{_about(metric)} {value:.3g} is {z:+.1f} spreads from its usual {median:.3g}"
+        return self._set(key, on, Finding("zscore", "warning", message, metric, value))
+
+    def _accelerometer(self, value: float, now: int, setting: Setting) -> list[Finding]:
+        """Movement from what the tag's accelerometer says: off its resting magnitude."""
+        if not setting("rules.movement.enabled"):
+            return self._off("movement:acceleration")
+        if self.accel_rest is None:
+            self.accel_rest = value
+            return []
+        deviating = abs(value - self.accel_rest) > ACCEL_DEVIATION
+        if deviating:
+            self.accel_moving += 1
+            self.accel_last_move = now
+        else:
+            self.accel_moving = 0
+            self.accel_rest += 0.05 * (value - self.accel_rest)
+        key = "movement:acceleration"
+        active = self.episode is not None and key in self.episode.active
+        if not active:
+            firing = self.accel_moving >= ACCEL_SAMPLES
+        else:
+            quiet = self.accel_last_move is None or now - self.accel_last_move >= MOVEMENT_QUIET_MS
+            firing = not quiet
+        message = f"moving (acceleration {value:.2f} m/s², at rest {self.accel_rest:.2f})"
+        return self._set(
+            key, firing, Finding("movement", "warning", message, "acceleration", value)
         )
 
-    def battery(self, pct: float, setting: Setting) -> list[Finding]:
+    # other rules
+
+    def battery(self, pct: float, setting: Setting, now_ms: int = 0) -> list[Finding]:
+        key = "battery"
         if not setting("rules.battery.enabled"):
-            return []
+            return self._off(key)
         limit = float(setting("rules.battery.min_pct"))
-        low = pct < limit
+        hold = 0 if now_ms == 0 else BATTERY_HOLD_MS
+        on = self._hold(key).update(now_ms, pct < limit, pct >= limit + BATTERY_HYSTERESIS, hold)
         message = f"battery {pct:g}% below {limit:g}%"
-        return self._edge("battery", low, Finding("battery", "warning", message, "battery", pct))
+        return self._set(key, on, Finding("battery", "warning", message, "battery", pct))
 
     def movement(self, distance: float, setting: Setting) -> list[Finding]:
-        """A distance jump while the asset had been stationary."""
-        if not setting("rules.movement.enabled"):
-            return []
+        """A distance jump while the asset had been stationary: only with rules.movement.rssi on
+        (the RSSI distance of a still tag wanders by metres)."""
+        key = "movement:distance"
+        if not setting("rules.movement.enabled") or not setting("rules.movement.rssi"):
+            self.stationary_m = None
+            return self._off(key)
         jump = float(setting("rules.movement.jump_m"))
         if self.stationary_m is None:
             self.stationary_m = distance
@@ -136,17 +355,34 @@ class AssetRules:
             "distance",
             distance,
         )
-        result = self._edge("movement", moved, finding)
+        result = self._set(key, moved, finding)
         if not moved:
             self.stationary_m += 0.1 * (distance - self.stationary_m)  # slow drift is not movement
         return result
 
     def missing(self, gone_for_ms: int, setting: Setting) -> list[Finding]:
+        key = "missing"
         if not setting("rules.missing.enabled"):
-            return []
+            return self._off(key)
         after = int(setting("rules.missing.after_s"))
         gone = gone_for_ms >= after * 1000
         finding = Finding(
             "missing", "critical", f"not seen for {gone_for_ms // 1000} s", None, None
         )
-        return self._edge("missing", gone, finding)
+        return self._set(key, gone, finding)
+
+
+def _with(finding: Finding, **changes: Any) -> Finding:
+    values = {
+        "rule": finding.rule,
+        "severity": finding.severity,
+        "message": finding.message,
+        "metric": finding.metric,
+        "value": finding.value,
+        "phase": finding.phase,
+    }
+    return Finding(**(values | changes))
+
+
+def _about(metric: str | None) -> str:
+    return (metric or "signal").replace("_", " ")

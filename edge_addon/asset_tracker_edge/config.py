@@ -109,9 +109,19 @@ ASSET = _section(
 
 RULES = _section(
     {
-        _opt("threshold", {}): _section({_opt("enabled", True): bool}),
+        _opt("threshold", {}): _section(
+            {
+                _opt("enabled", True): bool,
+                _opt("hold_s", 60): _int(0, 3600),
+                _opt("hysteresis", 0.5): _float(0, 100),
+            }
+        ),
         _opt("rate", {}): _section(
-            {_opt("enabled", True): bool, _opt("max_per_min", 2.0): _float(0.1, 100)}
+            {
+                _opt("enabled", True): bool,
+                _opt("max_per_min", 2.0): _float(0.1, 100),
+                _opt("window_s", 600): _int(120, 3600),
+            }
         ),
         _opt("zscore", {}): _section({_opt("enabled", True): bool, _opt("z", 4.0): _float(2, 10)}),
         _opt("missing", {}): _section(
@@ -121,7 +131,12 @@ RULES = _section(
             {_opt("enabled", True): bool, _opt("min_pct", 15): _int(1, 100)}
         ),
         _opt("movement", {}): _section(
-            {_opt("enabled", True): bool, _opt("jump_m", 3.0): _float(0.5, 100)}
+            {
+                _opt("enabled", True): bool,
+                _opt("jump_m", 3.0): _float(0.5, 100),
+                # movement from the RSSI distance estimate: off, a still tag's wanders by metres
+                _opt("rssi", False): bool,
+            }
         ),
     }
 )

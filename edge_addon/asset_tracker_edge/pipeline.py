@@ -153,7 +153,7 @@ class Pipeline:
             findings += asset.rules.readings(now, reading.readings, self._setting)
             if reading.battery is not None:
                 asset.battery = reading.battery
-                findings += asset.rules.battery(reading.battery, self._setting)
+                findings += asset.rules.battery(reading.battery, self._setting, now)
         if asset.type == "tag" and asset.distance_m is not None:
             findings += asset.rules.movement(asset.distance_m, self._setting)
         findings += asset.rules.missing(0, self._setting)  # seen again: re-arms the rule
@@ -207,6 +207,7 @@ class Pipeline:
             "rule": finding.rule,
             "severity": finding.severity,
             "message": finding.message[:256],
+            "phase": finding.phase,
         }
         if finding.metric is not None:
             data["metric"] = finding.metric

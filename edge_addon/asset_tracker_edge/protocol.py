@@ -565,6 +565,7 @@ _EVENT_KINDS: Final[Mapping[str, _KindRule]] = {
                 vol.Required("message"): _MESSAGE,
                 _opt("metric"): _nullable(_METRIC),
                 _opt("value"): _nullable(_number()),
+                _opt("phase", "start"): _one_of("start", "escalate", "end"),
             }
         ),
         lambda data: "routine" if data["severity"] == "info" else "critical",

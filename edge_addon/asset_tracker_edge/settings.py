@@ -27,8 +27,11 @@ SPEC: dict[str, tuple[type, float | None, float | None]] = {
     "batching.window_ms": (int, 10, 60000),
     "batching.max_events": (int, 1, 500),
     "rules.threshold.enabled": (bool, None, None),
+    "rules.threshold.hold_s": (int, 0, 3600),
+    "rules.threshold.hysteresis": (float, 0, 100),
     "rules.rate.enabled": (bool, None, None),
     "rules.rate.max_per_min": (float, 0.1, 100),
+    "rules.rate.window_s": (int, 120, 3600),
     "rules.zscore.enabled": (bool, None, None),
     "rules.zscore.z": (float, 2, 10),
     "rules.missing.enabled": (bool, None, None),
@@ -37,6 +40,7 @@ SPEC: dict[str, tuple[type, float | None, float | None]] = {
     "rules.battery.min_pct": (int, 1, 100),
     "rules.movement.enabled": (bool, None, None),
     "rules.movement.jump_m": (float, 0.5, 100),
+    "rules.movement.rssi": (bool, None, None),
 }
 
 

@@ -1,7 +1,9 @@
-"""Local anomaly rules: fire once on the edge, re-arm, obey their switch and live settings."""
+"""Local anomaly rules: episodes that start once, escalate and end; holds, hysteresis, fits and
+baselines instead of single readings; switches and live settings."""
 
 from __future__ import annotations
 
+import math
 import random
 
 from asset_tracker_edge.anomaly import AssetRules, Ewma, Finding
@@ -25,75 +27,114 @@ def kinds(found: list[Finding]) -> list[str]:
     return [f.rule for f in found]
 
 
-def test_threshold_fires_once_on_the_edge_and_rearms() -> None:
-    s = runtime()
-    r = rules(temperature_max=-12.0, temperature_min=-30.0)
-    temps = [-18, -17, -11, -10, -9, -13, -14, -8, -20, -31]
-    fired = []
-    for i, t in enumerate(temps):
-        # readings 1 min apart and with only the threshold rule on, to see it alone
-        s.apply({"rules.rate.enabled": False, "rules.zscore.enabled": False}, None)
-        fired.append(kinds(r.readings(i * MIN, {"temperature": float(t)}, s.get)))
-    assert fired == [[], [], ["threshold"], [], [], [], [], ["threshold"], [], ["threshold"]]
-    last = r.readings(10 * MIN, {"temperature": -31.5}, s.get)
-    assert last == []  # still below the minimum: no repeat
+def starts(found: list[Finding]) -> list[str]:
+    return [f.rule for f in found if f.phase == "start"]
 
 
-def test_threshold_finding_is_critical_and_says_what() -> None:
+def phases(found: list[Finding]) -> list[str]:
+    return [f.phase for f in found]
+
+
+def feed(
+    r: AssetRules,
+    s: RuntimeSettings,
+    values: list[float],
+    t0: int = 0,
+    step: int = 10_000,
+    metric: str = "temperature",
+) -> list[Finding]:
+    out: list[Finding] = []
+    for i, v in enumerate(values):
+        out += r.readings(t0 + i * step, {metric: float(v)}, s.get)
+    return out
+
+
+def only_threshold() -> RuntimeSettings:
     s = runtime()
+    s.apply({"rules.rate.enabled": False, "rules.zscore.enabled": False}, None)
+    return s
+
+
+def test_threshold_counts_after_its_hold_and_ends_inside_its_hysteresis() -> None:
+    s = only_threshold()
+    r = rules(temperature_max=-12.0)
+    # over the limit for 50 s: shorter than the 60 s hold, nothing
+    assert feed(r, s, [-18, -11, -11, -11, -11, -11, -11.8 - 1]) == []
+    # over it for a minute: one start, however many readings follow
+    found = feed(r, s, [-11.0] * 20, t0=100_000)
+    assert phases(found) == ["start"]
+    assert (found[0].rule, found[0].severity) == ("threshold", "critical")
+    # back under the limit but within its 0.5 hysteresis: still on, no end
+    assert feed(r, s, [-12.2, -11.9, -12.3] * 10, t0=400_000) == []
+    # well inside for a minute: one end, severity info
+    (end,) = feed(r, s, [-14.0] * 10, t0=800_000)
+    assert (end.phase, end.rule, end.severity) == ("end", "threshold", "info")
+
+
+def test_threshold_hold_and_switch_are_live() -> None:
+    s = only_threshold()
+    s.apply({"rules.threshold.hold_s": 0}, None)
+    r = rules(humidity_max=80.0)
+    assert starts(r.readings(0, {"humidity": 90.0}, s.get)) == ["threshold"]
+    assert s.apply({"rules.threshold.enabled": False}, None) == {}
+    # switched off: the episode it held ends, and nothing starts again
+    assert phases(r.readings(1, {"humidity": 95.0}, s.get)) == ["end"]
+    assert r.readings(2, {"humidity": 96.0}, s.get) == []
+    s.apply({"rules.threshold.enabled": True}, None)
+    assert starts(r.readings(3, {"humidity": 91.0}, s.get)) == ["threshold"]
+
+
+def test_threshold_finding_says_what() -> None:
+    s = only_threshold()
+    s.apply({"rules.threshold.hold_s": 0}, None)
     (finding,) = rules(temperature_max=-12.0).readings(0, {"temperature": -5.0}, s.get)
     assert finding == Finding(
-        "threshold", "critical", "temperature -5 outside its limit -12.0", "temperature", -5.0
+        "threshold", "critical", "temperature -5 outside its limit -12", "temperature", -5.0
     )
 
 
-def test_threshold_switch_is_live() -> None:
-    s = runtime()
-    r = rules(humidity_max=80.0)
-    assert s.apply({"rules.threshold.enabled": False}, None) == {}
-    assert r.readings(0, {"humidity": 90.0}, s.get) == []
-    s.apply({"rules.threshold.enabled": True}, None)
-    assert kinds(r.readings(MIN, {"humidity": 91.0}, s.get)) == ["threshold"]
-
-
-def test_rate_of_change_uses_the_live_limit() -> None:
+def test_rate_ignores_quantised_noise_and_fires_once_on_a_real_ramp() -> None:
     s = runtime()
     s.apply({"rules.zscore.enabled": False}, None)
     r = rules()
-    assert r.readings(0, {"temperature": 20.0}, s.get) == []
-    assert r.readings(MIN, {"temperature": 21.5}, s.get) == []  # 1.5/min under the 2.0 default
-    assert kinds(r.readings(2 * MIN, {"temperature": 24.0}, s.get)) == ["rate"]  # 2.5/min
-    assert r.readings(3 * MIN, {"temperature": 27.0}, s.get) == []  # still fast: no repeat
-    assert r.readings(4 * MIN, {"temperature": 27.5}, s.get) == []  # calm again: re-armed
-    s.apply({"rules.rate.max_per_min": 0.4}, None)
-    assert kinds(r.readings(5 * MIN, {"temperature": 28.0}, s.get)) == ["rate"]
+    noise = random.Random(3)
+    # 20.4 °C with noise, sent in 0.1 steps every 2 s: consecutive readings 0.1-0.2 apart
+    flat = [round((20.4 + noise.gauss(0, 0.08)) * 10) / 10 for _ in range(900)]
+    assert feed(r, s, flat, step=2_000) == []
+    # warming 3 °C per minute for 12 minutes: one start
+    ramp = [20.4 + 3 * i * 2 / 60 + noise.gauss(0, 0.05) for i in range(360)]
+    found = feed(r, s, ramp, t0=1_800_000, step=2_000)
+    assert phases(found) == ["start"] and found[0].rule == "rate"
+    # steady again: the slope falls under 3/4 of the limit and the episode ends once
+    steady = [56.4 + noise.gauss(0, 0.05) for _ in range(600)]
+    assert phases(feed(r, s, steady, t0=2_520_000, step=2_000)) == ["end"]
+
+
+def test_rate_limit_is_live_and_needs_its_lower_bound_over_it() -> None:
+    s = runtime()
+    s.apply({"rules.zscore.enabled": False, "rules.rate.max_per_min": 0.4}, None)
+    r = rules()
+    slow = [20 + 0.5 * i / 6 for i in range(120)]  # 0.5 °C/min, clean
+    assert starts(feed(r, s, slow)) == ["rate"]
+    s.apply({"rules.rate.max_per_min": 2.0}, None)
+    r2 = rules()
+    assert feed(r2, s, slow) == []
     s.apply({"rules.rate.enabled": False}, None)
-    assert r.readings(6 * MIN, {"temperature": 40.0}, s.get) == []
+    assert feed(rules(), s, [20 + 10 * i / 6 for i in range(120)]) == []
 
 
-def test_rate_ignores_bursts_closer_than_ten_seconds() -> None:
-    s = runtime()
-    s.apply({"rules.zscore.enabled": False}, None)
-    r = rules()
-    r.readings(0, {"temperature": 20.0}, s.get)
-    # 0.3 degrees in one second is noise, not 18/min
-    assert r.readings(1_000, {"temperature": 20.3}, s.get) == []
-
-
-def test_zscore_fires_on_a_spike_after_warming_up() -> None:
+def test_zscore_learns_a_baseline_and_fires_on_a_lasting_departure_only() -> None:
     s = runtime()
     s.apply({"rules.rate.enabled": False}, None)
     r = rules()
     noise = random.Random(5)
-    for i in range(60):
-        assert r.readings(i * MIN, {"humidity": 50 + noise.gauss(0, 0.5)}, s.get) == []
-    (finding,) = r.readings(60 * MIN, {"humidity": 70.0}, s.get)
-    assert (finding.rule, finding.severity, finding.metric) == ("zscore", "warning", "humidity")
-    s.apply({"rules.zscore.z": 10.0}, None)
-    r2 = rules()
-    for i in range(60):
-        r2.readings(i * MIN, {"humidity": 50 + noise.gauss(0, 0.5)}, s.get)
-    assert r2.readings(60 * MIN, {"humidity": 52.5}, s.get) == []  # 5 sigma < the live z of 10
+    day = [50 + 3 * math.sin(i / 360 * math.pi) + noise.gauss(0, 0.5) for i in range(8640)]
+    assert feed(r, s, day, metric="humidity") == []  # a day of a daily cycle: nothing
+    t0 = 8640 * 10_000
+    # a spike of one minute is not an anomaly
+    assert feed(r, s, [80.0] * 6 + [50.0] * 60, t0=t0, metric="humidity") == []
+    found = feed(r, s, [80.0] * 60, t0=t0 + 700_000, metric="humidity")
+    assert [(f.rule, f.phase, f.metric) for f in found] == [("zscore", "start", "humidity")]
 
 
 @settings(max_examples=100, deadline=None)
@@ -107,32 +148,75 @@ def test_ewma_is_none_while_warming_up_and_finite_after(values: list[float]) -> 
         assert z is None or z == z
 
 
-def test_battery_low_once_and_live_limit() -> None:
+def test_battery_low_once_with_hysteresis_and_live_limit() -> None:
     s = runtime()
     r = rules()
     assert r.battery(50, s.get) == []
     (finding,) = r.battery(9, s.get)
     assert (finding.rule, finding.metric, finding.value) == ("battery", "battery", 9)
     assert r.battery(8, s.get) == []
-    assert r.battery(80, s.get) == []
+    assert r.battery(16, s.get) == []  # within the 5 point hysteresis: still low
+    assert phases(r.battery(80, s.get)) == ["end"]
     s.apply({"rules.battery.min_pct": 90}, None)
-    assert kinds(r.battery(80, s.get)) == ["battery"]
+    assert starts(r.battery(80, s.get)) == ["battery"]
     s.apply({"rules.battery.enabled": False}, None)
-    assert r.battery(1, s.get) == []
+    assert phases(r.battery(1, s.get)) == ["end"]
 
 
-def test_movement_fires_on_a_jump_not_on_drift() -> None:
+def test_battery_jitter_across_the_limit_is_no_alert() -> None:
     s = runtime()
+    r = rules()
+    jitter = random.Random(2)
+    found = []
+    for i in range(2000):  # a day of readings every 40 s around 16 %: now and then a 14
+        found += r.battery(round(16.5 + jitter.gauss(0, 1)), s.get, 1 + i * 40_000)
+    assert found == []
+
+
+def test_movement_never_from_rssi_distance_unless_asked() -> None:
+    s = runtime()
+    r = rules()
+    for d in (2.0, 8.0, 1.0, 12.0):
+        assert r.movement(d, s.get) == []
+    s.apply({"rules.movement.rssi": True}, None)
     r = rules()
     assert r.movement(2.0, s.get) == []  # the first distance sets where it stands
     for d in (2.2, 2.5, 2.1, 2.4):
         assert r.movement(d, s.get) == []
-    assert kinds(r.movement(8.0, s.get)) == ["movement"]
+    assert starts(r.movement(8.0, s.get)) == ["movement"]
     assert r.movement(9.0, s.get) == []  # still moved: once
     s.apply({"rules.movement.jump_m": 20.0}, None)
-    assert r.movement(9.0, s.get) == []  # within the new jump: re-armed
+    assert phases(r.movement(9.0, s.get)) == ["end"]
     s.apply({"rules.movement.enabled": False}, None)
     assert r.movement(90.0, s.get) == []
+
+
+def test_movement_from_an_accelerometer_not_from_a_bump() -> None:
+    s = runtime()
+    r = rules()
+    noise = random.Random(4)
+    rest = [9.81 + noise.gauss(0, 0.03) for _ in range(100)]
+    assert feed(r, s, [*rest[:50], 12.0, *rest[50:]], metric="acceleration") == []
+    carried = [9.81 + 3 + abs(noise.gauss(0, 2)) for _ in range(10)]
+    found = feed(r, s, carried, t0=2_000_000, metric="acceleration")
+    assert [(f.rule, f.phase) for f in found] == [("movement", "start")]
+    quiet = [9.81 + noise.gauss(0, 0.03) for _ in range(60)]
+    assert phases(feed(r, s, quiet, t0=2_200_000, metric="acceleration")) == ["end"]
+
+
+def test_one_episode_per_asset_escalates_and_ends_when_every_rule_cleared() -> None:
+    s = runtime()
+    s.apply({"rules.threshold.hold_s": 0, "rules.missing.after_s": 60}, None)
+    r = rules(temperature_max=-12.0)
+    (start,) = r.battery(5, s.get)
+    assert (start.phase, start.severity) == ("start", "warning")
+    (up,) = r.readings(0, {"temperature": -5.0}, s.get)
+    assert (up.phase, up.rule, up.severity) == ("escalate", "threshold", "critical")
+    assert r.missing(60_000, s.get) == []  # joins: no higher severity to escalate to
+    assert r.missing(0, s.get) == []
+    assert r.readings(10_000, {"temperature": -20.0}, s.get) == []  # the battery is still low
+    (end,) = r.battery(60, s.get)
+    assert (end.phase, end.rule) == ("end", "battery")
 
 
 def test_missing_after_the_live_time() -> None:
@@ -142,9 +226,9 @@ def test_missing_after_the_live_time() -> None:
     (finding,) = r.missing(900_000, s.get)
     assert (finding.rule, finding.severity) == ("missing", "critical")
     assert r.missing(1_800_000, s.get) == []
-    assert r.missing(0, s.get) == []  # seen again: re-armed
+    assert phases(r.missing(0, s.get)) == ["end"]  # seen again: the episode ends
     s.apply({"rules.missing.after_s": 60}, None)
-    assert kinds(r.missing(60_000, s.get)) == ["missing"]
+    assert starts(r.missing(60_000, s.get)) == ["missing"]
     s.apply({"rules.missing.enabled": False}, None)
     r2 = rules()
     assert r2.missing(10**9, s.get) == []

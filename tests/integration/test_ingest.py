@@ -275,6 +275,27 @@ async def test_anomaly_event_entity_and_acknowledge(
     assert hass.states.get(problem_id).state == "off"
 
 
+async def test_anomaly_episode_end_turns_the_problem_off_without_an_alert(
+    hass: HomeAssistant, setup_entry: Any, mqtt_mock: Any
+) -> None:
+    edge = Edge(hass)
+    edge.announce([{"id": "freezer", "name": "Freezer", "type": "sensor"}])
+    await hass.async_block_till_done()
+    fired: list[Any] = []
+    hass.bus.async_listen("asset_tracker_anomaly", fired.append)
+    t = now_ms()
+    warm = {"rule": "threshold", "severity": "critical", "message": "warm", "phase": "start"}
+    edge.event("anomaly", "freezer", warm, (t, 0), seq=1)
+    await hass.async_block_till_done()
+    problem_id = entity_id(hass, "binary_sensor", "asset_tracker:asset:freezer:anomaly")
+    assert hass.states.get(problem_id).state == "on"
+    end = {"rule": "threshold", "severity": "info", "message": "back to normal", "phase": "end"}
+    edge.event("anomaly", "freezer", end, (t + 1, 0), seq=2, prio="routine")
+    await hass.async_block_till_done()
+    assert hass.states.get(problem_id).state == "off"
+    assert [(e.data["phase"], e.data["alert"]) for e in fired] == [("start", True), ("end", False)]
+
+
 async def test_mass_vanish_raises_one_node_alert(
     hass: HomeAssistant, setup_entry: Any, mqtt_mock: Any
 ) -> None:
