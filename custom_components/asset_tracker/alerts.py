@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
 from .clock import wall_ms
@@ -17,7 +18,7 @@ from .const import (
     MASS_VANISH_WINDOW_MS,
     SIGNAL_ANOMALY,
 )
-from .fleet import Fleet
+from .fleet import Fleet, asset_device_identifier, node_device_identifier
 from .models import Anomaly, AssetState, NodeState, Order
 
 
@@ -51,9 +52,13 @@ class Alerts:
             node.anomalies.add(wall_ms())
         alert = data["severity"] in fleet.options[CONF_ALERT_SEVERITIES] and not late and not ended
         suppressed = data["rule"] == "missing" and self.vanish.suppressing(node.node_id, order[0])
+        names = {
+            "asset_name": self._name(asset_device_identifier(fleet, asset.asset_id), asset.name),
+            "node_name": self._name(node_device_identifier(fleet, node.node_id), node.name),
+        }
         fleet.hass.bus.async_fire(
             EVENT_ANOMALY,
-            {"asset": asset.asset_id, "asset_name": asset.name, **anomaly.as_dict(), "late": late}
+            {"asset": asset.asset_id, **names, **anomaly.as_dict(), "late": late}
             | {"alert": alert and not suppressed},
             time_fired=order[0] / 1000 if late else None,
         )
@@ -72,6 +77,12 @@ class Alerts:
         async_dispatcher_send(fleet.hass, signal, anomaly)
         fleet.asset_changed(asset)
 
+    def _name(self, identifier: tuple[str, str], announced: str) -> str:
+        """What a person calls the device: their own name for it, else the announced one."""
+        registry = dr.async_get(self._fleet.hass)
+        device = registry.async_get_device_by_identifier(identifier, self._fleet.entry_id)
+        return (device.name_by_user if device is not None else None) or announced
+
     def departed(self, node: NodeState, asset: AssetState, order: Order) -> None:
         """An asset went away from a node: one node alert when several did within the window."""
         count = self.vanish.record(node.node_id, asset.asset_id, order[0])
@@ -79,10 +90,11 @@ class Alerts:
             self.node_alert(node, "mass_vanish", count, {})
 
     def node_alert(self, node: NodeState, reason: str, count: int, data: dict[str, Any]) -> None:
+        name = self._name(node_device_identifier(self._fleet, node.node_id), node.name)
         self._fleet.hass.bus.async_fire(
             EVENT_NODE_ALERT,
-            {"node": node.node_id, "node_name": node.name, "reason": reason, "count": count}
-            | {"message": data.get("message", f"{count} assets vanished from {node.name}")},
+            {"node": node.node_id, "node_name": name, "reason": reason, "count": count}
+            | {"message": data.get("message", f"{count} assets vanished from {name}")},
         )
 
 

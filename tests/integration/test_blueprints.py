@@ -18,8 +18,11 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.automation.config import async_validate_config_item
 from homeassistant.components.automation.helpers import async_get_blueprints
 from homeassistant.core import HomeAssistant, ServiceCall
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
     async_fire_time_changed,
     async_mock_service,
 )
@@ -68,6 +71,14 @@ async def _anomaly(
     asset: str = "freezer",
     rule: str = "threshold",
     late: bool = False,
+    **extra: Any,
+) -> None:
+    _fire_anomaly(hass, severity, asset, rule, late, **extra)
+    await hass.async_block_till_done()
+
+
+def _fire_anomaly(
+    hass: HomeAssistant, severity: str, asset: str, rule: str, late: bool = False, **extra: Any
 ) -> None:
     hass.bus.async_fire(
         "asset_tracker_anomaly",
@@ -75,14 +86,18 @@ async def _anomaly(
             "asset": asset,
             "asset_name": asset.replace("_", " ").title(),
             "node": "garage",
+            "node_name": "Garage Pi",
+            "phase": "start",
             "rule": rule,
             "severity": severity,
             "message": f"{rule} crossed",
+            "metric": None,
+            "value": None,
             "hlc": [1764374400900, 0],
             "late": late,
-        },
+        }
+        | extra,
     )
-    await hass.async_block_till_done()
 
 
 def _tick(hass: HomeAssistant, freezer: FrozenDateTimeFactory, **delta: float) -> None:
@@ -154,12 +169,103 @@ async def test_anomaly_alert_filters_severity_and_asset(
     assert notify == []
     await _anomaly(hass, "warning")
     assert len(notify) == 1
-    assert notify[0].data["title"] == "Warning: Freezer"
-    assert notify[0].data["message"] == "threshold crossed (threshold on garage)"
-    assert notify[0].data["data"] == {
-        "tag": "asset_tracker_freezer_threshold",
-        "group": "asset_tracker",
-    }
+    assert notify[0].data["title"] == "Freezer: Reading outside its limit"
+    assert notify[0].data["message"] == (
+        "Threshold crossed (warning, seen by Garage Pi). Check Freezer."
+    )
+    assert notify[0].data["data"] == {"tag": "asset_tracker_freezer", "group": "asset_tracker"}
+
+
+async def test_anomaly_alert_reads_like_a_person_wrote_it(
+    hass: HomeAssistant, notify: list[ServiceCall]
+) -> None:
+    """Names, not ids: the asset's and node's names, the rule in words, and what to do."""
+    await _automation(
+        hass,
+        "anomaly_alert.yaml",
+        {
+            "notify_action": "notify.test_phone",
+            "cooldown_minutes": 0,
+            "advice": {"freezer": "Check the freezer door"},
+        },
+    )
+    freezer = {"metric": "temperature", "asset_name": "Chest freezer"}
+    too_warm = "temperature -5 outside its limit -12"
+    await _anomaly(hass, "critical", message=too_warm, value=-5.0, **freezer)
+    assert notify[-1].data["title"] == "Chest freezer: Temperature above limit"
+    assert notify[-1].data["message"] == (
+        "Temperature -5 outside its limit -12 (critical, seen by Garage Pi). Check the freezer door"
+    )
+    too_cold = "temperature -31 outside its limit -30"
+    await _anomaly(hass, "critical", message=too_cold, value=-31.0, **freezer)
+    assert notify[-1].data["title"] == "Chest freezer: Temperature below limit"
+    # without advice of one's own, the rule's general one
+    await _anomaly(
+        hass,
+        "warning",
+        asset="fridge",
+        rule="rate",
+        message="temperature changing +0.80/min (± 0.10 over 10 min, limit 0.5)",
+        metric="temperature",
+        value=7.5,
+    )
+    assert notify[-1].data["title"] == "Fridge: Temperature rising fast"
+    assert (
+        notify[-1]
+        .data["message"]
+        .endswith("Check that the door of Fridge is shut and its cooling is running.")
+    )
+    await _anomaly(hass, "critical", asset="dog_collar", rule="missing", message="not heard")
+    assert notify[-1].data["title"] == "Dog Collar: Not heard any more"
+    assert "garage" not in notify[-1].data["message"]
+    assert (
+        notify[-1]
+        .data["message"]
+        .endswith("Look for Dog Collar near Garage Pi, where it was last heard, and check its tag.")
+    )
+    await _anomaly(hass, "warning", asset="dog_collar", rule="zscore", metric="humidity")
+    assert notify[-1].data["title"] == "Dog Collar: Unusual humidity"
+    assert len(notify) == 5
+
+
+async def test_anomaly_alert_end_of_an_episode_notifies_nobody(
+    hass: HomeAssistant, notify: list[ServiceCall]
+) -> None:
+    await _automation(
+        hass,
+        "anomaly_alert.yaml",
+        {"notify_action": "notify.test_phone", "cooldown_minutes": 0, "severities": ["info"]},
+    )
+    await _anomaly(hass, "info", phase="end", message="temperature back to normal")
+    assert notify == []
+    await _anomaly(hass, "info", phase="start")
+    assert len(notify) == 1
+
+
+async def test_anomaly_alert_burst_for_one_asset_is_one_notification(
+    hass: HomeAssistant, notify: list[ServiceCall], freezer: FrozenDateTimeFactory
+) -> None:
+    """Many anomalies of one asset at once (rules, escalations, repeats) within the cooldown."""
+    await _automation(
+        hass,
+        "anomaly_alert.yaml",
+        {"notify_action": "notify.test_phone", "cooldown_minutes": 10},
+    )
+    for n in range(12):
+        rule = ("threshold", "rate", "zscore")[n % 3]
+        phase = "start" if n < 3 else "escalate"
+        _fire_anomaly(hass, "warning", "freezer", rule, phase=phase, metric="temperature")
+    await hass.async_block_till_done()
+    assert len(notify) == 1
+    assert notify[0].data["data"]["tag"] == "asset_tracker_freezer"
+    _tick(hass, freezer, minutes=5)
+    for rule in ("threshold", "rate"):
+        _fire_anomaly(hass, "warning", "freezer", rule, metric="temperature")
+    await hass.async_block_till_done()
+    assert len(notify) == 1
+    _tick(hass, freezer, minutes=6)
+    await _anomaly(hass, "warning", metric="temperature")
+    assert len(notify) == 2
 
 
 async def test_anomaly_alert_skips_late_anomalies_unless_asked(
@@ -199,7 +305,7 @@ async def test_anomaly_alert_cooldown_lets_critical_through(
     assert len(notify) == 2
     _tick(hass, freezer, minutes=11)
     await _anomaly(hass, "warning", rule="zscore")
-    assert [c.data["message"] for c in notify][-1] == "zscore crossed (zscore on garage)"
+    assert notify[-1].data["title"] == "Freezer: Unusual reading"
     assert len(notify) == 3
 
 
@@ -302,6 +408,35 @@ async def test_asset_left_area_after_the_grace_time(
     assert len(notify) == 1
 
 
+async def test_asset_left_area_names_the_device(
+    hass: HomeAssistant, notify: list[ServiceCall], freezer: FrozenDateTimeFactory
+) -> None:
+    """An entity of a device is called by the device's name (the user's own first)."""
+    entry = MockConfigEntry(domain="asset_tracker")
+    entry.add_to_hass(hass)
+    device = dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, identifiers={("asset_tracker", "dog")}, name="Dog collar"
+    )
+    dr.async_get(hass).async_update_device(device.id, name_by_user="Rex")
+    entity = er.async_get(hass).async_get_or_create(
+        "sensor", "asset_tracker", "dog:area", device_id=device.id, suggested_object_id="dog_area"
+    )
+    hass.states.async_set(entity.entity_id, "Garden", {"friendly_name": "Dog collar Area"})
+    await _automation(
+        hass,
+        "asset_left_area.yaml",
+        {
+            "watched_entities": [entity.entity_id],
+            "places": ["Garden"],
+            "away_for": {"seconds": 0},
+            "notify_action": "notify.test_phone",
+        },
+    )
+    hass.states.async_set(entity.entity_id, "Street", {"friendly_name": "Dog collar Area"})
+    await hass.async_block_till_done()
+    assert [c.data["message"] for c in notify] == ["Rex left Garden and is now in Street."]
+
+
 async def test_asset_left_home_zone_ignores_unavailable(
     hass: HomeAssistant, notify: list[ServiceCall], freezer: FrozenDateTimeFactory
 ) -> None:
@@ -344,7 +479,10 @@ async def test_edge_node_offline_and_back(
     assert notify == []  # a short blip is no outage
     _tick(hass, freezer, seconds=61)
     await hass.async_block_till_done()
-    assert [c.data["message"] for c in notify] == ["Edge node Garage Pi Connectivity is offline."]
+    assert [c.data["message"] for c in notify] == [
+        "Edge node Garage Pi Connectivity is offline. "
+        "Check its power and its network; it keeps its events until it is back."
+    ]
     hass.states.async_set(entity, "on", attrs)
     await hass.async_block_till_done()
     assert notify[-1].data["message"] == "Edge node Garage Pi Connectivity is back online."
@@ -390,8 +528,10 @@ async def test_edge_node_backlog_and_stale_outbox(
     _tick(hass, freezer, seconds=31)
     await hass.async_block_till_done()
     assert sorted(c.data["message"] for c in notify) == [
-        "Edge node Garage Pi has 1200 events waiting in its outbox (limit 500).",
-        "Edge node Garage Pi has not had an event acknowledged for 300 s (limit 120 s).",
+        "Edge node Garage Pi has 1200 events waiting in its outbox (limit 500). "
+        "Check its connection to the MQTT broker.",
+        "Edge node Garage Pi has not had an event acknowledged for 300 s (limit 120 s). "
+        "Check its connection to the MQTT broker and that Home Assistant is running.",
     ]
     # recovery notifications were turned off
     hass.states.async_set(conn, "off")
@@ -421,7 +561,7 @@ async def test_low_battery_once_per_drop(
     _tick(hass, freezer, minutes=6)
     await hass.async_block_till_done()
     assert [c.data["message"] for c in notify] == [
-        "The battery of Dog collar Battery is at 12 % (alert below 20 %)."
+        "The battery of Dog collar Battery is at 12 % (alert below 20 %). Replace or charge it soon."
     ]
     hass.states.async_set(entity, "95", attrs)  # battery changed
     await hass.async_block_till_done()

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from mqtt_edge import Edge
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
@@ -100,6 +101,37 @@ async def test_duplicates_applied_once_and_acked_after_save(
     assert acks(mqtt_mock) == []  # nothing acknowledged before the dedupe state is saved
     await flush(hass)
     assert acks(mqtt_mock)[-1]["seq"] == 3
+
+
+async def test_anomaly_event_names_the_asset_and_node_as_people_do(
+    hass: HomeAssistant, setup_entry: Any, mqtt_mock: Any
+) -> None:
+    """The event carries the names a notification shows: the user's own, else the announced."""
+    edge = Edge(hass)
+    events: list[Any] = []
+    hass.bus.async_listen("asset_tracker_anomaly", events.append)
+    edge.birth()
+    edge.announce([{"id": "freezer", "name": "Chest freezer", "type": "tag"}])
+    await hass.async_block_till_done()
+    t = now_ms()
+    data = {"rule": "threshold", "severity": "critical", "message": "temperature -5 too warm"}
+    edge.event("anomaly", "freezer", data, (t, 0))
+    await hass.async_block_till_done()
+    assert (events[-1].data["asset_name"], events[-1].data["node_name"]) == (
+        "Chest freezer",
+        "Garage Pi",
+    )
+    devices = dr.async_get(hass)
+    node = next(
+        d
+        for d in devices.devices
+        if any(i[0] == DOMAIN and i[1].endswith(":node:garage") for i in d.identifiers)
+    )
+    devices.async_update_device(node.id, name_by_user="Garage shelf")
+    edge.event("anomaly", "freezer", data | {"phase": "escalate"}, (t + 1, 0))
+    await hass.async_block_till_done()
+    assert events[-1].data["node_name"] == "Garage shelf"
+    assert events[-1].data["asset_name"] == "Chest freezer"
 
 
 async def test_gap_holds_the_watermark_until_filled(
