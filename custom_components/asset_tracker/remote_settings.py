@@ -59,11 +59,13 @@ def _number(
     )
 
 
-def _switch(rule: str, name: str) -> SwitchSettingDescription:
-    setting = f"rules.{rule}.enabled"
+def _switch(
+    rule: str, name: str, *, option: str = "enabled", icon: str = "mdi:flag"
+) -> SwitchSettingDescription:
+    setting = f"rules.{rule}.{option}"
     key = setting.replace(".", "_")
     return SwitchSettingDescription(
-        key=key, translation_key=key, name=name, setting=setting, icon="mdi:flag"
+        key=key, translation_key=key, name=name, setting=setting, icon=icon
     )
 
 
@@ -82,7 +84,10 @@ NUMBERS: Final = (
     ),
     _number("batching.window_ms", "Batch window", 10, 60000, unit=UnitOfTime.MILLISECONDS),
     _number("batching.max_events", "Batch size", 1, 500),
+    _number("rules.threshold.hold_s", "Threshold hold", 0, 3600, unit=UnitOfTime.SECONDS),
+    _number("rules.threshold.hysteresis", "Threshold hysteresis", 0, 100, step=0.1),
     _number("rules.rate.max_per_min", "Rate limit", 0.1, 100, step=0.1, unit="°C/min"),
+    _number("rules.rate.window_s", "Rate window", 120, 3600, unit=UnitOfTime.SECONDS),
     _number("rules.zscore.z", "Z-score limit", 2, 10, step=0.1),
     _number("rules.missing.after_s", "Missing after", 60, 604800, unit=UnitOfTime.SECONDS),
     _number("rules.battery.min_pct", "Low battery limit", 1, 100, unit="%"),
@@ -95,6 +100,7 @@ SWITCHES: Final = (
     _switch("missing", "Missing rule"),
     _switch("battery", "Battery rule"),
     _switch("movement", "Movement rule"),
+    _switch("movement", "Movement from signal strength", option="rssi", icon="mdi:signal"),
 )
 
 

@@ -32,8 +32,11 @@ DEFAULTS: dict[str, Any] = {
     "batching.window_ms": 1000,
     "batching.max_events": 200,
     "rules.threshold.enabled": True,
+    "rules.threshold.hold_s": 60,
+    "rules.threshold.hysteresis": 0.5,
     "rules.rate.enabled": True,
     "rules.rate.max_per_min": 2.0,
+    "rules.rate.window_s": 600,
     "rules.zscore.enabled": True,
     "rules.zscore.z": 4.0,
     "rules.missing.enabled": True,
@@ -42,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "rules.battery.min_pct": 15,
     "rules.movement.enabled": True,
     "rules.movement.jump_m": 3.0,
+    "rules.movement.rssi": False,
 }
 
 
@@ -248,6 +252,61 @@ async def test_switch_turns_a_rule_off(hass: HomeAssistant, node: MagicMock) -> 
     assert hass.states.get(zscore).state == "off"
 
 
+async def test_hold_hysteresis_rate_window_and_rssi_movement_are_settings(
+    hass: HomeAssistant, node: MagicMock
+) -> None:
+    """The rules' newer settings: named entities on the node, in the node's ranges."""
+    hold = _entity_id(hass, "number", "rules_threshold_hold_s")
+    hysteresis = _entity_id(hass, "number", "rules_threshold_hysteresis")
+    window = _entity_id(hass, "number", "rules_rate_window_s")
+    rssi = _entity_id(hass, "switch", "rules_movement_rssi")
+    assert hass.states.get(hold).state == "60"
+    assert hass.states.get(hold).attributes["unit_of_measurement"] == "s"
+    assert hass.states.get(hold).attributes["friendly_name"] == "Garage Pi Threshold hold"
+    assert hass.states.get(hysteresis).state == "0.5"
+    assert hass.states.get(window).state == "600"
+    assert (
+        hass.states.get(window).attributes["min"],
+        hass.states.get(window).attributes["max"],
+    ) == (
+        120,
+        3600,
+    )
+    assert hass.states.get(rssi).state == "off"
+    assert (
+        hass.states.get(rssi).attributes["friendly_name"]
+        == "Garage Pi Movement from signal strength"
+    )
+    with pytest.raises(ServiceValidationError):
+        await hass.services.async_call(
+            "number", "set_value", {"entity_id": window, "value": 60}, blocking=True
+        )
+    assert _commands(node) == []
+    command = await _call_and_answer(
+        hass,
+        node,
+        ("number", "set_value", {"entity_id": hysteresis, "value": 1.5}),
+        {
+            "ok": True,
+            "settings_version": 4,
+            "settings": DEFAULTS | {"rules.threshold.hysteresis": 1.5},
+        },
+    )
+    assert command["set"] == {"rules.threshold.hysteresis": 1.5}
+    assert hass.states.get(hysteresis).state == "1.5"
+    node.async_publish.reset_mock()
+    command = await _call_and_answer(
+        hass,
+        node,
+        ("switch", "turn_on", {"entity_id": rssi}),
+        {"ok": True, "settings_version": 5, "settings": DEFAULTS | {"rules.movement.rssi": True}},
+    )
+    assert command["set"] == {"rules.movement.rssi": True}
+    assert hass.states.get(rssi).state == "on"
+    # the movement rule's own switch is a separate setting
+    assert hass.states.get(_entity_id(hass, "switch", "rules_movement_enabled")).state == "on"
+
+
 async def test_select_sets_both_batching_keys_in_one_command(
     hass: HomeAssistant, node: MagicMock
 ) -> None:
@@ -315,6 +374,10 @@ async def test_offline_node_and_unknown_keys_make_entities_unavailable(
     await hass.async_block_till_done()
     assert (
         hass.states.get(_entity_id(hass, "switch", "rules_movement_enabled")).state
+        == STATE_UNAVAILABLE
+    )
+    assert (
+        hass.states.get(_entity_id(hass, "switch", "rules_movement_rssi")).state
         == STATE_UNAVAILABLE
     )
     assert hass.states.get(_entity_id(hass, "switch", "rules_battery_enabled")).state == "on"
