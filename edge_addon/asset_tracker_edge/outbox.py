@@ -76,7 +76,7 @@ PAGE_SIZE = 2048
 # a checkpoint (copying the WAL into the database, with fsync) every this many write transactions,
 # or sooner once this much was committed: the log, and what a checkpoint must fold back into the
 # database (growing it on a nearly full disk), stays short
-_CHECKPOINT_EVERY = 120
+_CHECKPOINT_EVERY = 20
 _CHECKPOINT_BYTES = 256 * 1024
 _CHECKPOINT_OVERDUE = 4 * _CHECKPOINT_BYTES
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024
@@ -207,6 +207,7 @@ class _Held:
     """Acknowledged rows not deleted yet: through `acked`, when deletes had reached `deleted`;
     `above` is the lowest stored seq above them."""
 
+    epoch: int
     acked: int
     deleted: int
     above: int
@@ -648,22 +649,22 @@ class Outbox:
 
     def _delete_behind(self) -> None:
         self._delete_timer = None
-        if self.acked > self._deleted_through:
+        if self.acked > self._deleted_through and not self._rotating:
             self._start_delete()
 
     async def _read_held(self) -> None:
         """Counts the acknowledged rows a commit has yet to delete, and finds the lowest row
         above them: the floor and depth do not wait for the delete."""
         while True:
-            acked, deleted = self.acked, self._deleted_through
-            if acked <= deleted:
+            epoch, acked, deleted = self.epoch, self.acked, self._deleted_through
+            if acked <= deleted or self._rotating:
                 return
             try:
                 above, count, size = await self._run(self._held_db, acked)
             except sqlite3.Error:
                 return
-            if (acked, deleted) == (self.acked, self._deleted_through):
-                self._held = _Held(acked, deleted, above, count, size)
+            if (epoch, acked, deleted) == (self.epoch, self.acked, self._deleted_through):
+                self._held = _Held(epoch, acked, deleted, above, count, size)
                 self._notify_state()
                 return
 
@@ -690,6 +691,7 @@ class Outbox:
         self.epoch = rotation.new_epoch
         self.acked = 0
         self._deleted_through = 0
+        self._held = None
         self.rotations += 1
         self.rotation = rotation
         self._apply(snap)
@@ -705,14 +707,19 @@ class Outbox:
         return rotation
 
     async def _delete_loop(self) -> None:
-        while self._deleted_through < self.acked:
+        # never across a rotation: the new epoch keeps, under their seqs, events the old
+        # epoch's acknowledgement covered but the integration never applied
+        while self._deleted_through < self.acked and not self._rotating:
             through = min(self.acked, self._deleted_through + _DELETE_CHUNK)
+            epoch = self.epoch
             try:
-                snap = await self._run(self._delete_db, through)
+                snap = await self._run(self._delete_db, through, epoch)
             except sqlite3.Error as err:
                 _LOGGER.warning("outbox delete through %d failed: %s", through, err)
                 await asyncio.sleep(1.0)
                 continue
+            if epoch != self.epoch:
+                return
             self._deleted_through = max(self._deleted_through, through)
             self._checkpoint_when_due()
             self._apply(snap)
@@ -752,7 +759,8 @@ class Outbox:
     def _held_view(self) -> _Held | None:
         """What the store still holds of the acknowledged rows, while it is current."""
         held = self._held
-        if held is None or held.acked != self.acked or held.deleted != self._deleted_through:
+        current = (self.epoch, self.acked, self._deleted_through)
+        if held is None or (held.epoch, held.acked, held.deleted) != current:
             return None
         return held
 
@@ -1343,10 +1351,13 @@ class Outbox:
             out.append((int(seq), bytes(body)))
         return out
 
-    def _delete_db(self, through: int) -> _Snapshot:
-        """Deletes the acknowledged rows through `through`. On a full disk this is what frees
-        the store: the reserve is released for the delete and the checkpoint after it, and
-        allocated again before any commit can run (see RESERVE_BYTES)."""
+    def _delete_db(self, through: int, epoch: int) -> _Snapshot:
+        """Deletes the acknowledged rows through `through` of `epoch` (nothing once a rotation
+        has left it). On a full disk this is what frees the store: the reserve is released for
+        the delete and the checkpoint after it, and allocated again before any commit can run
+        (see RESERVE_BYTES)."""
+        if epoch != self._db_epoch:
+            return self._snapshot()
         if not self._disk.full:
             try:
                 return self._delete_rows_db(through)
