@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ BUCKET_MS = 10_000  # the rate fit's points: 10 s means
 BASELINE_BUCKET_MS = 600_000  # the z-score baseline's points: 10 min means
 BASELINE_SIZE = 144  # a day of them
 BASELINE_MIN = 36  # six hours before the z-score speaks
+SLOTS_PER_DAY = 144  # the baseline's 10 min points by time of day
+SLOT_DAYS = 7  # a week of each time of day
+SLOT_SPAN = 3  # the same time of day is +- 30 min
+SLOT_MIN_DAYS = 2  # previous days before the time of day centres the baseline
 ZSCORE_HOLD_MS = 300_000
 ZSCORE_FLOOR = 0.1  # the least spread a baseline is given (a quantisation step or so)
 BATTERY_HOLD_MS = 900_000
@@ -101,6 +106,8 @@ class Series:
 
     buckets: deque[tuple[float, float, int]] = field(default_factory=deque)  # (t, sum, n)
     baseline: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SIZE))
+    # the 10 min means by time of day: slot * SLOT_DAYS + day % SLOT_DAYS, NaN where none yet
+    by_slot: array[float] | None = None
     long_start: int | None = None
     long_sum: float = 0.0
     long_n: int = 0
@@ -118,8 +125,16 @@ class Series:
             self.buckets.popleft()
         long_key = now - now % BASELINE_BUCKET_MS
         if self.long_start != long_key:
-            if self.long_n and learn:
-                self.baseline.append(self.long_sum / self.long_n)
+            if self.long_n and self.long_start is not None:
+                mean = self.long_sum / self.long_n
+                if learn:
+                    self.baseline.append(mean)
+                # the time of day learns through episodes too: a median of days shrugs one off,
+                # and a room's warm afternoons would otherwise never become its usual
+                if self.by_slot is None:
+                    self.by_slot = array("d", [math.nan]) * (SLOTS_PER_DAY * SLOT_DAYS)
+                day = self.long_start // (BASELINE_BUCKET_MS * SLOTS_PER_DAY)
+                self.by_slot[_slot(self.long_start) * SLOT_DAYS + day % SLOT_DAYS] = mean
             self.long_start, self.long_sum, self.long_n = long_key, 0.0, 0
         self.long_sum += value
         self.long_n += 1
@@ -146,13 +161,37 @@ class Series:
         return sum(total for _, total, _ in last) / sum(n for _, _, n in last)
 
     def zscore(self) -> tuple[float, float, float] | None:
-        """(z, median, spread) of the last minute against the baseline, or None while learning."""
+        """(z, median, spread) of the last minute against the baseline, or None while learning.
+
+        The centre is the median of the same time of day (+- 30 min) on previous days once there
+        are two of them, so a room the sun warms every afternoon is compared with its afternoons,
+        else the last day's median; the spread (from the median absolute deviation) is the
+        larger of the last day's and that of the same time of day.
+        """
         if len(self.baseline) < BASELINE_MIN or not self.buckets:
             return None
         median = statistics.median(self.baseline)
         mad = statistics.median(abs(x - median) for x in self.baseline)
         spread = max(1.4826 * mad, ZSCORE_FLOOR)
+        same_time = self._same_time_of_day()
+        if same_time:
+            median = statistics.median(same_time)
+            mad = statistics.median(abs(x - median) for x in same_time)
+            spread = max(spread, 1.4826 * mad)
         return (self.recent() - median) / spread, median, spread
+
+    def _same_time_of_day(self) -> list[float]:
+        if self.long_start is None or self.by_slot is None:
+            return []
+        now = _slot(self.long_start)
+        points: list[float] = []
+        for d in range(-SLOT_SPAN, SLOT_SPAN + 1):
+            at = (now + d) % SLOTS_PER_DAY * SLOT_DAYS
+            days = [x for x in self.by_slot[at : at + SLOT_DAYS] if not math.isnan(x)]
+            if len(days) < SLOT_MIN_DAYS:
+                return []
+            points += days
+        return points
 
 
 @dataclass(slots=True)
@@ -382,6 +421,11 @@ def _with(finding: Finding, **changes: Any) -> Finding:
         "phase": finding.phase,
     }
     return Finding(**(values | changes))
+
+
+def _slot(start_ms: int) -> int:
+    """The time of day of a baseline point (UTC: the same every day, as the sun is)."""
+    return (start_ms // BASELINE_BUCKET_MS) % SLOTS_PER_DAY
 
 
 def _about(metric: str | None) -> str:

@@ -137,6 +137,34 @@ def test_zscore_learns_a_baseline_and_fires_on_a_lasting_departure_only() -> Non
     assert [(f.rule, f.phase, f.metric) for f in found] == [("zscore", "start", "humidity")]
 
 
+def test_zscore_compares_with_the_same_time_of_previous_days() -> None:
+    """A room the sun warms every afternoon alerts while it is new, not once it is usual."""
+    s = runtime()
+    s.apply({"rules.rate.enabled": False, "rules.threshold.enabled": False}, None)
+    r = rules()
+    noise = random.Random(7)
+    day_ms = 1440 * MIN
+
+    def room(minute: int) -> float:
+        sun = (
+            6.0 * max(0.0, math.sin((minute - 780) / 240 * math.pi))
+            if 780 <= minute <= 1020
+            else 0.0
+        )
+        return 20 + sun + noise.gauss(0, 0.2)
+
+    per_day = []
+    for day in range(4):
+        found = feed(r, s, [room(m) for m in range(1440)], t0=day * day_ms, step=MIN)
+        per_day.append(starts(found))
+    # the first two afternoons are news; from the third day they are the room's usual
+    assert per_day == [["zscore"], ["zscore"], [], []]
+    # a warm morning is not usual: it still alerts
+    morning = 4 * day_ms + 9 * 60 * MIN
+    warm = feed(r, s, [28 + noise.gauss(0, 0.2) for _ in range(30)], t0=morning, step=MIN)
+    assert starts(warm) == ["zscore"]
+
+
 @settings(max_examples=100, deadline=None)
 @given(values=st.lists(st.floats(-1000, 1000), min_size=1, max_size=50))
 def test_ewma_is_none_while_warming_up_and_finite_after(values: list[float]) -> None:
