@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from homeassistant.core import CoreState
+from homeassistant.core import CoreState, Event, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
@@ -66,6 +66,14 @@ class Applier:
         self.invalid_events = 0
         self._drain_task: asyncio.Task[None] | None = None
         self._counted_nodes: set[str] = set()  # event rates and latencies moved
+        # set when Home Assistant starts to stop, and never cleared: after the final write its
+        # state is `not_running` again, while slices of the backlog may still run
+        self.home_assistant_stopped = False
+
+    @callback
+    def on_home_assistant_stop(self, _event: Event | None = None) -> None:
+        self.home_assistant_stopped = True
+        self.stop()
 
     def stop(self) -> None:
         """Nothing waiting is applied any more: not claimed, so not acknowledged, the edges send
@@ -193,7 +201,7 @@ class Applier:
 
     def apply(self, pending: PendingEvent, now: int) -> None:
         """Checks an event and applies it unless its identity was applied before."""
-        if self._fleet.hass.state in _STOPPING:
+        if self.home_assistant_stopped or self._fleet.hass.state in _STOPPING:
             # what the final write saves must hold everything applied: from now on nothing is,
             # and the node sends it again (unacknowledged) after the restart
             return

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_track_time_interval
@@ -113,6 +114,11 @@ class AssetTrackerHub:
             async_track_time_interval(self.hass, self._housekeeping, HOUSEKEEPING_INTERVAL)
         )
         self._unsubscribers.extend(self.placement.async_listen())
+        self._unsubscribers.append(
+            self.hass.bus.async_listen_once(
+                EVENT_HOMEASSISTANT_STOP, self.applier.on_home_assistant_stop
+            )
+        )
         self._unsubscribers.append(self.ingest.track_connection())
         self.ingest.announce()
 

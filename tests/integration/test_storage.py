@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from homeassistant.const import EVENT_HOMEASSISTANT_FINAL_WRITE
+from homeassistant.const import EVENT_HOMEASSISTANT_FINAL_WRITE, EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.util import dt as dt_util
@@ -300,6 +300,30 @@ async def test_acks_that_meet_mqtt_down_wait_for_the_reconnect(
     mqtt_mock.async_publish.side_effect = None
     await hub.async_flush()
     assert acks(mqtt_mock)[-1]["seq"] == 1
+
+
+async def test_nothing_is_applied_after_the_final_write(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """After its final write Home Assistant's state is `not_running` again while what waits in
+    the backlog may still be drained: none of it is applied (the final write did not save it)."""
+    hub = setup_entry.runtime_data.hub
+    edge = Edge(hass)
+    applied: list[Any] = []
+    hass.bus.async_listen("asset_tracker_anomaly", applied.append)
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STOP)
+    await hass.async_block_till_done()
+    assert hub.applier.home_assistant_stopped
+    hass.set_state(CoreState.not_running)
+    try:
+        edge.event("anomaly", "freezer", ANOMALY, (now_ms(), 0), seq=1)
+        edge.event("telemetry", "freezer", {"rssi": -60.0}, (now_ms(), 1), seq=2)
+        await hass.async_block_till_done()
+        assert applied == []
+        assert hub.dedupe.watermark("garage", EPOCH) == 0
+        assert "freezer" not in hub.assets or hub.assets["freezer"].rssi is None
+    finally:
+        hass.set_state(CoreState.running)
 
 
 async def test_nothing_is_applied_once_home_assistant_stops(
