@@ -69,6 +69,30 @@ async def tick_until(
     return waited
 
 
+async def present(hass: HomeAssistant, edges: tuple[Edge, Edge], *rssi: float) -> None:
+    """Both nodes report the cat present, at these signals."""
+    t = now_ms()
+    for edge, value in zip(edges, rssi, strict=True):
+        edge.event("presence", "cat", {"state": "present", "rssi": value}, (t, 0))
+    await hass.async_block_till_done()
+
+
+async def heard_for(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    edges: tuple[Edge, Edge],
+    rssi: tuple[float, float],
+    seconds: int,
+) -> None:
+    """Both nodes report the cat once a second for `seconds`."""
+    for _ in range(seconds):
+        freezer.tick(timedelta(seconds=1))
+        for edge, value in zip(edges, rssi, strict=True):
+            edge.event("telemetry", "cat", {"rssi": value}, (now_ms(), 0))
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+
+
 @pytest.fixture
 async def house(hass: HomeAssistant, setup_entry: Any) -> tuple[Edge, Edge]:
     """Two nodes in two Home Assistant areas on two floors."""
@@ -91,11 +115,7 @@ async def house(hass: HomeAssistant, setup_entry: Any) -> tuple[Edge, Edge]:
 async def test_an_asset_is_in_its_nodes_area_on_its_floor(
     hass: HomeAssistant, house: tuple[Edge, Edge]
 ) -> None:
-    kitchen, study = house
-    t = now_ms()
-    kitchen.event("presence", "cat", {"state": "present", "rssi": -55.0}, (t, 0))
-    study.event("presence", "cat", {"state": "present", "rssi": -85.0}, (t, 0))
-    await hass.async_block_till_done()
+    await present(hass, house, -55.0, -85.0)
     assert area_state(hass, "cat") == "Kitchen"
     attributes = tracker(hass, "cat")
     ground = fr.async_get(hass).async_get_floor_by_name("Ground floor")
@@ -114,10 +134,7 @@ async def test_a_move_shows_without_waiting_for_another_event(
     kitchen, study = house
     changes: list[dict[str, Any]] = []
     hass.bus.async_listen(EVENT_AREA_CHANGED, lambda e: changes.append(dict(e.data)))
-    t = now_ms()
-    kitchen.event("presence", "cat", {"state": "present", "rssi": -55.0}, (t, 0))
-    study.event("presence", "cat", {"state": "present", "rssi": -88.0}, (t, 0))
-    await hass.async_block_till_done()
+    await present(hass, house, -55.0, -88.0)
     freezer.tick(timedelta(seconds=120))  # it stayed a while: the estimate is sticky now
     t = now_ms()
     kitchen.event("telemetry", "cat", {"rssi": -55.0}, (t, 0))
@@ -152,10 +169,7 @@ async def test_an_offline_node_does_not_move_its_assets(
     hass: HomeAssistant, house: tuple[Edge, Edge], freezer: FrozenDateTimeFactory
 ) -> None:
     kitchen, study = house
-    t = now_ms()
-    kitchen.event("presence", "cat", {"state": "present", "rssi": -55.0}, (t, 0))
-    study.event("presence", "cat", {"state": "present", "rssi": -88.0}, (t, 0))
-    await hass.async_block_till_done()
+    await present(hass, house, -55.0, -88.0)
     assert area_state(hass, "cat") == "Kitchen"
     kitchen.send("status", {"state": "offline", "boot": 1})
     for i in range(10):  # the study keeps hearing it, far away
@@ -169,11 +183,7 @@ async def test_an_offline_node_does_not_move_its_assets(
 async def test_set_area_moves_the_asset_at_once_and_refuses_what_is_no_room(
     hass: HomeAssistant, house: tuple[Edge, Edge]
 ) -> None:
-    kitchen, study = house
-    t = now_ms()
-    kitchen.event("presence", "cat", {"state": "present", "rssi": -70.0}, (t, 0))
-    study.event("presence", "cat", {"state": "present", "rssi": -72.0}, (t, 0))
-    await hass.async_block_till_done()
+    await present(hass, house, -70.0, -72.0)
     assert area_state(hass, "cat") == "Kitchen"
     cat = device(hass, "asset", "cat").id
     study_area = ar.async_get(hass).async_get_area_by_name("Study")
@@ -228,7 +238,7 @@ async def test_a_trained_area_without_a_node_is_found(
     hass: HomeAssistant, house: tuple[Edge, Edge], freezer: FrozenDateTimeFactory
 ) -> None:
     pantry = ar.async_get(hass).async_create("Pantry")
-    kitchen, study = house
+    kitchen, _study = house
     kitchen.event("presence", "cat", {"state": "present", "rssi": -70.0}, (now_ms(), 0))
     await hass.async_block_till_done()
     cat = device(hass, "asset", "cat").id
@@ -246,21 +256,11 @@ async def test_a_trained_area_without_a_node_is_found(
     assert pantry.id in hub.fleet.fingerprints
     assert pantry.id in hub.persistence.state_data()["fingerprints"]
     # a quieter tag heard the same way is in the pantry
-    for i in range(20):
-        freezer.tick(timedelta(seconds=1))
-        kitchen.event("telemetry", "cat", {"rssi": -79.0}, (now_ms(), 0))
-        study.event("telemetry", "cat", {"rssi": -82.0}, (now_ms(), 0))
-        async_fire_time_changed(hass)
-        await hass.async_block_till_done()
+    await heard_for(hass, freezer, house, (-79.0, -82.0), 20)
     assert area_state(hass, "cat") == "Pantry"
     assert tracker(hass, "cat")["floor"] is None
     # close to the kitchen node it is in the kitchen again
-    for i in range(20):
-        freezer.tick(timedelta(seconds=1))
-        kitchen.event("telemetry", "cat", {"rssi": -50.0}, (now_ms(), 0))
-        study.event("telemetry", "cat", {"rssi": -86.0}, (now_ms(), 0))
-        async_fire_time_changed(hass)
-        await hass.async_block_till_done()
+    await heard_for(hass, freezer, house, (-50.0, -86.0), 20)
     assert area_state(hass, "cat") == "Kitchen"
 
 
