@@ -37,7 +37,6 @@ SLOT_SPAN = 3  # the same time of day is +- 30 min
 SLOT_MIN_DAYS = 2  # previous days before the time of day centres the baseline
 ZSCORE_HOLD_MS = 300_000
 ZSCORE_FLOOR = 0.1  # the least spread a baseline is given (a quantisation step or so)
-BATTERY_HOLD_MS = 900_000
 BATTERY_HYSTERESIS = 5.0
 RATE_T = 3.0  # the slope's lower bound: estimate minus 3 standard errors
 RATE_MIN_SPAN = 0.5  # of the window before a slope is trusted
@@ -370,7 +369,7 @@ class AssetRules:
         if not setting("rules.battery.enabled"):
             return self._off(key)
         limit = float(setting("rules.battery.min_pct"))
-        hold = 0 if now_ms == 0 else BATTERY_HOLD_MS
+        hold = 0 if now_ms == 0 else int(setting("rules.battery.hold_s")) * 1000
         on = self._hold(key).update(now_ms, pct < limit, pct >= limit + BATTERY_HYSTERESIS, hold)
         message = f"battery {pct:g}% below {limit:g}%"
         return self._set(key, on, Finding("battery", "warning", message, "battery", pct))

@@ -128,7 +128,11 @@ RULES = _section(
             {_opt("enabled", True): bool, _opt("after_s", 900): _int(60, 604800)}
         ),
         _opt("battery", {}): _section(
-            {_opt("enabled", True): bool, _opt("min_pct", 15): _int(1, 100)}
+            {
+                _opt("enabled", True): bool,
+                _opt("min_pct", 15): _int(1, 100),
+                _opt("hold_s", 900): _int(0, 86400),
+            }
         ),
         _opt("movement", {}): _section(
             {

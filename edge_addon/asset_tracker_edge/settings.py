@@ -38,6 +38,7 @@ SPEC: dict[str, tuple[type, float | None, float | None]] = {
     "rules.missing.after_s": (int, 60, 604800),
     "rules.battery.enabled": (bool, None, None),
     "rules.battery.min_pct": (int, 1, 100),
+    "rules.battery.hold_s": (int, 0, 86400),
     "rules.movement.enabled": (bool, None, None),
     "rules.movement.jump_m": (float, 0.5, 100),
     "rules.movement.rssi": (bool, None, None),
