@@ -245,6 +245,9 @@ class Applier:
             self.close_epoch(node, pending.epoch, event["seq"])
         elif verdict is Verdict.REFUSED:
             dedupe.refused += 1
+        elif verdict is Verdict.DUPLICATE:
+            # the watermark may have passed it (applied under another epoch): acknowledged
+            self._acks.mark(pending.node, pending.epoch)
         return verdict is Verdict.NEW
 
     async def _drain(self) -> None:

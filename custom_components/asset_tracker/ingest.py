@@ -167,8 +167,13 @@ class Ingest:
             verdict = dedupe.check(pending.node, pending.epoch, pending.seq, pending.run)
             if verdict is Verdict.REUSED:
                 applier.close_epoch(self._fleet.nodes[pending.node], pending.epoch, pending.seq)
-            elif verdict is Verdict.NEW:
-                # a redelivery of a still waiting event waits too, and is skipped when applied
+            elif verdict is Verdict.NEW or (
+                verdict is Verdict.DUPLICATE
+                and not dedupe.window(pending.node, pending.epoch).seen(pending.seq)
+            ):
+                # a redelivery of a still waiting event waits too, and is skipped when applied;
+                # so does an event applied under another epoch and moved here by a rotation: it
+                # is not applied again, but claimed, so this epoch's watermark passes it
                 applier.enqueue(pending)
 
 

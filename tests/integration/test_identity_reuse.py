@@ -176,6 +176,30 @@ def test_closing_an_epoch_drops_its_waiting_events_only() -> None:
     assert line.pop() is None
 
 
+async def test_a_routine_event_moved_into_a_new_epoch_is_acknowledged_there(
+    hass: HomeAssistant, setup_entry: Any, mqtt_mock: Any
+) -> None:
+    """Telemetry applied under one epoch, then moved by a rotation into the next with its seq and
+    creator: not applied again, and the new epoch's acknowledgement passes it (else the node
+    sends it again for ever)."""
+    edge = Edge(hass)
+    edge.run = 31
+    t = now_ms()
+    edge.event("telemetry", "bike", {"battery": 70}, (t, 0), seq=1)
+    edge.event("telemetry", "bike", {"battery": 71}, (t + 1, 0), seq=2)
+    await flush(hass)
+    hub = hub_of(hass)
+    applied = hub.applied
+    assert acks(mqtt_mock)[-1]["seq"] == 2
+    edge.epoch += 1  # the rotation moved seq 2 along: the integration had applied it already
+    edge.event("telemetry", "bike", {"battery": 71}, (t + 1, 0), seq=2, floor=2)
+    edge.event("telemetry", "bike", {"battery": 72}, (t + 2, 0), seq=3, floor=2)
+    await flush(hass)
+    assert hub.applied == applied + 1  # only seq 3
+    ack = acks(mqtt_mock)[-1]
+    assert (ack["epoch"], ack["seq"]) == (edge.epoch, 3)
+
+
 def test_an_event_moved_into_two_epochs_is_applied_once() -> None:
     """A backup taken before a rotation and put back after it: the restored store is in the
     closed epoch again, is closed again, and moves the same events into yet another epoch. They
