@@ -95,6 +95,15 @@ def edge_config(broker: Mosquitto) -> dict[str, Any]:
             "mqtt": {"host": broker.host, "port": broker.port, "root_topic": TOPIC_ROOT},
             "storage": {"path": str(WORK / "edge"), "commit_window_ms": 50},
             "telemetry": {"interval_s": TELEMETRY_INTERVAL_S},
+            # the alert path itself: each crossing is an episode of its own, counted the moment
+            # the limit is crossed and ended the moment it is back (the product's defaults hold
+            # a limit 60 s and keep an episode open while other rules agree: what the anomaly
+            # harness measures)
+            "rules": {
+                "threshold": {"hold_s": 0, "hysteresis": 0},
+                "rate": {"enabled": False},
+                "zscore": {"enabled": False},
+            },
             "assets": edge_assets(),
         }
     )
