@@ -338,8 +338,9 @@ class Outbox:
         self.ack_ahead = 0
         self.rotations = 0
         self.rotation: Rotation | None = None
-        # seqs the last rotation deleted as applied: holes of the new epoch, never lost from it
-        self._rotated_away: frozenset[int] = frozenset()
+        # what the last rotation left in the new epoch: the seqs it carried, and the newest seq
+        # it had; any other seq up to that one was never this epoch's, so never lost from it
+        self._rotated_from: tuple[int, frozenset[int]] = (0, frozenset())
         self._rotating = False
         self._db_rotations = 0
         self.recovery: Recovery | None = None
@@ -682,10 +683,9 @@ class Outbox:
             if self._delete_task is not None:
                 # waits without taking on its outcome: a cancellation of this task still raises
                 await asyncio.wait({self._delete_task})
-            rotation, snap, gone = await self._run(
-                self._rotate_db, closure, self.creators, self._rotated_away, urgent=True
+            rotation, snap, self._rotated_from = await self._run(
+                self._rotate_db, closure, self.creators, self._rotated_from, urgent=True
             )
-            self._rotated_away = gone
         finally:
             self._rotating = False
         self.epoch = rotation.new_epoch
@@ -1458,8 +1458,8 @@ class Outbox:
             self._acked_written_at = time.monotonic()
 
     def _rotate_db(
-        self, closure: Closure, creators: Owners, holes: frozenset[int]
-    ) -> tuple[Rotation, _Snapshot, frozenset[int]]:
+        self, closure: Closure, creators: Owners, previous: tuple[int, frozenset[int]]
+    ) -> tuple[Rotation, _Snapshot, tuple[int, frozenset[int]]]:
         """Deletes what the closed epoch applied and moves the rest into a new epoch, in one
         transaction made durable at once whatever `sync` says: once an event has gone out under
         the new epoch, a power cut must never bring the closed one back."""
@@ -1498,12 +1498,14 @@ class Outbox:
         self._db_epoch = new
         self._db_acked = 0
         self._db_states = {p: self._class_state(p) for p in CLASSES}
+        base, carried = previous
         lost = sum(
             1
             for q in range(closure.watermark + 1, newest_applied + 1)
-            if q not in closure.above and q not in held and q not in holes
+            if q not in closure.above and q not in held and (q > base or q in carried)
         )
-        return Rotation(old, new, wall_clock_ms(), kept, lost), self._snapshot(), frozenset(deleted)
+        rotation = Rotation(old, new, wall_clock_ms(), kept, lost)
+        return rotation, self._snapshot(), (self._db_high, frozenset(held - deleted))
 
     def _abort_db(self) -> None:
         """Ends a failed write transaction without hiding why it failed.

@@ -169,3 +169,29 @@ async def test_seqs_a_rotation_deleted_are_not_counted_lost_by_the_next(tmp_path
     assert (second.kept, second.lost) == (4, 0)
     assert sorted(await _bodies(box)) == [5, 8, 9, 10]
     await box.close()
+
+
+async def test_seqs_acknowledged_before_a_rotation_are_not_counted_lost_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """Rows an ordinary acknowledgement deleted were never the new epoch's: when that epoch is
+    closed below them, they are not counted as lost from it."""
+    box = Outbox(tmp_path / "o.db")
+    await box.open()
+    for n in range(1, 11):
+        _append(box, n)
+    await box.flush()
+    mine = box.run
+    assert box.ack(box.epoch, 4, Owners([(1, 4, mine)]))
+    await _wait_depth(box, 6)
+    first = await box.rotate(box.epoch, Closure(4, frozenset({7}), Owners([(1, 7, mine)])))
+    assert first is not None and (first.kept, first.lost) == (5, 0)
+    assert [_append(box, n) for n in (11, 12)] == [11, 12]
+    await box.flush()
+    # the new epoch applied 11 and 12, nothing it carried; then it is closed: 1..4 and 7 were
+    # never its own, 5, 6, 8, 9 and 10 are still held
+    second = await box.rotate(box.epoch, Closure(0, frozenset({11, 12}), Owners([(11, 12, mine)])))
+    assert second is not None
+    assert (second.kept, second.lost) == (5, 0)
+    assert sorted(await _bodies(box)) == [5, 6, 8, 9, 10]
+    await box.close()
