@@ -63,6 +63,7 @@ def status(node: EdgeNode, emitted: int) -> dict[str, Any]:
         "depth": box.depth,
         "dropped": box.dropped,
         "commit_errors": box.commit_errors,
+        "disk_full": box.disk_full,
         "recovered": box.recovery is not None,
         "connected": node.link.connected,
         "host_online": node.host_online,
