@@ -4,7 +4,6 @@ offline nodes, and the set-area and train-area actions."""
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -18,21 +17,9 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import floor_registry as fr
 from mqtt_edge import Edge
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
+from test_features import device, now_ms
 
 from custom_components.asset_tracker.const import DOMAIN, EVENT_AREA_CHANGED
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def device(hass: HomeAssistant, kind: str, key: str) -> dr.DeviceEntry:
-    entry = hass.config_entries.async_entries(DOMAIN)[0]
-    found = dr.async_get(hass).async_get_device_by_identifier(
-        (DOMAIN, f"asset_tracker:{kind}:{key}"), entry.entry_id
-    )
-    assert found is not None
-    return found
 
 
 def area_state(hass: HomeAssistant, asset: str) -> str:
