@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from homeassistant.core import CoreState, Event, callback
+from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
@@ -26,7 +27,7 @@ from .acks import Acks
 from .alerts import Alerts
 from .backlog import Backlog, PendingEvent
 from .clock import wall_ms
-from .const import DOMAIN, EVENT_HISTORY, SIGNAL_NEW_READING
+from .const import DOMAIN, EVENT_HISTORY, SIGNAL_NEW_BATTERY, SIGNAL_NEW_READING
 from .dedupe import Verdict
 from .fleet import Fleet, asset_device_identifier, node_device_identifier
 from .fusion import Sighting, fused_presence
@@ -108,7 +109,9 @@ class Applier:
         msg, fleet = decoded.message, self._fleet
         node = fleet.node(node_id)
         node.name = msg.get("name") or node_id
-        node.suggested_area = msg.get("area")
+        announced, node.suggested_area = node.suggested_area, msg.get("area")
+        if node.suggested_area and node.suggested_area != announced:
+            self._place_node_device(node_id, node.suggested_area)
         self._placement.forget_areas()
         node.sw = msg.get("sw") or node.sw
         node.settings = dict(msg.get("settings", {}))
@@ -122,6 +125,20 @@ class Applier:
             fleet.asset_changed(asset)
         self._rename_device(node_device_identifier(fleet, node_id), node.name)
         fleet.node_changed(node)
+
+    def _place_node_device(self, node_id: str, area_name: str) -> None:
+        """A node's device goes into the Home Assistant area it announces (made when missing), as
+        a device created with that suggested area would. Only a newly announced area moves it,
+        and never out of an area the user chose: the device is often created from the node's
+        first status, before the announcement with its area arrives."""
+        hass = self._fleet.hass
+        registry = dr.async_get(hass)
+        device = registry.async_get_device_by_identifier(
+            node_device_identifier(self._fleet, node_id), self._fleet.entry_id
+        )
+        if device is not None and device.area_id is None:
+            area = ar.async_get(hass).async_get_or_create(area_name)
+            registry.async_update_device(device.id, area_id=area.id)
 
     def _rename_device(self, identifier: tuple[str, str], name: str) -> None:
         """A device made before its announcement arrived takes the announced name."""
@@ -331,9 +348,13 @@ class Applier:
         self._fleet.asset_changed(asset)
 
     def _apply_fields(self, asset: AssetState, order: Order, data: dict[str, Any]) -> None:
+        first_battery = asset.battery is None
         for key in ("rssi", "distance_m", "battery"):
             if data.get(key) is not None and asset.newer_for(key, order):
                 setattr(asset, key, data[key])
+        if first_battery and asset.battery is not None:
+            signal = SIGNAL_NEW_BATTERY.format(self._fleet.entry_id)
+            async_dispatcher_send(self._fleet.hass, signal, asset.asset_id)
         for metric, value in (data.get("readings") or {}).items():
             if not asset.newer_for(f"reading:{metric}", order):
                 continue

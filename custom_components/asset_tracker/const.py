@@ -53,6 +53,9 @@ SIGNAL_NODE_UPDATE: Final = f"{DOMAIN}_node_{{}}_{{}}"
 SIGNAL_ANOMALY: Final = f"{DOMAIN}_anomaly_{{}}_{{}}"
 SIGNAL_TICK: Final = f"{DOMAIN}_tick_{{}}"
 SIGNAL_NEW_READING: Final = f"{DOMAIN}_new_reading_{{}}"
+# an asset reported its first battery level: its battery sensor is made only then (iBeacon tags and
+# the like never report one, and an entity that can only be unknown is noise)
+SIGNAL_NEW_BATTERY: Final = f"{DOMAIN}_new_battery_{{}}"
 
 ANOMALY_RULES: Final = ["threshold", "rate", "zscore", "missing", "battery", "movement", "other"]
 STORAGE_VERSION: Final = 1

@@ -5,9 +5,13 @@ registries each time it is opened, so new assets and nodes appear on their own. 
 edits it in the UI ("take control"), the saved configuration wins and nothing is generated any more;
 deleting the saved configuration (raw editor, empty) brings the generated one back.
 
-Views: fleet (assets by area, every asset as a tile, a map for assets with zones), alerts (active
-anomalies with an acknowledge button, recent anomalies), one drill-down subview per asset (area,
-signal and readings history) and edge health (per node outbox, latency, clock, connectivity).
+Views: fleet (assets by area, every asset as a tile), alerts (each active anomaly once, with an
+acknowledge button, and recent anomalies), one drill-down subview per asset (area, signal and
+readings history) and edge health (per node outbox, latency, clock, connectivity).
+
+No map: BLE tags carry no coordinates, so a map would stay empty. Graph windows fit what they
+show: a few hours for signals and readings, which change by the minute, a day for histories,
+so a fresh install is not a one-pixel sliver at the edge of a week-long axis.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ URL_PATH: Final = "asset-tracker"
 TITLE: Final = "Asset Tracker"
 ICON: Final = "mdi:radar"
 ACKNOWLEDGE_SERVICE: Final = f"{DOMAIN}.acknowledge"
+SIGNAL_HOURS: Final = 3  # RSSI, distance, readings, outbox and latency
+HISTORY_HOURS: Final = 24  # area, presence, anomaly and battery timelines, logbooks
 READING_CLASSES: Final = frozenset(
     {
         "temperature",
@@ -147,7 +153,7 @@ def collect(hass: HomeAssistant, entry_id: str) -> list[DeviceEntities]:
         if ent.disabled_by is not None or ent.device_id is None:
             continue
         device = devices.async_get(ent.device_id)
-        if device is None:
+        if device is None or _orphaned(hass, ent.entity_id):
             continue
         item = by_device.setdefault(device.id, DeviceEntities(device))
         role = entity_role(ent)
@@ -158,6 +164,13 @@ def collect(hass: HomeAssistant, entry_id: str) -> list[DeviceEntities]:
         else:
             item.others.append(ent.entity_id)
     return sorted(by_device.values(), key=lambda d: d.name.lower())
+
+
+def _orphaned(hass: HomeAssistant, entity_id: str) -> bool:
+    """An entity only restored from the registry: nothing provides it any more (a battery
+    sensor made for a tag before batteries were made on their first value)."""
+    state = hass.states.get(entity_id)
+    return state is not None and bool(state.attributes.get("restored"))
 
 
 def asset_path(asset: DeviceEntities) -> str:
@@ -190,14 +203,13 @@ def _asset_entity(asset: DeviceEntities) -> str:
 def _area_names(
     hass: HomeAssistant, assets: list[DeviceEntities], nodes: list[DeviceEntities]
 ) -> list[str]:
-    """Areas an asset can be in: the nodes' areas and whatever the area sensors show now."""
+    """Areas an asset can be in: the nodes' Home Assistant areas and whatever the area sensors
+    show now."""
     areas = ar.async_get(hass)
     names: set[str] = set()
     for node in nodes:
         if node.device.area_id and (area := areas.async_get_area(node.device.area_id)):
             names.add(area.name)
-        elif node.device.suggested_area:
-            names.add(node.device.suggested_area)
     for asset in assets:
         state = hass.states.get(asset.roles["area"]) if "area" in asset.roles else None
         if state is not None and state.state not in ("unknown", "unavailable", "", "not_home"):
@@ -244,7 +256,6 @@ def fleet_view(
         }
         for asset in assets
     ]
-    trackers = [a.roles["tracker"] for a in assets if "tracker" in a.roles]
     view_cards: list[dict[str, Any]] = [
         {"type": "heading", "heading": "Assets", "heading_style": "title"},
         {"type": "grid", "columns": 3, "square": False, "cards": tiles}
@@ -252,10 +263,6 @@ def fleet_view(
         else {"type": "markdown", "content": "No assets yet: start an edge node."},
         *cards,
     ]
-    if trackers:
-        view_cards.append(
-            {"type": "map", "title": "Zones", "entities": trackers, "hours_to_show": 0}
-        )
     return {"title": "Fleet", "path": "fleet", "icon": ICON, "cards": view_cards}
 
 
@@ -269,15 +276,17 @@ def _acknowledge(asset: DeviceEntities) -> dict[str, Any]:
 
 
 def alerts_view(assets: list[DeviceEntities], nodes: list[DeviceEntities]) -> dict[str, Any]:
+    # each active anomaly once: its tile with the acknowledge button, shown while it is on
     anomalies = [a.roles["anomaly"] for a in assets if "anomaly" in a.roles]
     cards: list[dict[str, Any]] = [
+        {"type": "heading", "heading": "Active anomalies", "heading_style": "title"},
         {
-            "type": "entity-filter",
-            "entities": anomalies,
-            "conditions": [{"condition": "state", "state": "on"}],
-            "card": {"type": "entities", "title": "Active anomalies"},
-            "show_empty": True,
-        }
+            "type": "conditional",
+            "conditions": [
+                {"condition": "state", "entity": entity, "state_not": "on"} for entity in anomalies
+            ],
+            "card": {"type": "markdown", "content": "No active anomalies."},
+        },
     ]
     for asset in assets:
         if "anomaly" not in asset.roles:
@@ -311,7 +320,7 @@ def alerts_view(assets: list[DeviceEntities], nodes: list[DeviceEntities]) -> di
                 "type": "logbook",
                 "title": "Recent anomalies",
                 "target": {"entity_id": history},
-                "hours_to_show": 24,
+                "hours_to_show": HISTORY_HOURS,
             }
         )
     return {"title": "Alerts", "path": "alerts", "icon": "mdi:alert-circle-outline", "cards": cards}
@@ -347,21 +356,26 @@ def asset_view(asset: DeviceEntities) -> dict[str, Any]:
             {
                 "type": "history-graph",
                 "title": "Area history",
-                "hours_to_show": 24,
+                "hours_to_show": HISTORY_HOURS,
                 "entities": timeline,
             }
         )
     signal = [roles[r] for r in ("rssi", "distance") if r in roles]
     if signal:
         cards.append(
-            {"type": "history-graph", "title": "Signal", "hours_to_show": 24, "entities": signal}
+            {
+                "type": "history-graph",
+                "title": "Signal",
+                "hours_to_show": SIGNAL_HOURS,
+                "entities": signal,
+            }
         )
     if asset.readings:
         cards.append(
             {
                 "type": "history-graph",
                 "title": "Sensor readings",
-                "hours_to_show": 24,
+                "hours_to_show": SIGNAL_HOURS,
                 "entities": asset.readings,
             }
         )
@@ -370,7 +384,7 @@ def asset_view(asset: DeviceEntities) -> dict[str, Any]:
             {
                 "type": "history-graph",
                 "title": "Battery",
-                "hours_to_show": 168,
+                "hours_to_show": HISTORY_HOURS,
                 "entities": [roles["battery"]],
             }
         )
@@ -380,7 +394,7 @@ def asset_view(asset: DeviceEntities) -> dict[str, Any]:
                 "type": "logbook",
                 "title": "Anomalies",
                 "target": {"entity_id": [roles["event"]]},
-                "hours_to_show": 168,
+                "hours_to_show": HISTORY_HOURS,
             }
         )
     return {
@@ -408,7 +422,7 @@ def edge_health_view(nodes: list[DeviceEntities]) -> dict[str, Any]:
                 {
                     "type": "history-graph",
                     "title": f"{node.name} backlog and latency",
-                    "hours_to_show": 24,
+                    "hours_to_show": SIGNAL_HOURS,
                     "entities": trend,
                 }
             )

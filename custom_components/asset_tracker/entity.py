@@ -83,10 +83,15 @@ class NodeEntity(AssetTrackerEntity):
     def __init__(self, hub: AssetTrackerHub, node_id: str, key: str) -> None:
         super().__init__(hub, key)
         self.node_id = node_id
-        node = self.node
         self._attr_unique_id = f"{hub.root}:node:{node_id}:{key}"
-        self._attr_device_info = DeviceInfo(
-            identifiers={node_device_identifier(hub, node_id)},
+
+    @property
+    def device_info(self) -> DeviceInfo:
+        """Read when the entity is added, not when it is made: the node's announcement (its
+        name and area) may arrive in between, and the device then starts in that area."""
+        node = self.node
+        return DeviceInfo(
+            identifiers={node_device_identifier(self.hub, self.node_id)},
             name=node.name,
             manufacturer="Asset Tracker",
             model="Edge node",

@@ -46,7 +46,8 @@ class Placement:
         self._fleet = fleet
         self.locator = Locator([], self._settings())
         self._rooms_for: tuple[str, ...] | None = None  # the nodes the rooms were built from
-        self._names: dict[str, str] = {}
+        # a room's area name; None for the room of a node that has no area (its id is no area)
+        self._names: dict[str, str | None] = {}
         self._node_rooms: dict[str, str] = {}
         self._online: dict[str, bool] = {}
         self._unsettled: set[str] = set()
@@ -93,7 +94,7 @@ class Placement:
         rooms = [Room(r, self._floor(r, areas), tuple(n)) for r, n in members.items()]
         self.locator.set_rooms(rooms)
 
-    def _room_of_node(self, node_id: str, areas: ar.AreaRegistry) -> tuple[str, str]:
+    def _room_of_node(self, node_id: str, areas: ar.AreaRegistry) -> tuple[str, str | None]:
         fleet = self._fleet
         device = dr.async_get(fleet.hass).async_get_device_by_identifier(
             node_device_identifier(fleet, node_id), fleet.entry_id
@@ -103,8 +104,8 @@ class Placement:
             if area is not None:
                 return area.id, area.name
         node = fleet.nodes.get(node_id)
-        name = (node.suggested_area if node else None) or node_id
-        return NODE_ROOM + name, name
+        name = node.suggested_area if node else None
+        return NODE_ROOM + (name or node_id), name
 
     @staticmethod
     def _floor(room: str, areas: ar.AreaRegistry) -> str | None:
@@ -112,12 +113,13 @@ class Placement:
         return area.floor_id if area is not None else None
 
     def area_of(self, node_id: str | None) -> str | None:
-        """The name of the area a node is in (its suggested area, else its id, without one)."""
+        """The name of the area a node is in (its suggested area without one; None for a node
+        started without an area)."""
         if node_id is None:
             return None
         self._ensure_rooms()
         room = self._node_rooms.get(node_id)
-        return self._names.get(room, node_id) if room else node_id
+        return self._names.get(room) if room else None
 
     def room_name(self, room: str | None) -> str | None:
         return None if room is None else self._names.get(room, room)

@@ -34,7 +34,7 @@ from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
 from .clock import wall_ms
-from .const import SIGNAL_NEW_READING, SIGNAL_TICK
+from .const import SIGNAL_NEW_BATTERY, SIGNAL_NEW_READING, SIGNAL_TICK
 from .entity import AssetEntity, NodeEntity, async_track_devices
 from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 from .models import AssetState, NodeState
@@ -48,6 +48,8 @@ class AssetSensorDescription(SensorEntityDescription):
 
     value_fn: Callable[[AssetTrackerHub, AssetState], StateType | datetime]
     ticks: bool = False  # changes with time alone: refreshed on the hub's housekeeping tick
+    # made only once the asset has reported what it shows (else added on its first value)
+    exists_fn: Callable[[AssetState], bool] = lambda _asset: True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +65,12 @@ def _last_seen(_hub: AssetTrackerHub, asset: AssetState) -> datetime | None:
 
 
 def _oldest_age_s(node: NodeState) -> float | None:
+    """Age of the oldest unacknowledged event; 0 for an empty outbox (nothing waits), unknown
+    only while the node has not reported its outbox."""
     oldest = node.outbox.get("oldest_ms")
-    return None if oldest is None else round(max(0, wall_ms() - oldest) / 1000, 1)
+    if oldest is None:
+        return 0 if node.outbox.get("depth") == 0 else None
+    return round(max(0, wall_ms() - int(oldest)) / 1000, 1)
 
 
 ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
@@ -100,6 +106,7 @@ ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda _hub, a: a.battery,
+        exists_fn=lambda a: a.battery is not None,
     ),
     AssetSensorDescription(
         key="last_seen",
@@ -126,6 +133,8 @@ ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (
         value_fn=lambda _hub, a: sum(a.visits.per_area.values()),
     ),
 )
+
+BATTERY_SENSOR = next(d for d in ASSET_SENSORS if d.key == "battery")
 
 NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
     NodeSensorDescription(
@@ -211,9 +220,11 @@ async def async_setup_entry(
     hub = entry.runtime_data.hub
 
     def asset_entities(asset_id: str) -> list[SensorEntity]:
-        fixed: list[SensorEntity] = [AssetSensor(hub, asset_id, d) for d in ASSET_SENSORS]
-        readings = hub.assets[asset_id].readings
-        return fixed + [ReadingSensor(hub, asset_id, metric) for metric in readings]
+        asset = hub.assets[asset_id]
+        fixed: list[SensorEntity] = [
+            AssetSensor(hub, asset_id, d) for d in ASSET_SENSORS if d.exists_fn(asset)
+        ]
+        return fixed + [ReadingSensor(hub, asset_id, metric) for metric in asset.readings]
 
     for unsubscribe in async_track_devices(
         hub,
@@ -228,6 +239,15 @@ async def async_setup_entry(
             SIGNAL_NEW_READING.format(hub.entry_id),
             callback(
                 lambda asset_id, metric: async_add_entities([ReadingSensor(hub, asset_id, metric)])
+            ),
+        )
+    )
+    entry.async_on_unload(
+        async_dispatcher_connect(
+            hass,
+            SIGNAL_NEW_BATTERY.format(hub.entry_id),
+            callback(
+                lambda asset_id: async_add_entities([AssetSensor(hub, asset_id, BATTERY_SENSOR)])
             ),
         )
     )

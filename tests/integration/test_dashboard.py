@@ -9,6 +9,7 @@ import pytest
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.frontend import DATA_PANELS
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
@@ -21,6 +22,7 @@ from pytest_homeassistant_custom_component.common import (
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.asset_tracker import dashboard
+from custom_components.asset_tracker.clock import wall_ms as now_ms
 
 DOMAIN = "asset_tracker"
 
@@ -136,19 +138,36 @@ async def test_fleet_view_has_a_tile_per_asset_and_areas(
     assert set(areas) == {"Garage", "Kitchen", "Away"}  # node's area, current state, away
     assert areas["Garage"]["entities"] == [fleet["dog_collar"]["area"], fleet["freezer"]["area"]]
     assert areas["Garage"]["conditions"] == [{"condition": "state", "state": "Garage"}]
-    map_card = next(c for c in fleet_view["cards"] if c["type"] == "map")
-    assert map_card["entities"] == [fleet["dog_collar"]["tracker"], fleet["freezer"]["tracker"]]
+    # BLE trackers carry no coordinates: a map would stay blank
+    assert "map" not in {c["type"] for c in fleet_view["cards"]}
+
+
+async def test_a_node_without_an_area_adds_no_area_group(
+    hass: HomeAssistant, fleet: dict[str, Any], hass_ws_client: WebSocketGenerator
+) -> None:
+    _device(hass, fleet["entry"], "node:shed", "shed")
+    config = await _load(hass_ws_client, hass)
+    titles = [c["card"]["title"] for c in _view(config, "fleet")["cards"] if "card" in c]
+    assert titles == ["Garage", "Away"]
 
 
 async def test_alert_console_acknowledges_through_the_service(
     hass: HomeAssistant, fleet: dict[str, Any], hass_ws_client: WebSocketGenerator
 ) -> None:
     alerts = _view(await _load(hass_ws_client, hass), "alerts")
-    active = alerts["cards"][0]
-    assert active["card"]["title"] == "Active anomalies"
-    assert active["entities"] == [fleet["dog_collar"]["anomaly"], fleet["freezer"]["anomaly"]]
-    conditional = [c for c in alerts["cards"] if c["type"] == "conditional"]
+    assert alerts["cards"][0]["heading"] == "Active anomalies"
+    nothing = alerts["cards"][1]
+    assert nothing["card"]["content"] == "No active anomalies."
+    assert nothing["conditions"] == [
+        {"condition": "state", "entity": fleet[a]["anomaly"], "state_not": "on"}
+        for a in ("dog_collar", "freezer")
+    ]
+    conditional = [c for c in alerts["cards"][2:] if c["type"] == "conditional"]
     assert len(conditional) == 2
+    # each anomaly is listed once: its tile, shown while it is on, with the acknowledge button
+    shown = [c["card"]["cards"][0]["entity"] for c in conditional]
+    assert shown == [fleet["dog_collar"]["anomaly"], fleet["freezer"]["anomaly"]]
+    assert "entity-filter" not in {c["type"] for c in alerts["cards"]}
     button = conditional[1]["card"]["cards"][1]
     assert conditional[1]["conditions"][0]["entity"] == fleet["freezer"]["anomaly"]
     assert button["tap_action"]["perform_action"] == "asset_tracker.acknowledge"
@@ -172,6 +191,16 @@ async def test_asset_drill_down_and_edge_health(
     # the RSSI sensor is disabled by default, so only the distance is drawn
     assert titles["Signal"]["entities"] == [fleet["freezer"]["distance"]]
     assert titles["Sensor readings"]["entities"] == [fleet["temperature"]]
+    # hours for what changes by the minute, a day for histories
+    windows = {title: card.get("hours_to_show") for title, card in titles.items()}
+    assert windows == {
+        "Freezer": None,
+        "Area history": 24,
+        "Signal": 3,
+        "Sensor readings": 3,
+        "Battery": 24,
+        "Anomalies": 24,
+    }
     assert "Sensor readings" not in {
         c.get("title") for c in _view(config, "asset-dog-collar")["cards"]
     }
@@ -185,6 +214,22 @@ async def test_asset_drill_down_and_edge_health(
         fleet["latency"],
         fleet["offset"],
     ]
+    assert health["cards"][1]["hours_to_show"] == 3
+
+
+async def test_an_asset_without_a_battery_has_no_battery_card(
+    hass: HomeAssistant, fleet: dict[str, Any], hass_ws_client: WebSocketGenerator
+) -> None:
+    """An iBeacon tag has no battery sensor; one left in the registry by an earlier version,
+    restored without anything providing it, is left out too."""
+    battery = fleet["dog_collar"]["battery"]
+    hass.states.async_set(battery, "unavailable", {"restored": True})
+    config = await _load(hass_ws_client, hass)
+    collar = _view(config, "asset-dog-collar")
+    assert "Battery" not in {c.get("title") for c in collar["cards"]}
+    assert battery not in collar["cards"][0]["entities"]
+    freezer = _view(config, "asset-freezer")
+    assert fleet["freezer"]["battery"] in freezer["cards"][0]["entities"]
 
 
 async def test_users_edit_wins_until_deleted(
@@ -274,3 +319,56 @@ async def test_the_integration_registers_it_and_unloading_removes_it(
         for entry in hass.config_entries.async_entries(domain):
             await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
+
+
+async def test_what_the_dashboard_shows_of_a_fresh_node_and_its_tags(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    config_entry: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """A node started with an area name lands in a real Home Assistant area (made when
+    missing); a node started without one shows no area at all, not its id. An iBeacon tag gets
+    no battery sensor until it reports a battery level; an empty outbox is 0 s old."""
+    assert await async_setup_component(hass, "lovelace", {})
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    garage, shed = Edge(hass), Edge(hass, node="shed")
+    for edge in (garage, shed):
+        edge.birth()  # the devices are made from the status, before the announcement
+    await hass.async_block_till_done()
+    garage.announce([{"id": "keys", "name": "Keys", "type": "tag"}], area="Garage", settings={})
+    shed.announce([{"id": "bike", "name": "Bike", "type": "tag"}], settings={})
+    garage.event("presence", "keys", {"state": "present", "rssi": -60}, (now_ms(), 0))
+    shed.event("presence", "bike", {"state": "present", "rssi": -60}, (now_ms(), 0))
+    garage.send("health", {"outbox": {"depth": 0}, "hlc": [now_ms(), 0], "uptime_s": 5})
+    await hass.async_block_till_done()
+
+    devices = dr.async_get(hass)
+    area = ar.async_get(hass).async_get_area_by_name("Garage")
+    assert area is not None
+    entry_id = config_entry.entry_id
+    node = devices.async_get_device_by_identifier((DOMAIN, f"{DOMAIN}:node:garage"), entry_id)
+    assert node is not None and node.area_id == area.id
+    shed_node = devices.async_get_device_by_identifier((DOMAIN, f"{DOMAIN}:node:shed"), entry_id)
+    assert shed_node is not None and shed_node.area_id is None
+    assert hass.states.get("sensor.keys_area").state == "Garage"
+    assert hass.states.get("sensor.bike_area").state == "unknown"
+    assert hass.states.get("sensor.garage_oldest_unacknowledged").state == "0"
+
+    entities = er.async_get(hass)
+    battery_id = f"{DOMAIN}:asset:keys:battery"
+    assert entities.async_get_entity_id("sensor", DOMAIN, battery_id) is None
+    config = await _load(hass_ws_client, hass)
+    keys = _view(config, "asset-keys")
+    assert "Battery" not in {c.get("title") for c in keys["cards"]}
+    fleet_titles = [c["card"]["title"] for c in _view(config, "fleet")["cards"] if "card" in c]
+    assert fleet_titles == ["Garage", "Away"]
+
+    garage.event("telemetry", "keys", {"battery": 64}, (now_ms(), 1))
+    await hass.async_block_till_done()
+    battery = entities.async_get_entity_id("sensor", DOMAIN, battery_id)
+    assert battery is not None and hass.states.get(battery).state == "64"
+    keys = _view(await _load(hass_ws_client, hass), "asset-keys")
+    assert "Battery" in {c.get("title") for c in keys["cards"]}

@@ -65,14 +65,14 @@ def acks(mqtt_mock: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def fleet(hass: HomeAssistant, setup_entry: Any) -> tuple[Edge, Any, int]:
-    """Twenty tags and a dog collar seen once, so their entities exist."""
+    """Twenty tags and a dog collar seen once with a battery level, so their entities exist (a
+    battery sensor is made on the first level)."""
     edge = Edge(hass)
     edge.birth()
     t = now_ms() - 10_000
-    send_batch(
-        edge,
-        [("presence", a, {"state": "present", "rssi": -60.0}, t) for a in [*TAGS, "dog"]],
-    )
+    assets = [*TAGS, "dog"]
+    send_batch(edge, [("presence", a, {"state": "present", "rssi": -60.0}, t) for a in assets])
+    send_batch(edge, [("telemetry", a, {"battery": 50}, t) for a in assets])
     await hass.async_block_till_done()
     return edge, setup_entry.runtime_data.hub, t
 
@@ -89,7 +89,7 @@ async def test_critical_event_overtakes_a_routine_backlog(
     assert state(hass, "binary_sensor", "dog", "presence") == "off"
     assert len(hub.backlog) == len(TAGS)
     assert hub.applied == applied + 1
-    assert state(hass, "sensor", TAGS[-1], "battery") == "unknown"
+    assert state(hass, "sensor", TAGS[-1], "battery") == "50"
     await hass.async_block_till_done()
     assert len(hub.backlog) == 0
     assert {state(hass, "sensor", a, "battery") for a in TAGS} == {"60"}
@@ -209,7 +209,7 @@ async def test_area_follows_the_node_device_moved_to_another_area(
     hass: HomeAssistant, fleet: tuple[Edge, Any, int]
 ) -> None:
     edge, hub, t = fleet
-    assert state(hass, "sensor", "dog", "area") == "garage"
+    assert state(hass, "sensor", "dog", "area") == "unknown"  # a node without an area: no area
     devices = dr.async_get(hass)
     device = devices.async_get_device_by_identifier(
         node_device_identifier(hub, "garage"), hub.entry_id
