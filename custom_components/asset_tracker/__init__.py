@@ -10,7 +10,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
 from .clock import wall_ms
-from .const import CONF_RETENTION_DAYS, CONF_ROOT_TOPIC, DOMAIN, PLATFORMS
+from .const import CONF_RETENTION_DAYS, DOMAIN, PLATFORMS
 from .dashboard import async_setup_dashboard
 from .hub import AssetTrackerConfigEntry, AssetTrackerData, AssetTrackerHub
 from .services import async_setup_services
@@ -28,7 +28,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: AssetTrackerConfigEntry)
     """Subscribe to one fleet's topics and set up its devices."""
     if not await mqtt.async_wait_for_mqtt_client(hass):
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_unavailable")
-    hub = AssetTrackerHub(hass, entry.entry_id, entry.data[CONF_ROOT_TOPIC], dict(entry.options))
+    hub = AssetTrackerHub(hass, entry)
     entry.runtime_data = AssetTrackerData(hub=hub)
     await hub.async_start()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)

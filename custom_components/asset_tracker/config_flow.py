@@ -8,15 +8,38 @@ from typing import Any
 import probatio as vol
 from homeassistant.config_entries import (
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
+    ConfigSubentryFlow,
     OptionsFlowWithReload,
+    SubentryFlowResult,
 )
 from homeassistant.core import callback
+from homeassistant.data_entry_flow import section
 from homeassistant.helpers import selector
 from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 
+from .assets import (
+    CONF_EDDYSTONE_INSTANCE,
+    CONF_EDDYSTONE_NAMESPACE,
+    CONF_IBEACON_MAJOR,
+    CONF_IBEACON_MINOR,
+    CONF_IBEACON_UUID,
+    CONF_IRK,
+    CONF_MAC,
+    CONF_NAME,
+    CONF_THRESHOLDS,
+    CONF_TYPE,
+    SUBENTRY_ASSET,
+    THRESHOLD_FIELDS,
+    FormError,
+    asset_from_form,
+    entry_assets,
+    form_from_asset,
+    new_asset_id,
+)
 from .const import (
     CONF_ALERT_SEVERITIES,
     CONF_FUSION_WINDOW,
@@ -128,6 +151,14 @@ class AssetTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         """Tuning of presence, fusion and alerts."""
         return AssetTrackerOptionsFlow()
 
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Each asset is a subentry of its fleet: added, edited and removed in Home Assistant."""
+        return {SUBENTRY_ASSET: AssetSubentryFlow}
+
 
 def _title(root: str) -> str:
     return f"Asset Tracker ({root})"
@@ -177,3 +208,108 @@ def _number(low: float, high: float, unit: str, step: float = 1) -> selector.Num
             mode=selector.NumberSelectorMode.BOX,
         )
     )
+
+
+def _text(
+    kind: selector.TextSelectorType = selector.TextSelectorType.TEXT,
+) -> selector.TextSelector:
+    return selector.TextSelector(selector.TextSelectorConfig(type=kind))
+
+
+def _beacon_number() -> selector.NumberSelector:
+    return selector.NumberSelector(
+        selector.NumberSelectorConfig(min=0, max=65535, mode=selector.NumberSelectorMode.BOX)
+    )
+
+
+def _asset_schema() -> vol.Schema:
+    thresholds = {
+        vol.Optional(key): selector.NumberSelector(
+            selector.NumberSelectorConfig(step="any", mode=selector.NumberSelectorMode.BOX)
+        )
+        for key in THRESHOLD_FIELDS
+    }
+    return vol.Schema(
+        {
+            vol.Required(CONF_NAME): _text(),
+            vol.Required(CONF_TYPE, default="tag"): selector.SelectSelector(
+                selector.SelectSelectorConfig(
+                    options=["tag", "sensor"], translation_key="asset_type"
+                )
+            ),
+            vol.Optional(CONF_MAC): _text(),
+            vol.Optional(CONF_IBEACON_UUID): _text(),
+            vol.Optional(CONF_IBEACON_MAJOR): _beacon_number(),
+            vol.Optional(CONF_IBEACON_MINOR): _beacon_number(),
+            vol.Optional(CONF_EDDYSTONE_NAMESPACE): _text(),
+            vol.Optional(CONF_EDDYSTONE_INSTANCE): _text(),
+            # never shown back: an IRK is a key to a person's phone
+            vol.Optional(CONF_IRK): _text(selector.TextSelectorType.PASSWORD),
+            vol.Required(CONF_THRESHOLDS): section(vol.Schema(thresholds), {"collapsed": True}),
+        }
+    )
+
+
+class AssetSubentryFlow(ConfigSubentryFlow):
+    """Add or edit one asset: its name, how nodes recognise it, its type and thresholds."""
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """A new asset."""
+        entry = self._get_entry()
+        if entry.state is not ConfigEntryState.LOADED:
+            return self.async_abort(reason="entry_not_loaded")
+        return await self.async_step_details(user_input)
+
+    async def async_step_details(
+        self, user_input: dict[str, Any] | None = None, suggested: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """The asset's form; on success a subentry, and the list goes to every node."""
+        entry = self._get_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            others = entry_assets(entry)
+            asset_id = new_asset_id(str(user_input.get(CONF_NAME, "")), {a["id"] for a in others})
+            try:
+                asset = asset_from_form(user_input, asset_id, others)
+            except FormError as err:
+                errors[err.field] = err.key
+            else:
+                return self.async_create_entry(title=asset["name"], data=asset, unique_id=asset_id)
+        return self.async_show_form(
+            step_id="details",
+            data_schema=self.add_suggested_values_to_schema(
+                _asset_schema(), user_input or suggested or {}
+            ),
+            errors=errors,
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Edit an asset; its id stays, so its device and history stay."""
+        entry = self._get_entry()
+        subentry = self._get_reconfigure_subentry()
+        current = dict(subentry.data)
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            form = dict(user_input)
+            if not any(
+                form.get(k) for k in (CONF_MAC, CONF_IBEACON_UUID, CONF_EDDYSTONE_NAMESPACE)
+            ):
+                # an empty IRK field keeps the IRK, unless another match replaces it
+                form.setdefault(CONF_IRK, current["match"].get("irk"))
+                form[CONF_IRK] = form[CONF_IRK] or current["match"].get("irk")
+            others = [a for a in entry_assets(entry) if a["id"] != current["id"]]
+            try:
+                asset = asset_from_form(form, current["id"], others)
+            except FormError as err:
+                errors[err.field] = err.key
+            else:
+                return self.async_update_and_abort(entry, subentry, title=asset["name"], data=asset)
+        values = form_from_asset(current)
+        values.pop(CONF_IRK, None)
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(_asset_schema(), user_input or values),
+            errors=errors,
+        )

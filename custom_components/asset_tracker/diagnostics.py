@@ -30,7 +30,12 @@ async def async_get_config_entry_diagnostics(
     """Everything needed to debug a fleet, and nothing that identifies a person's devices."""
     hub = entry.runtime_data.hub
     data = {
-        "entry": {"data": dict(entry.data), "options": dict(entry.options)},
+        "entry": {
+            "data": dict(entry.data),
+            "options": dict(entry.options),
+            "subentries": [dict(s.data) for s in entry.subentries.values()],
+        },
+        "asset_list": hub.asset_list.summary(),
         "counters": {
             "applied": hub.applied,
             "duplicates": hub.dedupe.duplicates,

@@ -24,9 +24,10 @@ from homeassistant.helpers.event import async_track_time_interval
 from .acks import Acks
 from .alerts import Alerts
 from .apply import Applier
+from .assets import AssetDistribution
 from .backlog import Backlog
 from .clock import HybridClock, wall_ms
-from .const import SIGNAL_TICK
+from .const import CONF_ROOT_TOPIC, SIGNAL_TICK
 from .dedupe import DedupeState
 from .fleet import Fleet
 from .ingest import Ingest
@@ -41,13 +42,11 @@ HOUSEKEEPING_INTERVAL = timedelta(seconds=30)
 class AssetTrackerHub:
     """Owns one fleet: its stages, its subscription, and the API of its entities and actions."""
 
-    def __init__(
-        self, hass: HomeAssistant, entry_id: str, root: str, options: dict[str, Any]
-    ) -> None:
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry) -> None:
         self.hass = hass
-        self.entry_id = entry_id
-        self.root = root
-        self.fleet = Fleet(hass, entry_id, root, options)
+        self.entry_id = entry_id = entry.entry_id
+        self.root = root = str(entry.data[CONF_ROOT_TOPIC])
+        self.fleet = Fleet(hass, entry_id, root, dict(entry.options))
         self.options = self.fleet.options
         self.persistence = Persistence(self.fleet)
         self.acks = Acks(self.fleet, self.persistence)
@@ -63,6 +62,9 @@ class AssetTrackerHub:
             repairs=self.repairs,
         )
         self.ingest = Ingest(self.fleet, self.acks, self.applier, self.persistence)
+        self.asset_list = AssetDistribution(self.fleet, entry)
+        self.ingest.add_route("status", self.asset_list.on_status)
+        self.ingest.add_route("assets/result", self.asset_list.on_result)
         self._unsubscribers: list[Callable[[], None]] = []
         self._next_version: dict[str, int] = {}
 
@@ -108,6 +110,7 @@ class AssetTrackerHub:
 
     async def async_start(self) -> None:
         await self.persistence.async_restore()
+        await self.asset_list.async_start()
         self.placement.restore()
         self._unsubscribers.append(await self.ingest.async_subscribe())
         self._unsubscribers.append(
@@ -120,6 +123,7 @@ class AssetTrackerHub:
             )
         )
         self._unsubscribers.append(self.ingest.track_connection())
+        self._unsubscribers.append(self.asset_list.listen())
         self.ingest.announce()
 
     async def async_stop(self) -> None:

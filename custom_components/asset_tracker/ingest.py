@@ -49,6 +49,19 @@ class Ingest:
             "cmd/result": applier.on_cmd_result,
         }
 
+    def add_route(self, kind: str, handler: Callable[[str, protocol.Decoded], None]) -> None:
+        """Another stage takes messages of `kind` too (after the ones before it)."""
+        before = self._routes.get(kind)
+        if before is None:
+            self._routes[kind] = handler
+            return
+
+        def both(node_id: str, decoded: protocol.Decoded) -> None:
+            before(node_id, decoded)
+            handler(node_id, decoded)
+
+        self._routes[kind] = both
+
     async def async_subscribe(self) -> CALLBACK_TYPE:
         topic = protocol.subscription(self._fleet.root)
         return await mqtt.async_subscribe(

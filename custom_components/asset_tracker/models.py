@@ -55,6 +55,8 @@ class NodeState:
     settings: dict[str, Any] = field(default_factory=dict)
     settings_version: int = 0
     cmd_result: dict[str, Any] | None = None
+    assets_version: int = 0  # the version of Home Assistant's asset list the node applies
+    assets_result: dict[str, Any] | None = None
     health: dict[str, Any] = field(default_factory=dict)
     clock_offset_ms: int | None = None
     clock_rejected: int = 0

@@ -132,7 +132,9 @@ async def serve(config: dict[str, Any], simulated: bool) -> None:
     await asyncio.to_thread(storage.mkdir, parents=True, exist_ok=True)
     settings = RuntimeSettings(defaults_from(config), storage / "settings.json")
     node = EdgeNode(config, settings)
-    pipeline = Pipeline(config, settings, node.emit)
+    # the asset list Home Assistant sent last (persisted by the node) with the YAML assets
+    pipeline = Pipeline({**config, "assets": node.assets.effective()}, settings, node.emit)
+    node.assets.subscribe(pipeline.set_assets)
     source = _source(config, simulated, pipeline)
     node.set_snapshot_provider(pipeline.snapshot)
     node.add_health_provider("scanner", lambda: {**source.health(), **pipeline.health()})

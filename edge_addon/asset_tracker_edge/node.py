@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import __version__, protocol
+from .assets import AssetList, Outcome
 from .durable_file import next_boot
 from .events import EdgeEvent
 from .hlc import HybridClock, Timestamp
@@ -25,7 +27,7 @@ from .transport import LinkDown, LinkOptions, LinkOwner, MqttLink, Will
 
 _LOGGER = logging.getLogger(__name__)
 
-CAPS = ["ble", "anomaly", "cmd"]
+CAPS = ["ble", "anomaly", "cmd", "assets"]
 HEALTH_INTERVAL_S = 10.0
 # an orderly stop sends what is committed (and awaits its PUBACKs) for at most this long
 GOODBYE_DRAIN_S = 5.0
@@ -65,6 +67,8 @@ class EdgeNode(LinkOwner):
         self.data_dir = Path(storage.get("path", "/data"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.boot = next_boot(self.data_dir / "boot.json")
+        # Home Assistant's asset list as last applied, merged with the YAML assets
+        self.assets = AssetList(config.get("assets", []), self.data_dir / "assets.json")
         self.clock = HybridClock(
             self.data_dir / "clock.json",
             max_offset_ms=int(config.get("clock", {}).get("max_offset_ms", 60_000)),
@@ -83,7 +87,13 @@ class EdgeNode(LinkOwner):
         self.link = MqttLink(
             LinkOptions.from_config(mqtt, f"asset-tracker-edge-{self.node_id}", max_inflight + 12),
             Will(self.topic("status"), self._status_payload("offline")),
-            [self.topic("ack"), self.topic("cmd"), self.topic("status"), self.host_topic],
+            [
+                self.topic("ack"),
+                self.topic("cmd"),
+                self.topic("assets"),
+                self.topic("status"),
+                self.host_topic,
+            ],
             self,
         )
         self.scheduler = DeliveryScheduler(
@@ -105,7 +115,12 @@ class EdgeNode(LinkOwner):
         self._announcement_provider: Callable[[], dict[str, Any]] | None = None
         self._health_providers: dict[str, Callable[[], dict[str, Any]]] = {}
         self.host_online: bool | None = None
-        self.rejected: dict[str, int] = {"bad_ack": 0, "bad_cmd": 0, "bad_host_status": 0}
+        self.rejected: dict[str, int] = {
+            "bad_ack": 0,
+            "bad_cmd": 0,
+            "bad_host_status": 0,
+            "bad_assets": 0,
+        }
         self.rejected_events = 0
         self._logged_rejections: set[tuple[str, str]] = set()
         self._opened = False
@@ -247,6 +262,8 @@ class EdgeNode(LinkOwner):
             return  # a sub-topic this version does not define: ignored, not an error
         except protocol.ProtocolError as err:
             self._reject(topic, err.reason, err.detail)
+            if topic == self.topic("assets"):
+                self._spawn(self._refuse_assets(payload, err))
             return
         kind = decoded.kind
         message = decoded.message
@@ -254,6 +271,8 @@ class EdgeNode(LinkOwner):
             self._on_ack(message)
         elif kind == "cmd":
             self._spawn(self._on_cmd(message))
+        elif kind == "assets":
+            self._spawn(self._on_assets(message))
         elif kind == "host/status":
             self._on_host_status(message, live=not retained)
         elif kind == "status":
@@ -266,6 +285,8 @@ class EdgeNode(LinkOwner):
             return "bad_host_status"
         if topic.endswith("/cmd"):
             return "bad_cmd"
+        if topic.endswith("/assets"):
+            return "bad_assets"
         return "bad_ack"
 
     def _reject(self, topic: str, reason: str, detail: str) -> None:
@@ -369,6 +390,49 @@ class EdgeNode(LinkOwner):
         }
         await self._publish("cmd/result", result, retain=True)
 
+    async def _on_assets(self, message: dict[str, Any]) -> None:
+        """One part of Home Assistant's asset list; answered once the list is whole."""
+        self._merge(message)
+        before = self.assets.version
+        outcome = self.assets.receive(message)
+        if outcome is None:
+            return  # more parts to come
+        if not outcome.ok:
+            self.rejected["bad_assets"] += 1
+            self._mark_health()
+        await self._publish_assets_result(message["id"], message["version"], outcome)
+        if self.assets.version != before:
+            await self._publish_config()
+
+    async def _refuse_assets(self, payload: bytes, err: protocol.ProtocolError) -> None:
+        """A part the codec refused rejects its whole list; answered when it names one."""
+        try:
+            raw = json.loads(payload)
+            command_id, version = raw["id"], raw["version"]
+        except (ValueError, TypeError, KeyError):
+            return  # nothing to answer to: the counter and the log line say it
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            version = 0
+        outcome = self.assets.reject(version, [f"{err.reason}: {err.detail}"])
+        if not protocol.is_command_id(command_id):
+            return
+        await self._publish_assets_result(command_id, version, outcome)
+
+    async def _publish_assets_result(self, command_id: str, version: int, outcome: Outcome) -> None:
+        result = {
+            "v": 1,
+            "node": self.node_id,
+            "id": command_id,
+            "ok": outcome.ok,
+            "version": min(version, protocol.MAX_SAFE_INT),
+            "applied": self.assets.version,
+            "count": len(self.assets.effective()),
+            "shadowed": self.assets.shadowed(),
+            "errors": [e[:256] for e in outcome.errors],
+            "hlc": self.clock.now().to_wire(),
+        }
+        await self._publish("assets/result", result, retain=True)
+
     def _routine_commit_ms(self) -> int:
         """How long routine events wait for their commit: the batch window (they are not sent
         before it ends), at most 1 s (what a crash may lose of them, unsent), at least the
@@ -438,7 +502,7 @@ class EdgeNode(LinkOwner):
                 "area": self.area,
                 "assets": [
                     {k: a[k] for k in ("id", "name", "type", "model") if a.get(k) is not None}
-                    for a in self.config.get("assets", [])
+                    for a in self.assets.effective()
                 ],
                 "settings": self.settings.values(),
                 "settings_version": self.settings.version,

@@ -69,27 +69,41 @@ class Pipeline:
         self._now = now
         self._path_loss = config["path_loss"]
         self.decoder = Decoder()
-        self.matcher = AssetMatcher(config["assets"])
-        # what an advert from an address that is no asset's is decoded for: only a format that
-        # can name a configured asset by its content (an iBeacon or Eddystone UID)
-        self._by_content = frozenset(
-            fmt for fmt in BY_CONTENT if any(fmt in a["match"] for a in config["assets"])
-        )
         path = Path(config["storage"]["path"]) / "presence.json"
         self.presence = PresenceTracker(path if Path(config["storage"]["path"]).is_dir() else None)
-        self.assets = {
-            a["id"]: Tracked(
-                name=a.get("name", a["id"]), type=a["type"], rules=AssetRules(dict(a["thresholds"]))
-            )
-            for a in config["assets"]
-        }
+        self.assets: dict[str, Tracked] = {}
+        # gone in a mass vanish: the node_alert said it; no missing anomaly each until seen again
+        self._vanished: set[str] = set()
+        self.set_assets(config["assets"])
         self.adverts = 0
         self.unknown: OrderedDict[str, int] = OrderedDict()
         self.unknown_total = 0
-        # gone in a mass vanish: the node_alert said it; no missing anomaly each until seen again
-        self._vanished: set[str] = set()
         self._rate_mark = (now(), 0)
         self._last_log = 0.0
+
+    def set_assets(self, assets: list[dict[str, Any]]) -> None:
+        """A new asset table, in effect from the next advert: assets that stay keep their state
+        (smoothing, presence, rule episodes) and take the new name, type and thresholds."""
+        self.matcher = AssetMatcher(assets)
+        # what an advert from an address that is no asset's is decoded for: only a format that
+        # can name a configured asset by its content (an iBeacon or Eddystone UID)
+        self._by_content = frozenset(
+            fmt for fmt in BY_CONTENT if any(fmt in a["match"] for a in assets)
+        )
+        table: dict[str, Tracked] = {}
+        for a in assets:
+            thresholds = dict(a.get("thresholds") or {})
+            tracked = self.assets.get(a["id"])
+            if tracked is None:
+                tracked = Tracked(name=a["id"], type=a["type"], rules=AssetRules(thresholds))
+            tracked.name, tracked.type = a.get("name") or a["id"], a["type"]
+            tracked.rules.thresholds = thresholds
+            table[a["id"]] = tracked
+        for gone in (self.assets.keys() | self.presence.assets.keys()) - table.keys():
+            # no presence transition, no missing alarm: the asset is no longer tracked here
+            self.presence.assets.pop(gone, None)
+            self._vanished.discard(gone)
+        self.assets = table
 
     # adverts
 

@@ -30,6 +30,20 @@ MAX_CLOSED_ABOVE: Final = 10_000
 MAX_OWNER_RANGES: Final = 1_024
 MAX_ASSETS: Final = 1_000
 MAX_SET_KEYS: Final = 64
+# an asset list travels in at most this many parts, each a message under MAX_PAYLOAD_BYTES
+MAX_ASSET_PARTS: Final = 64
+MAX_ERRORS: Final = 64
+MAX_HEARD: Final = 50
+THRESHOLD_METRICS: Final = (
+    "temperature",
+    "humidity",
+    "pressure",
+    "battery_voltage",
+    "co2",
+    "moisture",
+)
+TAG_FORMATS: Final = ("ibeacon", "eddystone", "bthome", "ruuvi", "xiaomi", "govee", "other")
+ADDRESS_TYPES: Final = ("public", "random_static", "resolvable", "non_resolvable", "unknown")
 MAX_SAFE_INT: Final = 2**53 - 1
 MAX_HLC_COUNTER: Final = 65_535
 DEFAULT_ROOT: Final = "asset_tracker"
@@ -42,12 +56,15 @@ KINDS: Final = (
     "snapshot",
     "health",
     "cmd/result",
+    "assets/result",
+    "heard",
     "ack",
     "cmd",
+    "assets",
     "host/status",
 )
-EDGE_KINDS: Final = KINDS[:6]  # published by edge nodes, consumed by the integration
-HOST_KINDS: Final = KINDS[6:]  # published by the integration, consumed by edge nodes
+EDGE_KINDS: Final = KINDS[:8]  # published by edge nodes, consumed by the integration
+HOST_KINDS: Final = KINDS[8:]  # published by the integration, consumed by edge nodes
 REASONS: Final = (
     "too_large",
     "not_json",
@@ -67,6 +84,11 @@ _CMD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SETTING_KEY = re.compile(r"(?=.{1,64}$)[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
 _ROOT = re.compile(r"[^/+#\x00]+(?:/[^/+#\x00]+)*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_NAMESPACE = re.compile(r"[0-9a-f]{20}")
+_INSTANCE = re.compile(r"[0-9a-f]{12}")
+_IRK = re.compile(r"[0-9a-f]{32}")
 _NAME_LEN = 128
 _MESSAGE_LEN = 256
 
@@ -499,6 +521,121 @@ _HOST_STATUS = _obj(
     }
 )
 
+_MATCH = _obj(
+    {
+        _opt("mac"): _nullable(_match(_MAC, "a lower-case MAC address")),
+        _opt("ibeacon"): _nullable(
+            _obj(
+                {
+                    vol.Required("uuid"): _match(_UUID, "a lower-case UUID"),
+                    vol.Required("major"): _int(0, 65535),
+                    vol.Required("minor"): _int(0, 65535),
+                }
+            )
+        ),
+        _opt("eddystone"): _nullable(
+            _obj(
+                {
+                    vol.Required("namespace"): _match(_NAMESPACE, "20 lower-case hex digits"),
+                    vol.Required("instance"): _match(_INSTANCE, "12 lower-case hex digits"),
+                }
+            )
+        ),
+        _opt("irk"): _nullable(_match(_IRK, "32 lower-case hex digits")),
+    }
+)
+_THRESHOLD_CHECKS: Final[Mapping[str, Validator]] = {
+    f"{metric}_{end}": _number(*METRIC_RANGES[metric])
+    for metric in THRESHOLD_METRICS
+    for end in ("min", "max")
+}
+
+
+def _unknown_threshold(value: Any) -> float:
+    raise vol.Invalid("expected a known threshold")
+
+
+def _thresholds(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise vol.Invalid("expected an object")
+    out = {}
+    for name, value in raw.items():
+        try:
+            check: Validator = _THRESHOLD_CHECKS.get(name, _unknown_threshold)
+            out[name] = check(value)
+        except vol.Invalid as err:
+            err.prepend([str(name)])
+            raise
+    for metric in THRESHOLD_METRICS:
+        low, high = out.get(f"{metric}_min"), out.get(f"{metric}_max")
+        if low is not None and high is not None and low > high:
+            raise vol.Invalid("min above max", path=[f"{metric}_min"])
+    return out
+
+
+def _asset_match(raw: Any) -> dict[str, Any]:
+    match: dict[str, Any] = _MATCH(raw)
+    if all(value is None for value in match.values()):
+        raise vol.Invalid("expected one of mac, ibeacon, eddystone or irk")
+    return match
+
+
+ASSET_ITEM: Final = _obj(
+    {
+        vol.Required("id"): _ASSET,
+        _opt("name"): _nullable(_NAME),
+        vol.Required("type"): _one_of("tag", "sensor"),
+        _opt("model"): _nullable(_NAME),
+        vol.Required("match"): _asset_match,
+        _opt("thresholds", dict): _thresholds,
+    }
+)
+
+_ASSETS = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("id"): _match(_CMD_ID, "a command id"),
+        vol.Required("version"): _SAFE,
+        _opt("part", 0): _int(0, MAX_ASSET_PARTS - 1),
+        _opt("parts", 1): _int(1, MAX_ASSET_PARTS),
+        vol.Required("hlc"): _hlc,
+        vol.Required("assets"): _items(ASSET_ITEM, 0, MAX_ASSETS),
+    }
+)
+
+_ASSETS_RESULT = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("id"): _match(_CMD_ID, "a command id"),
+        vol.Required("ok"): _flag,
+        vol.Required("version"): _COUNT,
+        vol.Required("applied"): _COUNT,
+        _opt("count", 0): _int(0, MAX_ASSETS * 2),
+        _opt("shadowed", list): _items(_ASSET, 0, MAX_ASSETS),
+        _opt("errors", list): _items(_MESSAGE, 0, MAX_ERRORS),
+        vol.Required("hlc"): _hlc,
+    }
+)
+
+_HEARD_TAG = _obj(
+    {
+        vol.Required("address"): _match(_MAC, "a lower-case MAC address"),
+        vol.Required("address_type"): _one_of(*ADDRESS_TYPES),
+        vol.Required("format"): _one_of(*TAG_FORMATS),
+        _opt("name"): _nullable(_NAME),
+        vol.Required("rssi"): _RSSI,
+        _opt("match"): _nullable(_asset_match),
+    }
+)
+
+_HEARD = _obj(
+    {
+        **_NODE_HEAD,
+        vol.Required("hlc"): _hlc,
+        vol.Required("tags"): _items(_HEARD_TAG, 0, MAX_HEARD),
+    }
+)
+
 _EVENTS = _obj(
     {
         **_NODE_HEAD,
@@ -656,6 +793,15 @@ def _finish_nothing(message: dict[str, Any]) -> None:
     return None
 
 
+def _finish_assets(message: dict[str, Any]) -> None:
+    if message["part"] >= message["parts"]:
+        raise vol.Invalid("expected a part below parts", path=["part"])
+    for asset in message["assets"]:
+        if asset["name"] is None:
+            asset["name"] = asset["id"]
+    _unique_assets(message["assets"], "id")
+
+
 _SCHEMAS: Final[Mapping[str, tuple[vol.Schema, Callable[[dict[str, Any]], None]]]] = {
     "status": (_STATUS, _finish_nothing),
     "config": (_CONFIG, _finish_config),
@@ -663,8 +809,11 @@ _SCHEMAS: Final[Mapping[str, tuple[vol.Schema, Callable[[dict[str, Any]], None]]
     "snapshot": (_SNAPSHOT, _finish_snapshot),
     "health": (_HEALTH, _finish_nothing),
     "cmd/result": (_CMD_RESULT, _finish_nothing),
+    "assets/result": (_ASSETS_RESULT, _finish_nothing),
+    "heard": (_HEARD, _finish_nothing),
     "ack": (_ACK, _finish_nothing),
     "cmd": (_CMD, _finish_cmd),
+    "assets": (_ASSETS, _finish_assets),
     "host/status": (_HOST_STATUS, _finish_nothing),
 }
 
@@ -691,6 +840,11 @@ def _validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- topics ---
+
+
+def is_command_id(value: Any) -> bool:
+    """A valid `id` of a command or asset list (to answer a list the codec refused)."""
+    return isinstance(value, str) and _CMD_ID.fullmatch(value) is not None
 
 
 def _check_root(root: str) -> None:
@@ -747,10 +901,11 @@ def subscription(root: str) -> str:
 
 
 def edge_subscriptions(root: str, node: str) -> tuple[str, ...]:
-    """The topics one edge node subscribes to: its ack and cmd, and the host status."""
+    """The topics one edge node subscribes to: its ack, cmd and asset list, and the host status."""
     return (
         topic_for(root, node, "ack"),
         topic_for(root, node, "cmd"),
+        topic_for(root, node, "assets"),
         topic_for(root, None, "host/status"),
     )
 

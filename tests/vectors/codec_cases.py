@@ -17,7 +17,19 @@ from hypothesis import strategies as st
 
 R = "asset_tracker"
 MAX_SAFE = 2**53 - 1
-NODE_KINDS = ("status", "config", "events", "snapshot", "health", "cmd/result", "ack", "cmd")
+NODE_KINDS = (
+    "status",
+    "config",
+    "events",
+    "snapshot",
+    "health",
+    "cmd/result",
+    "assets/result",
+    "heard",
+    "ack",
+    "cmd",
+    "assets",
+)
 
 node_ids = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,31}", fullmatch=True).filter(lambda n: n != "host")
 roots = st.sampled_from([R, "home/tracker", "a", "site-1/asset tracker/x"])
@@ -96,6 +108,7 @@ def test_edge_subscriptions_name_the_nodes_own_topics(codec: ModuleType) -> None
     assert codec.edge_subscriptions(R, "garage") == (
         "asset_tracker/garage/ack",
         "asset_tracker/garage/cmd",
+        "asset_tracker/garage/assets",
         "asset_tracker/host/status",
     )
 
@@ -412,7 +425,7 @@ def test_constants(codec: ModuleType) -> None:
     assert codec.PROTOCOL_VERSION == 1
     assert codec.MAX_EVENTS_PER_MESSAGE == 500
     assert codec.DEFAULT_ROOT == "asset_tracker"
-    assert (*NODE_KINDS[:6], "ack", "cmd", "host/status") == codec.KINDS
+    assert (*NODE_KINDS, "host/status") == codec.KINDS
     assert set(codec.EDGE_KINDS) | set(codec.HOST_KINDS) == set(codec.KINDS)
     err = codec.ProtocolError("invalid", "x: y")
     assert isinstance(err, ValueError)

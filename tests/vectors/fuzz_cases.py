@@ -48,7 +48,19 @@ def fuzz(test: Any) -> Any:
 
 R = "asset_tracker"
 VALID = vectors.load("valid")
-KINDS = ("status", "config", "events", "snapshot", "health", "cmd/result", "ack", "cmd")
+KINDS = (
+    "status",
+    "config",
+    "events",
+    "snapshot",
+    "health",
+    "cmd/result",
+    "assets/result",
+    "heard",
+    "ack",
+    "cmd",
+    "assets",
+)
 FIELDS = sorted(
     {"v", "node", "state", "boot", "epoch", "floor", "seq", "hlc", "events", "assets"}
     | {"kind", "prio", "asset", "data", "readings", "settings", "set", "op", "id", "ok"}

@@ -1,0 +1,303 @@
+"""Assets as config subentries: the add and edit flows, the list sent to the nodes, their answers,
+repairs and diagnostics (MQTT mock; the real broker and edge node are in test_assets_live.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import issue_registry as ir
+from mqtt_edge import ROOT, Edge
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.asset_tracker.assets import split
+from custom_components.asset_tracker.const import DOMAIN
+from custom_components.asset_tracker.diagnostics import async_get_config_entry_diagnostics
+
+IRK = "0123456789abcdef0123456789abcdef"
+STRINGS = Path(__file__).parents[2] / "custom_components/asset_tracker/strings.json"
+UUID = "e2c56db5-dffb-48d2-b060-d0f5a71096e0"
+
+
+def sent_lists(mqtt: MagicMock, node: str = "garage") -> list[dict[str, Any]]:
+    return [
+        json.loads(c.args[1])
+        for c in mqtt.async_publish.call_args_list
+        if c.args[0] == f"{ROOT}/{node}/assets"
+    ]
+
+
+async def add(hass: HomeAssistant, entry: MockConfigEntry, form: dict[str, Any]) -> Any:
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, "asset"), context={"source": SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "details"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"thresholds": {}, **form}
+    )
+    await hass.async_block_till_done()
+    return result
+
+
+async def edit(
+    hass: HomeAssistant, entry: MockConfigEntry, subentry_id: str, form: dict[str, Any]
+) -> Any:
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, "asset"),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry_id},
+    )
+    assert result["step_id"] == "reconfigure"
+    # the IRK is never offered back to the browser
+    assert IRK not in str([k.description for k in result["data_schema"].schema])
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"thresholds": {}, **form}
+    )
+    await hass.async_block_till_done()
+    return result
+
+
+@pytest.fixture
+def online(hass: HomeAssistant, setup_entry: MockConfigEntry) -> Edge:
+    edge = Edge(hass)
+    edge.birth()
+    return edge
+
+
+async def test_add_edit_remove_send_a_new_version_to_online_nodes(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry, online: Edge
+) -> None:
+    await hass.async_block_till_done()
+    assert sent_lists(mqtt_mock) == []  # no list yet: the node keeps its YAML assets
+    result = await add(
+        hass,
+        setup_entry,
+        {
+            "name": "Dog collar",
+            "type": "tag",
+            "mac": "AA-BB-CC-DD-EE-FF",
+            "thresholds": {"temperature_max": 30},
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    (subentry,) = setup_entry.subentries.values()
+    assert subentry.unique_id == "dog_collar"
+    assert subentry.data["match"] == {"mac": "aa:bb:cc:dd:ee:ff"}
+    (first,) = sent_lists(mqtt_mock)
+    assert first["version"] == 1 and (first["part"], first["parts"]) == (0, 1)
+    assert first["assets"] == [
+        {
+            "id": "dog_collar",
+            "name": "Dog collar",
+            "type": "tag",
+            "match": {"mac": "aa:bb:cc:dd:ee:ff"},
+            "thresholds": {"temperature_max": 30.0},
+        }
+    ]
+
+    await add(hass, setup_entry, {"name": "Phone", "irk": IRK.upper()})
+    assert sent_lists(mqtt_mock)[-1]["version"] == 2
+    phone = next(s for s in setup_entry.subentries.values() if s.unique_id == "phone")
+
+    # an edit with the IRK field left empty keeps the IRK; the id (and device) stay
+    result = await edit(hass, setup_entry, phone.subentry_id, {"name": "Anna's phone"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    latest = sent_lists(mqtt_mock)[-1]
+    assert latest["version"] == 3
+    assert {a["id"]: a["name"] for a in latest["assets"]} == {
+        "dog_collar": "Dog collar",
+        "phone": "Anna's phone",
+    }
+    assert next(a for a in latest["assets"] if a["id"] == "phone")["match"] == {"irk": IRK}
+
+    # an edit that changes nothing is no new version
+    await edit(hass, setup_entry, phone.subentry_id, {"name": "Anna's phone"})
+    assert sent_lists(mqtt_mock)[-1]["version"] == 3
+
+    hass.config_entries.async_remove_subentry(setup_entry, phone.subentry_id)
+    await hass.async_block_till_done()
+    latest = sent_lists(mqtt_mock)[-1]
+    assert latest["version"] == 4
+    assert [a["id"] for a in latest["assets"]] == ["dog_collar"]
+
+
+@pytest.mark.parametrize(
+    ("form", "field", "error"),
+    [
+        ({"name": "X"}, "base", "no_match"),
+        ({"name": "X", "mac": "aa:bb:cc:dd:ee"}, "mac", "invalid_mac"),
+        ({"name": "X", "ibeacon_uuid": "not-a-uuid"}, "ibeacon_uuid", "invalid_ibeacon_uuid"),
+        (
+            {"name": "X", "ibeacon_uuid": UUID, "ibeacon_major": 1},
+            "ibeacon_major",
+            "invalid_ibeacon_numbers",
+        ),
+        (
+            {"name": "X", "eddystone_namespace": "00" * 10},
+            "eddystone_instance",
+            "invalid_eddystone_instance",
+        ),
+        ({"name": "X", "irk": "abc"}, "irk", "invalid_irk"),
+        ({"name": "X", "irk": "zz" * 16}, "irk", "invalid_irk"),
+        ({"name": "   ", "mac": "aa:bb:cc:dd:ee:ff"}, "name", "invalid_name"),
+        (
+            {"name": "X", "mac": "aa:bb:cc:dd:ee:01", "thresholds": {"temperature_max": 500}},
+            "thresholds",
+            "threshold_range",
+        ),
+        (
+            {
+                "name": "X",
+                "mac": "aa:bb:cc:dd:ee:01",
+                "thresholds": {"humidity_min": 60, "humidity_max": 40},
+            },
+            "thresholds",
+            "threshold_order",
+        ),
+        ({"name": "Other", "mac": "AA:BB:CC:DD:EE:FF"}, "base", "duplicate_match"),
+    ],
+)
+async def test_bad_input_is_a_translated_error_and_changes_nothing(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    setup_entry: MockConfigEntry,
+    online: Edge,
+    form: dict[str, Any],
+    field: str,
+    error: str,
+) -> None:
+    await add(hass, setup_entry, {"name": "Dog collar", "mac": "aa:bb:cc:dd:ee:ff"})
+    before = dict(setup_entry.subentries)
+    published = len(sent_lists(mqtt_mock))
+    result = await add(hass, setup_entry, form)
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {field: error}
+    strings = json.loads(STRINGS.read_text(encoding="utf-8"))
+    assert error in strings["config_subentries"]["asset"]["error"]
+    assert dict(setup_entry.subentries) == before
+    assert len(sent_lists(mqtt_mock)) == published
+
+
+async def test_a_node_that_comes_online_gets_the_current_list_once(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry
+) -> None:
+    await add(
+        hass,
+        setup_entry,
+        {"name": "Keys", "ibeacon_uuid": UUID, "ibeacon_major": 1, "ibeacon_minor": 7},
+    )
+    assert sent_lists(mqtt_mock, "kitchen") == []  # not known yet: nothing to send to
+    edge = Edge(hass, "kitchen")
+    edge.birth(boot=1)
+    await hass.async_block_till_done()
+    (sent,) = sent_lists(mqtt_mock, "kitchen")
+    assert sent["version"] == 1
+    assert sent["assets"][0]["match"] == {"ibeacon": {"uuid": UUID, "major": 1, "minor": 7}}
+    edge.birth(boot=1)  # the same lifetime again (a rebirth): not sent twice
+    await hass.async_block_till_done()
+    assert len(sent_lists(mqtt_mock, "kitchen")) == 1
+    # it went away and came back: it may have missed it
+    edge.send("status", {"state": "offline", "boot": 1})
+    edge.birth(boot=2)
+    await hass.async_block_till_done()
+    assert len(sent_lists(mqtt_mock, "kitchen")) == 2
+    # once it confirms the version it applies, a rebirth sends nothing
+    edge.send(
+        "assets/result",
+        {"id": sent["id"], "ok": True, "version": 1, "applied": 1, "hlc": [1, 0]},
+    )
+    edge.birth(boot=3)
+    await hass.async_block_till_done()
+    assert len(sent_lists(mqtt_mock, "kitchen")) == 2
+    assert setup_entry.runtime_data.hub.nodes["kitchen"].assets_version == 1
+
+
+async def test_a_rejected_list_raises_a_repair_until_a_list_is_taken(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry, online: Edge
+) -> None:
+    await add(hass, setup_entry, {"name": "Dog collar", "mac": "aa:bb:cc:dd:ee:ff"})
+    online.send(
+        "assets/result",
+        {
+            "id": "abc",
+            "ok": False,
+            "version": 1,
+            "applied": 0,
+            "errors": ["assets[0]: something the node refuses"],
+            "hlc": [1, 0],
+        },
+    )
+    await hass.async_block_till_done()
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"{ROOT}_assets_rejected_garage")
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert "something the node refuses" in issue.translation_placeholders["errors"]
+    online.send(
+        "assets/result", {"id": "abd", "ok": True, "version": 1, "applied": 1, "hlc": [2, 0]}
+    )
+    await hass.async_block_till_done()
+    assert ir.async_get(hass).async_get_issue(DOMAIN, f"{ROOT}_assets_rejected_garage") is None
+
+
+async def test_a_node_ahead_of_the_list_moves_the_version_above_it(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry, online: Edge
+) -> None:
+    await add(hass, setup_entry, {"name": "Dog collar", "mac": "aa:bb:cc:dd:ee:ff"})
+    # the node applies version 9 from before a restore of Home Assistant's storage
+    online.send(
+        "assets/result", {"id": "abc", "ok": True, "version": 9, "applied": 9, "hlc": [1, 0]}
+    )
+    await hass.async_block_till_done()
+    latest = sent_lists(mqtt_mock)[-1]
+    assert latest["version"] == 10
+    assert [a["id"] for a in latest["assets"]] == ["dog_collar"]
+
+
+async def test_diagnostics_redact_irks_and_macs(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry, online: Edge
+) -> None:
+    await add(hass, setup_entry, {"name": "Phone", "irk": IRK})
+    await add(hass, setup_entry, {"name": "Bike", "mac": "aa:bb:cc:dd:ee:ff"})
+    diag = await async_get_config_entry_diagnostics(hass, setup_entry)
+    text = json.dumps(diag)
+    assert IRK not in text
+    assert "aa:bb:cc:dd:ee:ff" not in text
+    assert diag["asset_list"]["version"] == 2
+    assert {a["id"] for a in diag["asset_list"]["assets"]} == {"phone", "bike"}
+    assert len(diag["entry"]["subentries"]) == 2
+
+
+def test_a_large_list_is_cut_into_parts_under_the_payload_cap() -> None:
+    assets = [
+        {
+            "id": f"asset_{i}",
+            "name": "n" * 128,
+            "type": "sensor",
+            "match": {"mac": f"aa:bb:cc:dd:{i // 256:02x}:{i % 256:02x}", "irk": IRK},
+            "thresholds": {"temperature_min": -20.5, "temperature_max": 40.25},
+        }
+        for i in range(1000)
+    ]
+    parts = split(assets)
+    assert len(parts) > 1
+    assert [a for part in parts for a in part] == assets
+    for part in parts:
+        message = {
+            "v": 1,
+            "node": "garage",
+            "id": "c0ffee01",
+            "version": 1,
+            "part": 0,
+            "parts": len(parts),
+            "hlc": [1, 0],
+            "assets": part,
+        }
+        assert len(json.dumps(message, separators=(",", ":"))) < 262_144
+    assert split([]) == [[]]
