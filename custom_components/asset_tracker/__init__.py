@@ -12,6 +12,7 @@ from homeassistant.helpers.typing import ConfigType
 from .clock import wall_ms
 from .const import CONF_RETENTION_DAYS, DOMAIN, PLATFORMS
 from .dashboard import async_setup_dashboard
+from .ha_scanners import async_start_ha_scanners
 from .hub import AssetTrackerConfigEntry, AssetTrackerData, AssetTrackerHub
 from .services import async_setup_services
 
@@ -31,6 +32,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: AssetTrackerConfigEntry)
     hub = AssetTrackerHub(hass, entry)
     entry.runtime_data = AssetTrackerData(hub=hub)
     await hub.async_start()
+    hub.scanners = async_start_ha_scanners(hass, entry, hub)
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     await async_setup_dashboard(hass, entry)
     return True

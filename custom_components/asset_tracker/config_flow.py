@@ -43,6 +43,7 @@ from .assets import (
 from .const import (
     CONF_ALERT_SEVERITIES,
     CONF_FUSION_WINDOW,
+    CONF_HA_SCANNERS,
     CONF_HYSTERESIS,
     CONF_LOCATION_METHOD,
     CONF_MAX_OFFSET,
@@ -182,6 +183,7 @@ class AssetTrackerOptionsFlow(OptionsFlowWithReload):
                 ),
                 vol.Required(CONF_HYSTERESIS): _number(0, 30, "dB", step=0.5),
                 vol.Required(CONF_FUSION_WINDOW): _number(5, 3600, "s"),
+                vol.Required(CONF_HA_SCANNERS): selector.BooleanSelector(),
                 vol.Required(CONF_ALERT_SEVERITIES): selector.SelectSelector(
                     selector.SelectSelectorConfig(
                         options=list(SEVERITIES),

@@ -19,6 +19,7 @@ LOCATION_NEAREST: Final = "nearest"
 CONF_ALERT_SEVERITIES: Final = "alert_severities"
 CONF_RETENTION_DAYS: Final = "retention_days"
 CONF_MAX_OFFSET: Final = "max_clock_offset_s"
+CONF_HA_SCANNERS: Final = "ha_scanners"
 
 DEFAULT_OPTIONS: Final = {
     CONF_OFFLINE_AFTER: 300,
@@ -28,6 +29,9 @@ DEFAULT_OPTIONS: Final = {
     CONF_ALERT_SEVERITIES: ["warning", "critical"],
     CONF_RETENTION_DAYS: 30,
     CONF_MAX_OFFSET: 60,
+    # Home Assistant's own Bluetooth scanners locate assets too: a few microseconds per advert
+    # of an asset (bench/ha_scanners.py), nothing for the adverts of anything else
+    CONF_HA_SCANNERS: True,
 }
 SEVERITIES: Final = ("info", "warning", "critical")
 

@@ -10,6 +10,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .entity import AssetEntity, async_track_devices
+from .ha_scanners import is_live
 from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 
 PARALLEL_UPDATES = 0
@@ -58,4 +59,7 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
             "floor": asset.floor,
             "confidence": confidence,
             "node": asset.node,
+            # the nearest source is one of Home Assistant's Bluetooth scanners: heard live, no
+            # outbox nor replay behind it
+            "live": is_live(asset.node),
         }

@@ -62,5 +62,6 @@ async def async_get_config_entry_diagnostics(
         },
         "assets": {a.asset_id: a.persistable() for a in hub.assets.values()},
         "location": hub.placement.summary(),
+        "ha_scanners": hub.scanners.summary() if hub.scanners else {"enabled": False},
     }
     return _redact_macs(async_redact_data(data, TO_REDACT))  # type: ignore[no-any-return]

@@ -30,6 +30,7 @@ from .clock import HybridClock, wall_ms
 from .const import CONF_ROOT_TOPIC, SIGNAL_TICK
 from .dedupe import DedupeState
 from .fleet import Fleet
+from .ha_scanners import HaScanners
 from .ingest import Ingest
 from .models import AssetState, NodeState
 from .persistence import Persistence
@@ -65,6 +66,7 @@ class AssetTrackerHub:
         self.asset_list = AssetDistribution(self.fleet, entry)
         self.ingest.add_route("status", self.asset_list.on_status)
         self.ingest.add_route("assets/result", self.asset_list.on_result)
+        self.scanners: HaScanners | None = None  # Home Assistant's Bluetooth scanners, when used
         self._unsubscribers: list[Callable[[], None]] = []
         self._next_version: dict[str, int] = {}
 
@@ -128,6 +130,8 @@ class AssetTrackerHub:
 
     async def async_stop(self) -> None:
         self.ingest.stop()
+        if self.scanners is not None:
+            self.scanners.async_stop()
         for unsubscribe in self._unsubscribers:
             unsubscribe()
         self._unsubscribers.clear()

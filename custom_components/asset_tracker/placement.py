@@ -13,6 +13,7 @@ hysteresis for those who prefer it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +53,9 @@ class Placement:
         self._online: dict[str, bool] = {}
         self._unsettled: set[str] = set()
         self._recheck: CALLBACK_TYPE | None = None
+        # live sources (Home Assistant's Bluetooth scanners): source id -> area id; whoever
+        # feeds them calls forget_areas() when that map changes
+        self.live_sources: Callable[[], Mapping[str, str]] = dict
 
     def _settings(self) -> LocatorSettings:
         return LocatorSettings(fresh_s=float(self._fleet.options[CONF_FUSION_WINDOW]))
@@ -88,6 +92,10 @@ class Placement:
             room, name = self._room_of_node(node_id, areas)
             members.setdefault(room, []).append(node_id)
             self._names[room], self._node_rooms[node_id] = name, room
+        for source, area_id in self.live_sources().items():
+            if (area := areas.async_get_area(area_id)) is not None:
+                members.setdefault(area.id, []).append(source)
+                self._names[area.id], self._node_rooms[source] = area.name, area.id
         for area_id in {*self.locator.trained, *([extra] if extra else [])} - members.keys():
             if (area := areas.async_get_area(area_id)) is not None:
                 members[area_id], self._names[area_id] = [], area.name
@@ -158,6 +166,12 @@ class Placement:
                 self.locator.lost(asset.asset_id, node_id, sighting.wall_ms)
             elif sighting.rssi is not None:
                 self.locator.observe(asset.asset_id, node_id, sighting.rssi, sighting.wall_ms)
+
+    def live_online(self, source: str, online: bool) -> None:
+        """A live source came or went: a room whose sources are all gone keeps its claim."""
+        if self._online.get(source) != online:
+            self._online[source] = online
+            self.locator.node_online(source, online, wall_ms())
 
     def _strongest(self, asset: AssetState, now: int) -> str | None:
         heard = self.locator.heard(asset.asset_id, now)

@@ -131,6 +131,7 @@ async def test_options_flow_reloads_with_new_tuning(
         "location_method": "nearest",
         "area_hysteresis_db": 3.0,
         "fusion_window_s": 30,
+        "ha_scanners": False,
         "alert_severities": ["critical"],
         "retention_days": 7,
         "max_clock_offset_s": 10,
@@ -141,4 +142,5 @@ async def test_options_flow_reloads_with_new_tuning(
     hub = setup_entry.runtime_data.hub
     assert hub.options["area_hysteresis_db"] == 3.0
     assert hub.options["location_method"] == "nearest"
+    assert hub.options["ha_scanners"] is False
     assert hub.clock.max_offset_ms == 10_000
