@@ -447,11 +447,12 @@ class HaScanners:
                 asset = fleet.asset(asset_id)
                 asset.name = self.index.names.get(asset_id, asset_id)
             for source, smoothed in self._heard[asset_id].by_source.items():
+                at_ms = now - max(0, round((mono - smoothed.at) * 1000))
                 asset.sightings[SOURCE_PREFIX + source] = Sighting(
-                    rssi=round(smoothed.value, 1),
-                    distance_m=None,
-                    wall_ms=now - max(0, round((mono - smoothed.at) * 1000)),
+                    rssi=round(smoothed.value, 1), distance_m=None, wall_ms=at_ms
                 )
+                # seen, though by no node: not "never seen" when retention is checked
+                asset.last_seen_ms = max(asset.last_seen_ms or 0, at_ms)
             if hub.placement.update(asset, now):
                 fleet.asset_changed(asset)
                 changed = True

@@ -315,6 +315,7 @@ async def test_assets_matched_by_ibeacon_and_irk_are_followed_by_address(
     assert diag["ha_scanners"]["assets_matched"] == 3
     assert diag["ha_scanners"]["addresses_followed"] == 2  # the keys' MAC and the phone's last
     assert set(diag["assets"]) == {"keys", "bag", "phone"}
+    assert diag["assets"]["bag"]["last_seen_ms"] is not None  # seen, though by no node
 
 
 async def test_adverts_faster_than_the_sampling_are_thinned(
