@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from asset_tracker_edge.identity import ah
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
 from freezegun.api import FrozenDateTimeFactory
 from habluetooth import BaseHaRemoteScanner
 from homeassistant.components import bluetooth
+from homeassistant.components.bluetooth import BluetoothServiceInfoBleak
 from homeassistant.config_entries import ConfigSubentry, ConfigSubentryData
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import area_registry as ar
@@ -38,6 +41,7 @@ PROXIES = {  # source -> area (None: a proxy nobody put in an area)
     "AA:00:00:00:00:04": None,
 }
 HALL, GARAGE, KITCHEN, NOWHERE = PROXIES
+LOCAL = "00:00:00:00:00:01"  # Home Assistant's own adapter, as the test fixtures set it up
 
 
 def _asset(asset_id: str, name: str, match: dict[str, Any]) -> ConfigSubentryData:
@@ -241,6 +245,49 @@ async def test_a_scanner_without_an_area_is_ignored(
     await hass.async_block_till_done()
     await heard(hass, freezer, 10, {proxies[NOWHERE]: -40}, {kitchen: -80.0, study: -85.0})
     assert area_state(hass, "keys") == "Lounge"
+
+
+def inject_local(hass: HomeAssistant, address: str, rssi: int) -> None:
+    """An advert heard by Home Assistant's own adapter (as core's inject_advertisement does)."""
+    advertisement = AdvertisementData(None, {}, {}, [], None, rssi, ())
+    bluetooth.async_get_advertisement_callback(hass)(
+        BluetoothServiceInfoBleak(
+            name=address,
+            address=address,
+            rssi=rssi,
+            manufacturer_data={},
+            service_data={},
+            service_uuids=[],
+            source=LOCAL,
+            device=BLEDevice(address, None, {}),
+            advertisement=advertisement,
+            connectable=True,
+            time=time.monotonic(),
+            tx_power=None,
+        )
+    )
+
+
+async def test_home_assistants_own_adapter_is_a_source_once_in_an_area(
+    hass: HomeAssistant,
+    house: tuple[Edge, Edge],
+    proxies: dict[str, Proxy],
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    garage = proxies[GARAGE]
+    office = ar.async_get(hass).async_create("Office")
+    devices = dr.async_get(hass)
+    [adapter] = devices.async_get_devices(connections={(dr.CONNECTION_BLUETOOTH, LOCAL)})
+    devices.async_update_device(adapter.id, area_id=office.id)
+    await hass.async_block_till_done()
+    for _ in range(10):
+        freezer.tick(timedelta(seconds=1))
+        inject_local(hass, KEYS_MAC, -48)
+        garage.hear(KEYS_MAC, -85)
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+    assert area_state(hass, "keys") == "Office"
+    assert tracker(hass, "keys")["live"] is True
 
 
 @pytest.mark.parametrize("options", [{CONF_HA_SCANNERS: False}])
