@@ -245,8 +245,6 @@ class AssetDistribution:
         self.version = 0  # 0: no list yet; nodes track their own YAML assets only
         self.assets: list[dict[str, Any]] = []
         self._digest = _digest([])
-        # node -> (version, boot) last sent: one sending per version and node lifetime
-        self._sent: dict[str, tuple[int, int]] = {}
 
     async def async_start(self) -> None:
         saved = await self._store.async_load() or {}
@@ -293,8 +291,6 @@ class AssetDistribution:
             return
         command_id = secrets.token_hex(4)
         parts = split(self.assets)
-        node = self._fleet.nodes.get(node_id)
-        self._sent[node_id] = (self.version, node.boot if node is not None else -1)
         for index, part in enumerate(parts):
             message = {
                 "v": 1,
@@ -311,16 +307,12 @@ class AssetDistribution:
     # what the nodes say
 
     def on_status(self, node_id: str, decoded: protocol.Decoded) -> None:
-        """A node online that does not apply the current list gets it."""
+        """A node online that does not apply the current list gets it, at every birth: a node
+        publishes its first birth of a session before it subscribes (a list sent in answer to
+        that one is lost), and again once it sees the host online, subscribed by then. A node
+        that has the version already answers without changing anything."""
         node = self._fleet.nodes.get(node_id)
-        if node is None:
-            return
-        if not node.online:
-            self._sent.pop(node_id, None)  # what it missed while away goes again
-        elif node.assets_version != self.version and self._sent.get(node_id) != (
-            self.version,
-            node.boot,
-        ):
+        if node is not None and node.online and node.assets_version != self.version:
             self._schedule_send(node_id)
 
     def on_result(self, node_id: str, decoded: protocol.Decoded) -> None:

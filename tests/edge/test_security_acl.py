@@ -69,10 +69,12 @@ async def test_a_node_cannot_publish_as_another_node(acl_broker: Mosquitto) -> N
     async with login(acl_broker, "homeassistant") as ha, login(acl_broker, "garage") as garage:
         await ha.subscribe(f"{ROOT}/#", qos=1)
         await garage.publish(f"{ROOT}/garage/events", b"own", qos=1)
-        for spoofed in ("kitchen/events", "kitchen/status", "host/status", "garage/ack"):
+        await garage.publish(f"{ROOT}/garage/assets/result", b"own", qos=1)
+        spoofs = ("kitchen/events", "kitchen/status", "host/status", "garage/ack", "garage/assets")
+        for spoofed in (*spoofs, "kitchen/assets/result"):
             await garage.publish(f"{ROOT}/{spoofed}", b"spoofed", qos=1)
         got = await collect(ha, 1.0)
-    assert got == [(f"{ROOT}/garage/events", b"own")]
+    assert got == [(f"{ROOT}/garage/events", b"own"), (f"{ROOT}/garage/assets/result", b"own")]
 
 
 async def test_a_node_reads_only_what_is_addressed_to_it(acl_broker: Mosquitto) -> None:
@@ -82,10 +84,17 @@ async def test_a_node_reads_only_what_is_addressed_to_it(acl_broker: Mosquitto) 
         await ha.publish(f"{ROOT}/kitchen/ack", b"theirs", qos=1)
         await ha.publish(f"{ROOT}/kitchen/cmd", b"theirs", qos=1)
         await ha.publish(f"{ROOT}/host/status", b"host", qos=1)
+        # an asset list holds IRKs: another node never reads it
+        await ha.publish(f"{ROOT}/garage/assets", b"mine", qos=1)
+        await ha.publish(f"{ROOT}/kitchen/assets", b"theirs", qos=1)
         async with login(acl_broker, "kitchen") as kitchen:
             await kitchen.publish(f"{ROOT}/kitchen/events", b"theirs", qos=1)
         got = await collect(garage, 1.0)
-    assert sorted(got) == [(f"{ROOT}/garage/ack", b"mine"), (f"{ROOT}/host/status", b"host")]
+    assert sorted(got) == [
+        (f"{ROOT}/garage/ack", b"mine"),
+        (f"{ROOT}/garage/assets", b"mine"),
+        (f"{ROOT}/host/status", b"host"),
+    ]
 
 
 async def test_the_edge_node_works_under_the_acl(acl_broker: Mosquitto, tmp_path: Path) -> None:
