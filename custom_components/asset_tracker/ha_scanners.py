@@ -34,6 +34,7 @@ from homeassistant.config_entries import (
     ConfigEntry,
     ConfigEntryChange,
 )
+from homeassistant.const import EVENT_COMPONENT_LOADED
 from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
+BLUETOOTH = "bluetooth"
 SOURCE_PREFIX = "ha:"  # edge node ids cannot hold a colon: no scanner is ever taken for a node
 ASSET_SUBENTRY = "asset"
 MIN_SAMPLE_S = 0.2  # per asset and scanner: faster adverts add nothing to a 1 s smoothing
@@ -252,12 +254,32 @@ class HaScanners:
         self._learned: OrderedDict[str, tuple[str, CALLBACK_TYPE]] = OrderedDict()
         self._follows: list[CALLBACK_TYPE] = []  # the asset list's addresses and content
         self._unsubscribers: list[CALLBACK_TYPE] = []
+        self.started = False  # Bluetooth is set up, the scanners are followed
         self.unmatched_content = 0  # adverts looked at by content that were no asset
 
     # lifecycle
 
     @callback
     def async_start(self) -> None:
+        """Starts now when Bluetooth is set up, else when it is (set up later, or never)."""
+        if BLUETOOTH in self._hass.config.components:
+            self._begin()
+            return
+        self._unsubscribers.append(
+            self._hass.bus.async_listen(
+                EVENT_COMPONENT_LOADED,
+                self._component_loaded,
+                event_filter=callback(lambda data: data["component"] == BLUETOOTH),
+            )
+        )
+
+    @callback
+    def _component_loaded(self, _event: Event[Any]) -> None:
+        if not self.started:
+            self._begin()
+
+    def _begin(self) -> None:
+        self.started = True
         self._hub.placement.live_sources = self.live_sources
         self._follow_assets()
         bus = self._hass.bus
@@ -354,7 +376,11 @@ class HaScanners:
                 placement.live_online(scanner.source_id, False)
 
     def _scanner(self, source: str) -> Scanner:
-        scanner = self.scanners[source] = Scanner(source, source, self._area_of(source))
+        from homeassistant.components import bluetooth
+
+        ha_scanner = bluetooth.async_scanner_by_source(self._hass, source)
+        name = ha_scanner.name if ha_scanner is not None else source
+        scanner = self.scanners[source] = Scanner(source, name, self._area_of(source))
         if scanner.area_id is None:
             _LOGGER.info(
                 "Bluetooth scanner %s has no area: what it hears is not used until it has one",
@@ -469,6 +495,7 @@ class HaScanners:
         placement = self._hub.placement
         return {
             "enabled": True,
+            "bluetooth": self.started,
             "assets_matched": len(self.index.names),
             "addresses_followed": len(self.index.by_address) + len(self._learned),
             "unmatched_content": self.unmatched_content,
@@ -494,8 +521,9 @@ class HaScanners:
 def async_start_ha_scanners(
     hass: HomeAssistant, entry: ConfigEntry, hub: AssetTrackerHub
 ) -> HaScanners | None:
-    """Home Assistant's scanners as sources, when the option is on and Bluetooth is set up."""
-    if not hub.options.get(CONF_HA_SCANNERS, True) or "bluetooth" not in hass.config.components:
+    """Home Assistant's scanners as sources, when the option is on (from when Bluetooth is set
+    up: an after-dependency is set up first only when it is set up at all)."""
+    if not hub.options.get(CONF_HA_SCANNERS, True):
         return None
     scanners = HaScanners(hass, hub, entry)
     scanners.async_start()

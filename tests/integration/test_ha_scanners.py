@@ -101,6 +101,10 @@ def config_entry(options: dict[str, Any]) -> MockConfigEntry:
 
 @pytest.fixture
 async def proxies(hass: HomeAssistant, enable_bluetooth: None) -> dict[str, Proxy]:
+    return add_proxies(hass)
+
+
+def add_proxies(hass: HomeAssistant) -> dict[str, Proxy]:
     """Four proxies: the Bluetooth scanner device of each in its area (one through the area of
     the ESPHome device it belongs to, as the bluetooth integration links them), one in none."""
     esphome = MockConfigEntry(domain="esphome")
@@ -290,6 +294,22 @@ async def test_home_assistants_own_adapter_is_a_source_once_in_an_area(
     assert tracker(hass, "keys")["live"] is True
 
 
+async def test_bluetooth_set_up_after_the_integration_is_followed_from_then_on(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, mock_bleak_scanner_start: Any
+) -> None:
+    assert (await diagnostics(hass))["ha_scanners"]["bluetooth"] is False
+    adapter = MockConfigEntry(domain="bluetooth", unique_id=LOCAL)  # as enable_bluetooth does
+    adapter.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(adapter.entry_id)
+    await hass.async_block_till_done()
+    assert (await diagnostics(hass))["ha_scanners"]["bluetooth"] is True
+    proxies = add_proxies(hass)
+    proxies[GARAGE].hear(KEYS_MAC, -50)
+    await hass.async_block_till_done()
+    assert scanner(await diagnostics(hass), "proxy-1")["adverts"] == 1
+    await hass.config_entries.async_unload(adapter.entry_id)
+
+
 @pytest.mark.parametrize("options", [{CONF_HA_SCANNERS: False}])
 async def test_the_option_off_ignores_the_scanners(
     hass: HomeAssistant,
@@ -442,6 +462,7 @@ def test_malformed_matches_are_skipped() -> None:
     matches = asset_matches(
         [
             {"id": "a", "match": {"irk": "zz"}},
+            {"id": "e", "match": {"irk": "00"}},  # hex, but no key
             {"id": "b", "match": {"ibeacon": {"uuid": BEACON["uuid"]}}},
             {"id": "c", "match": {}},
             {
