@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy alerts demo e2e faults faults-long fuzz check-wheels clean soak
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy alerts demo demo-check e2e faults faults-long fuzz check-wheels clean soak
 
 setup:
 	bash scripts/toolchain.sh
@@ -48,6 +48,13 @@ alerts:
 
 demo:
 	bash scripts/demo.sh
+
+# the demo's scenario for its full 10 minutes on a stack of its own: notifications equal to the
+# incidents the simulator injected and no repair (`make test` runs it compressed to 2 minutes);
+# report in build/e2e-demo/demo_scenario.json
+demo-check:
+	ASSET_TRACKER_DEMO_MINUTES=$(or $(DEMO_MINUTES),10) $(PY314) python -m pytest tests/e2e/test_demo_scenario.py \
+		-p no:cacheprovider -p no:homeassistant
 
 e2e:
 	$(PY314) python -m pytest tests/e2e -p no:cacheprovider -p no:homeassistant

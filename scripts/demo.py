@@ -16,12 +16,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "edge_addon")]
 
-from e2e.edge_process import EdgeProcess, demo_edge_config  # noqa: E402
+from e2e.demo_scenario import ALERT_AUTOMATION, NODE, scenario_edge_config  # noqa: E402
+from e2e.edge_process import EdgeProcess  # noqa: E402
 from e2e.hass_process import (  # noqa: E402
     HassProcess,
     ensure_integration,
@@ -36,19 +38,6 @@ MQTT_PORT = int(os.environ.get("ASSET_TRACKER_DEMO_MQTT_PORT", "18883"))
 USER = os.environ.get("ASSET_TRACKER_DEMO_USER", "demo")
 PASSWORD = os.environ.get("ASSET_TRACKER_DEMO_PASSWORD", "asset-tracker")
 
-ALERT_AUTOMATION = {
-    "id": "asset_tracker_demo_anomaly_alert",
-    "alias": "Asset Tracker: anomaly alert",
-    "use_blueprint": {
-        "path": "asset_tracker/anomaly_alert.yaml",
-        "input": {
-            "notify_action": "notify.persistent_notification",
-            "severities": ["warning", "critical"],
-            "cooldown_minutes": 1,
-        },
-    },
-}
-
 
 def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
@@ -58,7 +47,8 @@ async def run(stop: asyncio.Event) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(WORK / "mosquitto", port=MQTT_PORT)
     hass = HassProcess(WORK / "ha", HTTP_PORT)
-    edge = EdgeProcess(WORK / "edge", demo_edge_config(WORK / "edge", "127.0.0.1", MQTT_PORT))
+    config = scenario_edge_config(WORK / "edge", "127.0.0.1", MQTT_PORT, start_ms=0)
+    edge = EdgeProcess(WORK / "edge", config)
     started: list[str] = []
     try:
         broker.start()
@@ -75,9 +65,12 @@ async def run(stop: asyncio.Event) -> int:
         )
         await ensure_integration(client)
         await client.close()
+        # the scenario's 10-minute cycle starts with the node: the freezer's door opens after 4
+        # minutes and alerts within 2 more (tests/e2e/test_demo_scenario.py checks the scenario)
+        config["simulator"]["start_ms"] = time.time_ns() // 1_000_000
         edge.start()
         started.append("edge")
-        say(f"edge node 'demo' simulating tags (log: {edge.log_path})")
+        say(f"edge node '{NODE}' simulating tags (log: {edge.log_path})")
         print(
             "\n"
             f"  Home Assistant: http://127.0.0.1:{HTTP_PORT}/asset-tracker\n"

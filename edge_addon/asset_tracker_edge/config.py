@@ -153,6 +153,10 @@ SIMULATOR = _section(
         _opt("anomalies", True): bool,
         _opt("seed", 1): int,
         _opt("nodes", []): [vol.All(str, vol.Match(NODE_ID))],
+        # the scripted incidents repeat every cycle_s, from start_ms (0: cycles of wall time, so
+        # nodes started apart agree); a shorter cycle compresses the same scenario
+        _opt("cycle_s", 600): _int(60, 86400),
+        _opt("start_ms", 0): _int(0, 2**53),
     }
 )
 

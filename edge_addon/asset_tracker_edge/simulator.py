@@ -2,8 +2,17 @@
 
 Positions are a pure function of (seed, time), so several simulated nodes started with the same
 seed agree on where every tag is and see it with signal strengths that fit their own position:
-tags move between nodes' areas, which is what fusion needs. Sensor tags drift with noise; one
-freezer warms up now and then (a threshold anomaly) and one tag drops out for a while.
+tags move between nodes' areas, which is what fusion needs. Sensor tags drift with noise.
+
+Each cycle (`simulator.cycle_s`, 10 minutes) scripts one incident and two disturbances, at the
+same fractions of the cycle however long it is:
+- the freezer's door is left open (0.4-0.6 of the cycle): it warms 14 °C, well past its -12 °C
+  limit, and cools back once the door is shut (0.6-0.8). An incident: one alert.
+- a worn cell sags in the cold (sensor 2 at 9 % for the first tenth): a disturbance the battery
+  rule's hold rides out.
+- the last tag drops out for the last fifth: it goes away and comes back, a presence change
+  that is no alert (it is not missing for long).
+`incidents` lists the incidents of a span of time, so a test can hold the alerts against them.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import random
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .advert import Advert
@@ -23,6 +33,19 @@ BTHOME_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
 MEASURED_POWER = -59
 NODE_SPACING_M = 12.0
 CYCLE_S = 600.0
+DOOR_OPEN = (0.4, 0.6)  # fractions of the cycle
+DOOR_WARMING_C = 14.0
+BATTERY_SAG = (0.0, 0.1)
+DROP_OUT = (0.8, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """An incident the simulator injects, which should raise one alert."""
+
+    asset: str
+    kind: str
+    start_ms: int
 
 
 def ibeacon_data(major: int, minor: int, power: int = MEASURED_POWER) -> bytes:
@@ -52,6 +75,8 @@ class Simulator:
         self.tags, self.sensors = sim["tags"], sim["sensors"]
         self.rate = float(sim["rate_per_s"])
         self.anomalies = sim["anomalies"]
+        self.cycle_s = float(sim.get("cycle_s", CYCLE_S))
+        self.start_ms = int(sim.get("start_ms", 0))
         nodes: list[str] = sim.get("nodes") or [node_id]
         self.position = NODE_SPACING_M * (nodes.index(node_id) if node_id in nodes else 0)
         self.span = NODE_SPACING_M * max(1, len(nodes) - 1)
@@ -97,9 +122,27 @@ class Simulator:
             0.5 + 0.5 * math.sin(2 * math.pi * t / self._periods[i] + self._phases[i])
         )
 
+    def phase(self, t: float) -> float:
+        """Where `t` (s) is in the incident cycle, from 0 to 1."""
+        return ((t - self.start_ms / 1000) % self.cycle_s) / self.cycle_s
+
+    def incidents(self, start_ms: int, end_ms: int) -> list[Incident]:
+        """The incidents that start in [start_ms, end_ms)."""
+        if not self.anomalies or self.sensors == 0:
+            return []
+        cycle_ms = self.cycle_s * 1000
+        first = math.ceil((start_ms - self.start_ms - DOOR_OPEN[0] * cycle_ms) / cycle_ms)
+        found = []
+        k = first
+        while (at := round(self.start_ms + (k + DOOR_OPEN[0]) * cycle_ms)) < end_ms:
+            if at >= start_ms:
+                found.append(Incident("freezer", "door_left_open", at))
+            k += 1
+        return found
+
     def dropped_out(self, i: int, t: float) -> bool:
-        """The last tag vanishes for 2 minutes of every cycle (a missing or away event)."""
-        return self.anomalies and i == self.tags - 1 and (t % CYCLE_S) > CYCLE_S - 120
+        """The last tag vanishes for the last fifth of every cycle (it goes away, not missing)."""
+        return self.anomalies and i == self.tags - 1 and self.phase(t) >= DROP_OUT[0]
 
     def rssi_at(self, distance: float) -> int:
         d = max(0.5, distance)
@@ -130,12 +173,13 @@ class Simulator:
         t = now_ms / 1000
         base, spread = (-18.0, 0.3) if k == 0 else (19.0 + k % 8, 0.4)
         temperature = base + 0.5 * math.sin(t / 300) + self._noise.gauss(0, spread / 3)
-        if k == 0 and self.anomalies and 240 < (t % CYCLE_S) < 360:
-            temperature += ((t % CYCLE_S) - 240) / 120 * 14  # the door was left open
+        phase = self.phase(t)
+        if k == 0 and self.anomalies:
+            temperature += self.door_warming(phase)
         humidity = max(0.0, min(100.0, 45 + 5 * math.sin(t / 500) + self._noise.gauss(0, 0.5)))
         battery = 80 - int(t / 86400) % 30
-        if k == 1 and self.anomalies and (t % CYCLE_S) < 60:
-            battery = 9  # a worn cell sagging in the cold: low battery
+        if k == 1 and self.anomalies and BATTERY_SAG[0] <= phase < BATTERY_SAG[1]:
+            battery = 9  # a worn cell sagging in the cold: briefly low
 
         return Advert(
             address=self.sensor_mac(k),
@@ -144,6 +188,18 @@ class Simulator:
             service_data={BTHOME_UUID: bthome_data(temperature, humidity, battery)},
             service_uuids=(BTHOME_UUID,),
         )
+
+    @staticmethod
+    def door_warming(phase: float) -> float:
+        """How much warmer the freezer is than usual: warming while its door is open, cooling
+        back as long once it is shut."""
+        opened, shut = DOOR_OPEN
+        span = shut - opened
+        if opened <= phase < shut:
+            return (phase - opened) / span * DOOR_WARMING_C
+        if shut <= phase < shut + span:
+            return (1 - (phase - shut) / span) * DOOR_WARMING_C
+        return 0.0
 
     async def run(
         self, on_advert: Callable[[Advert], Any], now: Callable[[], int] | None = None

@@ -20,11 +20,13 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
+from homeassistant.const import __version__ as HA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 INTEGRATION = REPO / "custom_components" / "asset_tracker"
@@ -73,8 +75,8 @@ def write_config(
             "country": "NL",
             "internal_url": f"http://127.0.0.1:{port}",
         },
-        # read once: Home Assistant moves it into its own store (see `confirm_http_config`)
-        "http": {"server_host": "127.0.0.1", "server_port": port},
+        # no `http:` here: Home Assistant takes HTTP settings from its own store now and raises a
+        # repair for YAML it migrates; `write_http_store` writes them where it reads them
         "frontend": {},
         "config": {},
         "api": {},
@@ -97,8 +99,53 @@ def write_config(
         "'!include automations.yaml'", "!include automations.yaml"
     )
     (config_dir / "configuration.yaml").write_text(text)
+    write_http_store(config_dir, port)
+    dismiss_the_installation_method_notice(config_dir)
     skip_onboarding_but_the_user(config_dir)
     (config_dir / "automations.yaml").write_text(yaml.safe_dump(automations or [], sort_keys=False))
+
+
+def write_http_store(config_dir: Path, port: int) -> None:
+    """The HTTP server's settings (loopback, our port) in Home Assistant's `http` store, as its
+    settings page saves them: its first version, which Home Assistant migrates and validates on
+    load. With the settings in YAML instead it raises a "deprecated YAML" repair, and keeps the
+    migrated settings on trial (reverted after five minutes) until they are confirmed."""
+    storage = config_dir / ".storage"
+    storage.mkdir(exist_ok=True)
+    data = {"server_host": ["127.0.0.1"], "server_port": port}
+    (storage / "http").write_text(
+        json.dumps({"version": 1, "minor_version": 1, "key": "http", "data": data})
+    )
+
+
+def dismiss_the_installation_method_notice(config_dir: Path) -> None:
+    """Home Assistant run from a Python environment, as here, calls itself a "Core"
+    installation and raises an "Unsupported installation method" repair after every start. That
+    is about how the demo and the tests run Home Assistant, not about the integration, and a user
+    of the integration runs Home Assistant OS or a container: the notice is marked ignored in
+    the issue registry before the first start (Settings -> Repairs -> Show ignored lists it)."""
+    storage = config_dir / ".storage"
+    storage.mkdir(exist_ok=True)
+    path = storage / "repairs.issue_registry"
+    if path.exists():
+        return
+    issue = {
+        "created": datetime.now(UTC).isoformat(),
+        "dismissed_version": HA_VERSION,
+        "domain": "homeassistant",
+        "is_persistent": False,
+        "issue_id": "deprecated_method",
+    }
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "minor_version": 2,
+                "key": "repairs.issue_registry",
+                "data": {"issues": [issue]},
+            }
+        )
+    )
 
 
 def skip_onboarding_but_the_user(config_dir: Path) -> None:
@@ -443,39 +490,17 @@ async def websocket(client: HassClient) -> AsyncIterator[HassWebSocket]:
         await conn.close()
 
 
-async def confirm_http_config(client: HassClient, config_dir: Path) -> None:
-    """Home Assistant takes the `http:` YAML over as a trial it reverts after five minutes unless
-    confirmed: confirm it, and drop the YAML that is from now on ignored (and reported)."""
-    async with websocket(client) as ws:
-        with contextlib.suppress(HassApiError):  # nothing pending: already confirmed
-            await ws.call("http/config/promote")
-    path = config_dir / "configuration.yaml"
-    lines = path.read_text().splitlines(keepends=True)
-    out: list[str] = []
-    skipping = False
-    for line in lines:
-        if line.startswith("http:"):
-            skipping = True
-            continue
-        if skipping and line.startswith((" ", "#")):
-            continue
-        skipping = False
-        out.append(line)
-    path.write_text("".join(out))
-
-
 async def first_start(
     hass_proc: HassProcess, login: tuple[str, str, str], mqtt: tuple[str, int]
 ) -> tuple[HassClient, Tokens]:
-    """After the first start of a fresh configuration: owner user, HTTP settings confirmed, MQTT
-    set up. Returns a logged-in client and the owner's tokens."""
+    """After the first start of a fresh configuration: owner user and MQTT set up. Returns a
+    logged-in client and the owner's tokens."""
     client = HassClient(hass_proc.url)
     name, username, password = login
     if await client.onboarded():
         tokens = await client.login(username, password)
     else:
         tokens = await client.onboard(name, username, password)
-    await confirm_http_config(client, hass_proc.config_dir)
     await client.setup_mqtt(*mqtt)
     return client, tokens
 

@@ -10,9 +10,10 @@ from asset_tracker_edge.advert import Advert
 from asset_tracker_edge.config import validate
 from asset_tracker_edge.decoding import Decoder
 from asset_tracker_edge.identity import AssetMatcher
-from asset_tracker_edge.simulator import CYCLE_S, Simulator
+from asset_tracker_edge.simulator import CYCLE_S, Incident, Simulator
 
 T0 = 600_000 * 1000  # start of an anomaly cycle
+T1 = T0 + 3_600_000
 
 
 def config(**sim: Any) -> dict[str, Any]:
@@ -119,6 +120,37 @@ def test_sensor_2_reports_a_low_battery_early_in_the_cycle() -> None:
         batteries[second] = reading.battery
     assert batteries[10] == batteries[30] == 9
     assert batteries[120] is not None and batteries[120] > 50
+
+
+def test_the_freezer_cools_back_after_its_door_is_shut() -> None:
+    sim = Simulator(config(tags=1, sensors=2), "a")
+    decoder = Decoder()
+    # the door shuts at 360 s; the freezer is back below its limit only after 400 s
+    assert freezer_temperature(sim, decoder, T0 + 390_000) > -12
+    assert freezer_temperature(sim, decoder, T0 + 470_000) < -15
+    assert Simulator.door_warming(0.7) == Simulator.door_warming(0.5)
+
+
+def test_a_shorter_cycle_from_a_start_compresses_the_same_incidents() -> None:
+    start = T0 + 123_456
+    sim = Simulator(config(tags=2, sensors=2, cycle_s=120, start_ms=start), "a")
+    decoder = Decoder()
+    assert sim.phase(start / 1000) == 0
+    assert freezer_temperature(sim, decoder, start + 10_000) < -16
+    assert freezer_temperature(sim, decoder, start + 71_000) > -12  # 355 s of 600, scaled
+    assert sim.dropped_out(1, start / 1000 + 100)
+    assert not sim.dropped_out(1, start / 1000 + 125)
+
+
+def test_incidents_lists_each_door_left_open_in_a_span() -> None:
+    sim = Simulator(config(tags=1, sensors=2), "a")
+    assert sim.incidents(T0, T0 + 600_000) == [Incident("freezer", "door_left_open", T0 + 240_000)]
+    assert sim.incidents(T0 + 240_001, T0 + 840_000) == []
+    assert len(sim.incidents(T0 - 1_000, T0 + 1_800_000)) == 3
+    short = Simulator(config(tags=1, sensors=1, cycle_s=120, start_ms=T0 + 5), "a")
+    assert [i.start_ms for i in short.incidents(T0, T0 + 240_000)] == [T0 + 48_005, T0 + 168_005]
+    assert Simulator(config(tags=1, sensors=1, anomalies=False), "a").incidents(T0, T1) == []
+    assert Simulator(config(tags=1, sensors=0), "a").incidents(T0, T1) == []
 
 
 def test_no_assets_no_adverts() -> None:
