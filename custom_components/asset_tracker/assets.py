@@ -17,7 +17,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import probatio as vol
 from homeassistant.config_entries import (
@@ -182,6 +182,32 @@ def form_from_asset(asset: Mapping[str, Any]) -> dict[str, Any]:
     if match.get("irk"):
         values[CONF_IRK] = match["irk"]
     values[CONF_THRESHOLDS] = dict(asset.get("thresholds") or {})
+    return values
+
+
+SENSOR_FORMATS: Final = ("bthome", "ruuvi", "xiaomi", "govee")
+
+
+class Heard(Protocol):
+    """A tag a node hears (adoption.Candidate), as the form needs it."""
+
+    address: str
+    format: str
+    name: str | None
+    match: dict[str, Any] | None
+
+
+def adopted_form(tag: Heard) -> dict[str, Any]:
+    """The form's values for a tag picked from what the nodes hear: its advertised name (else its
+    format and the end of its address), its match, a sensor type for the sensor formats."""
+    values = form_from_asset(
+        {
+            "name": tag.name or f"{tag.format} {tag.address[-5:]}",
+            "type": "sensor" if tag.format in SENSOR_FORMATS else "tag",
+            "match": tag.match or {},
+        }
+    )
+    values[CONF_THRESHOLDS] = {}
     return values
 
 

@@ -35,6 +35,7 @@ from .assets import (
     SUBENTRY_ASSET,
     THRESHOLD_FIELDS,
     FormError,
+    adopted_form,
     asset_from_form,
     entry_assets,
     form_from_asset,
@@ -218,6 +219,10 @@ def _text(
     return selector.TextSelector(selector.TextSelectorConfig(type=kind))
 
 
+CONF_TAG = "tag"
+MANUAL = "manual"
+
+
 def _beacon_number() -> selector.NumberSelector:
     return selector.NumberSelector(
         selector.NumberSelectorConfig(min=0, max=65535, mode=selector.NumberSelectorMode.BOX)
@@ -256,11 +261,58 @@ class AssetSubentryFlow(ConfigSubentryFlow):
     """Add or edit one asset: its name, how nodes recognise it, its type and thresholds."""
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """A new asset."""
+        """A new asset: picked from what the nodes hear, when they report it, else typed."""
         entry = self._get_entry()
         if entry.state is not ConfigEntryState.LOADED:
             return self.async_abort(reason="entry_not_loaded")
+        if entry.runtime_data.hub.adoption.candidates(entry_assets(entry)):
+            return await self.async_step_pick()
         return await self.async_step_details(user_input)
+
+    async def async_step_pick(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """The tags the nodes hear that are no asset yet, strongest first: one pick adds it."""
+        entry = self._get_entry()
+        hub = entry.runtime_data.hub
+        assets = entry_assets(entry)
+        candidates = {c.address: c for c in hub.adoption.candidates(assets)}
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            picked = candidates.get(user_input[CONF_TAG])
+            if picked is None:
+                return await self.async_step_details()
+            if picked.rotating:
+                errors[CONF_TAG] = "rotating_address"
+            else:
+                form = adopted_form(picked)
+                asset_id = new_asset_id(form[CONF_NAME], {a["id"] for a in assets})
+                try:
+                    asset = asset_from_form(form, asset_id, assets)
+                except FormError as err:
+                    errors[CONF_TAG] = err.key
+                else:
+                    return self.async_create_entry(
+                        title=asset["name"], data=asset, unique_id=asset_id
+                    )
+        options = [
+            selector.SelectOptionDict(
+                value=c.address,
+                label=c.label(hub.nodes[c.node].name if c.node in hub.nodes else c.node),
+            )
+            for c in candidates.values()
+        ]
+        options.append(selector.SelectOptionDict(value=MANUAL, label=MANUAL))
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_TAG): selector.SelectSelector(
+                    selector.SelectSelectorConfig(
+                        options=options,
+                        mode=selector.SelectSelectorMode.LIST,
+                        translation_key=CONF_TAG,
+                    )
+                )
+            }
+        )
+        return self.async_show_form(step_id="pick", data_schema=schema, errors=errors)
 
     async def async_step_details(
         self, user_input: dict[str, Any] | None = None, suggested: dict[str, Any] | None = None

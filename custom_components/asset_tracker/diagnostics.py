@@ -36,6 +36,7 @@ async def async_get_config_entry_diagnostics(
             "subentries": [dict(s.data) for s in entry.subentries.values()],
         },
         "asset_list": hub.asset_list.summary(),
+        "adoption": hub.adoption.summary(),
         "counters": {
             "applied": hub.applied,
             "duplicates": hub.dedupe.duplicates,

@@ -22,6 +22,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_track_time_interval
 
 from .acks import Acks
+from .adoption import Adoption
 from .alerts import Alerts
 from .apply import Applier
 from .assets import AssetDistribution
@@ -66,6 +67,8 @@ class AssetTrackerHub:
         self.asset_list = AssetDistribution(self.fleet, entry)
         self.ingest.add_route("status", self.asset_list.on_status)
         self.ingest.add_route("assets/result", self.asset_list.on_result)
+        self.adoption = Adoption(self.fleet)
+        self.ingest.add_route("heard", self.adoption.on_heard)
         self.scanners: HaScanners | None = None  # Home Assistant's Bluetooth scanners, when used
         self._unsubscribers: list[Callable[[], None]] = []
         self._next_version: dict[str, int] = {}

@@ -101,6 +101,15 @@ SWITCHES: Final = (
     _switch("battery", "Battery rule"),
     _switch("movement", "Movement rule"),
     _switch("movement", "Movement from signal strength", option="rssi", icon="mdi:signal"),
+    # off by default: the node then reports the tags it hears that are no asset, for the
+    # "Add asset" form to offer them (PROTOCOL.md "heard")
+    SwitchSettingDescription(
+        key="unknown_tags_report",
+        translation_key="unknown_tags_report",
+        name="Offer unknown tags",
+        setting="unknown_tags.report",
+        icon="mdi:tag-search",
+    ),
 )
 
 

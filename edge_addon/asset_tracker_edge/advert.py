@@ -19,3 +19,5 @@ class Advert:
     """Keyed by full 128-bit lower-case UUID string, as bleak reports it."""
     service_uuids: tuple[str, ...] = ()
     tx_power: int | None = None
+    address_type: str | None = None
+    """`public` or `random` when the Bluetooth stack says (BlueZ does), else None."""

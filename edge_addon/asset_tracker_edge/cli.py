@@ -137,6 +137,7 @@ async def serve(config: dict[str, Any], simulated: bool) -> None:
     node.assets.subscribe(pipeline.set_assets)
     source = _source(config, simulated, pipeline)
     node.set_snapshot_provider(pipeline.snapshot)
+    node.set_heard_provider(pipeline.heard_report)
     node.add_health_provider("scanner", lambda: {**source.health(), **pipeline.health()})
     notifier = ServiceNotifier()
     stop = asyncio.Event()

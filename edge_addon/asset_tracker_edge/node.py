@@ -29,6 +29,8 @@ _LOGGER = logging.getLogger(__name__)
 
 CAPS = ["ble", "anomaly", "cmd", "assets"]
 HEALTH_INTERVAL_S = 10.0
+# tags heard that are no asset: at most one report this often (PROTOCOL.md "heard")
+HEARD_INTERVAL_S = 10.0
 # an orderly stop sends what is committed (and awaits its PUBACKs) for at most this long
 GOODBYE_DRAIN_S = 5.0
 # routine events wait for their commit at most this long (see EdgeNode._routine_commit_ms)
@@ -112,6 +114,7 @@ class EdgeNode(LinkOwner):
             ),
         )
         self._snapshot_provider: Callable[[], list[dict[str, Any]]] | None = None
+        self._heard_provider: Callable[[], list[dict[str, Any]] | None] | None = None
         self._announcement_provider: Callable[[], dict[str, Any]] | None = None
         self._health_providers: dict[str, Callable[[], dict[str, Any]]] = {}
         self.host_online: bool | None = None
@@ -150,6 +153,10 @@ class EdgeNode(LinkOwner):
 
     def set_snapshot_provider(self, provider: Callable[[], list[dict[str, Any]]]) -> None:
         self._snapshot_provider = provider
+
+    def set_heard_provider(self, provider: Callable[[], list[dict[str, Any]] | None]) -> None:
+        """Tags heard that are no asset; the provider returns None while reporting is off."""
+        self._heard_provider = provider
 
     def set_announcement_provider(self, provider: Callable[[], dict[str, Any]]) -> None:
         self._announcement_provider = provider
@@ -198,6 +205,7 @@ class EdgeNode(LinkOwner):
             asyncio.create_task(self.link.run(), name="edge-link"),
             asyncio.create_task(self.scheduler.run(), name="edge-scheduler"),
             asyncio.create_task(self._health_loop(), name="edge-health"),
+            asyncio.create_task(self._heard_loop(), name="edge-heard"),
         ]
         stopper = asyncio.create_task(self._stop_requested.wait(), name="edge-stop")
         graceful = False
@@ -602,6 +610,15 @@ class EdgeNode(LinkOwner):
             await asyncio.sleep(HEALTH_MIN_INTERVAL_S)
             if self._interest() != self._health_marks:
                 self._health_dirty.set()
+
+    async def _heard_loop(self) -> None:
+        """Reports unknown tags, rate-limited; nothing while the user does not allow it."""
+        while True:
+            await asyncio.sleep(HEARD_INTERVAL_S)
+            tags = self._heard_provider() if self._heard_provider is not None else None
+            if tags and self.link.connected:
+                body = {"v": 1, "node": self.node_id, "hlc": self.clock.now().to_wire()}
+                await self._publish("heard", {**body, "tags": tags}, retain=False, qos=0)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

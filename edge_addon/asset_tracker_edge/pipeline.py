@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .adoption import HeardTags
 from .advert import Advert
 from .anomaly import AssetRules, Finding
 from .decoding import BY_CONTENT, FORMATS, Decoder, Reading
@@ -78,6 +79,7 @@ class Pipeline:
         self.adverts = 0
         self.unknown: OrderedDict[str, int] = OrderedDict()
         self.unknown_total = 0
+        self.heard = HeardTags()  # filled only while the user allows reporting unknown tags
         self._rate_mark = (now(), 0)
         self._last_log = 0.0
 
@@ -118,6 +120,8 @@ class Pipeline:
         asset_id = by_address if reading is None else self.matcher.match(advert, reading)
         if asset_id is None:
             self._count_unknown(advert.address)
+            if self._reporting():
+                self.heard.hear(advert)
             return
         self._vanished.discard(asset_id)
         now = advert.received_ms
@@ -275,6 +279,19 @@ class Pipeline:
 
     def _setting(self, key: str) -> Any:
         return self._settings.get(key)
+
+    def _reporting(self) -> bool:
+        try:
+            return bool(self._settings.get("unknown_tags.report"))
+        except KeyError:
+            return False  # settings that predate the option
+
+    def heard_report(self) -> list[dict[str, Any]] | None:
+        """The tags to offer Home Assistant, or None while the user does not allow it."""
+        if not self._reporting():
+            self.heard.forget()
+            return None
+        return self.heard.report(self._now())
 
     def _away_ms(self) -> int:
         return int(self._settings.get("presence.away_timeout_s")) * 1000

@@ -35,6 +35,9 @@ COMPANY_IDS = frozenset({APPLE, RUUVI, *GOVEE_IDS})
 
 
 def to_advert(device: BLEDevice, data: AdvertisementData) -> Advert:
+    details = device.details if isinstance(device.details, dict) else {}
+    props = details.get("props")
+    kind = props.get("AddressType") if isinstance(props, dict) else None
     return Advert(
         address=device.address.lower(),
         rssi=data.rssi,
@@ -44,6 +47,7 @@ def to_advert(device: BLEDevice, data: AdvertisementData) -> Advert:
         service_data={k.lower(): v for k, v in data.service_data.items()},
         service_uuids=tuple(u.lower() for u in data.service_uuids),
         tx_power=data.tx_power,
+        address_type=kind if kind in ("public", "random") else None,
     )
 
 

@@ -42,6 +42,7 @@ SPEC: dict[str, tuple[type, float | None, float | None]] = {
     "rules.movement.enabled": (bool, None, None),
     "rules.movement.jump_m": (float, 0.5, 100),
     "rules.movement.rssi": (bool, None, None),
+    "unknown_tags.report": (bool, None, None),
 }
 
 

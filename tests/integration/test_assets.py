@@ -297,3 +297,168 @@ def test_a_large_list_is_cut_into_parts_under_the_payload_cap() -> None:
         }
         assert len(json.dumps(message, separators=(",", ":"))) < 262_144
     assert split([]) == [[]]
+
+
+def _heard(edge: Edge) -> None:
+    tags = [
+        {
+            "address": "1e:00:00:00:00:01",
+            "address_type": "non_resolvable",
+            "format": "ibeacon",
+            "rssi": -70,
+            "match": {"ibeacon": {"uuid": UUID, "major": 1, "minor": 7}},
+        },
+        {
+            "address": "c4:7c:8d:00:00:03",
+            "address_type": "public",
+            "format": "xiaomi",
+            "name": "LYWSD03MMC",
+            "rssi": -55.5,
+            "match": {"mac": "c4:7c:8d:00:00:03"},
+        },
+        {
+            "address": "4a:00:00:00:00:04",
+            "address_type": "resolvable",
+            "format": "other",
+            "rssi": -40,
+        },
+        {
+            "address": "aa:bb:cc:dd:ee:ff",
+            "address_type": "public",
+            "format": "other",
+            "rssi": -30,
+            "match": {"mac": "aa:bb:cc:dd:ee:ff"},
+        },
+    ]
+    edge.send("heard", {"hlc": [1, 0], "tags": tags})
+
+
+async def test_add_asset_offers_what_the_nodes_hear_strongest_first(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry, online: Edge
+) -> None:
+    await add(hass, setup_entry, {"name": "Dog collar", "mac": "aa:bb:cc:dd:ee:ff"})
+    _heard(online)
+    # a second node hears the beacon more strongly: it is listed once, with that signal
+    kitchen = Edge(hass, "kitchen")
+    kitchen.send(
+        "heard",
+        {
+            "hlc": [1, 0],
+            "tags": [
+                {
+                    "address": "1e:00:00:00:00:01",
+                    "address_type": "non_resolvable",
+                    "format": "ibeacon",
+                    "rssi": -50,
+                    "match": {"ibeacon": {"uuid": UUID, "major": 1, "minor": 7}},
+                }
+            ],
+        },
+    )
+    await hass.async_block_till_done()
+
+    async def start() -> Any:
+        result = await hass.config_entries.subentries.async_init(
+            (setup_entry.entry_id, "asset"), context={"source": SOURCE_USER}
+        )
+        assert result["step_id"] == "pick"
+        return result
+
+    result = await start()
+    options = result["data_schema"].schema["tag"].config["options"]
+    # strongest first; the tag that is already an asset is not offered
+    assert [o["value"] for o in options] == [
+        "4a:00:00:00:00:04",
+        "1e:00:00:00:00:01",
+        "c4:7c:8d:00:00:03",
+        "manual",
+    ]
+    assert "-50 dBm" in options[1]["label"] and "kitchen" in options[1]["label"]
+
+    # a rotating address cannot be followed without an IRK: refused, with the reason
+    refused = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"tag": "4a:00:00:00:00:04"}
+    )
+    assert refused["errors"] == {"tag": "rotating_address"}
+    assert len(setup_entry.subentries) == 1
+
+    # one pick adds the tag: its name, its match, a sensor for a sensor format
+    published = len(sent_lists(mqtt_mock))
+    created = await hass.config_entries.subentries.async_configure(
+        refused["flow_id"], {"tag": "c4:7c:8d:00:00:03"}
+    )
+    await hass.async_block_till_done()
+    assert created["type"] is FlowResultType.CREATE_ENTRY
+    sub = next(s for s in setup_entry.subentries.values() if s.title == "LYWSD03MMC")
+    assert sub.data["match"] == {"mac": "c4:7c:8d:00:00:03"}
+    assert sub.data["type"] == "sensor"
+    assert len(sent_lists(mqtt_mock)) == published + 1
+    assert sent_lists(mqtt_mock)[-1]["version"] == 2
+
+    # the adopted tag is no longer offered; "manual" leads to the typed form
+    result = await start()
+    values = [o["value"] for o in result["data_schema"].schema["tag"].config["options"]]
+    assert "c4:7c:8d:00:00:03" not in values
+    manual = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"tag": "manual"}
+    )
+    assert manual["step_id"] == "details"
+    strings = json.loads(STRINGS.read_text(encoding="utf-8"))
+    assert "rotating_address" in strings["config_subentries"]["asset"]["error"]
+    assert strings["selector"]["tag"]["options"]["manual"]
+
+
+async def test_edit_refuses_bad_input_and_names_stay_unique(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry, online: Edge
+) -> None:
+    namespace, instance = "00112233445566778899", "aabbccddeeff"
+    await add(
+        hass,
+        setup_entry,
+        {"name": "Keys", "eddystone_namespace": namespace, "eddystone_instance": instance},
+    )
+    beacon = {"ibeacon_uuid": UUID, "ibeacon_major": 3, "ibeacon_minor": 4}
+    await add(hass, setup_entry, {"name": "Keys", **beacon})
+    by_id = {s.unique_id: s for s in setup_entry.subentries.values()}
+    assert set(by_id) == {"keys", "keys_2"}  # the same name, two assets
+    second = by_id["keys_2"]
+    result = await hass.config_entries.subentries.async_init(
+        (setup_entry.entry_id, "asset"),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": second.subentry_id},
+    )
+    # the form shows what is stored
+    suggested = {
+        str(k): (k.description or {}).get("suggested_value") for k in result["data_schema"].schema
+    }
+    assert suggested["ibeacon_uuid"] == UUID and suggested["ibeacon_minor"] == 4
+    published = len(sent_lists(mqtt_mock))
+    refused = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {"name": "Keys", "ibeacon_uuid": "nope", "thresholds": {}},
+    )
+    assert refused["errors"] == {"ibeacon_uuid": "invalid_ibeacon_uuid"}
+    # the match of the other asset is refused too
+    clash = await hass.config_entries.subentries.async_configure(
+        refused["flow_id"],
+        {
+            "name": "Keys",
+            "eddystone_namespace": namespace,
+            "eddystone_instance": instance,
+            "thresholds": {},
+        },
+    )
+    assert clash["errors"] == {"base": "duplicate_match"}
+    await hass.async_block_till_done()
+    assert setup_entry.subentries[second.subentry_id].data == second.data
+    assert len(sent_lists(mqtt_mock)) == published
+
+
+async def test_no_asset_flow_while_the_fleet_is_not_loaded(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry
+) -> None:
+    assert await hass.config_entries.async_unload(setup_entry.entry_id)
+    result = await hass.config_entries.subentries.async_init(
+        (setup_entry.entry_id, "asset"), context={"source": SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "entry_not_loaded"
