@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .advert import Advert
+from .assets import match_keys
 from .decoding import APPLE, EDDYSTONE_UUID, classify
 
 MAX_TRACKED: Final = 256
@@ -93,6 +94,13 @@ class HeardTags:
 
     def forget(self) -> None:
         self._tags.clear()
+
+    def forget_assets(self, assets: list[dict[str, Any]]) -> None:
+        """Tags that became assets are no longer offered."""
+        taken = set().union(*(match_keys(a["match"]) for a in assets))
+        for address, tag in list(self._tags.items()):
+            if ("mac", address) in taken or (tag.match and match_keys(tag.match) & taken):
+                del self._tags[address]
 
     def report(self, now_ms: int) -> list[dict[str, Any]]:
         """The `tags` of a heard message: heard in the last minute, strongest first."""

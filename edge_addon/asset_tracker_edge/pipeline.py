@@ -73,13 +73,13 @@ class Pipeline:
         path = Path(config["storage"]["path"]) / "presence.json"
         self.presence = PresenceTracker(path if Path(config["storage"]["path"]).is_dir() else None)
         self.assets: dict[str, Tracked] = {}
+        self.heard = HeardTags()  # filled only while the user allows reporting unknown tags
         # gone in a mass vanish: the node_alert said it; no missing anomaly each until seen again
         self._vanished: set[str] = set()
         self.set_assets(config["assets"])
         self.adverts = 0
         self.unknown: OrderedDict[str, int] = OrderedDict()
         self.unknown_total = 0
-        self.heard = HeardTags()  # filled only while the user allows reporting unknown tags
         self._rate_mark = (now(), 0)
         self._last_log = 0.0
 
@@ -106,6 +106,7 @@ class Pipeline:
             self.presence.assets.pop(gone, None)
             self._vanished.discard(gone)
         self.assets = table
+        self.heard.forget_assets(assets)
 
     # adverts
 

@@ -91,7 +91,8 @@ async def test_a_node_reports_unknown_tags_only_while_allowed(
     wired.node.set_heard_provider(wired.pipeline.heard_report)
     topic = f"{ROOT}/n1/heard"
     async with observer(broker) as obs, running(wired.node):
-        await obs.wait(lambda: f"{ROOT}/n1/config" in obs.latest)
+        # subscribed (the node publishes its config before it subscribes)
+        await obs.wait(lambda: wired.node.scheduler.active)
         now = int(time.time() * 1000)
         await wired.pipeline.handle_advert(ibeacon("5e:00:00:00:00:09", -66, now))
         # not allowed (the default): nothing remembered, nothing sent

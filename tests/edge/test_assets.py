@@ -91,7 +91,8 @@ async def test_a_list_is_applied_without_restart_persisted_and_confirmed(
     wired = Wired(config)
     result_topic = f"{ROOT}/n1/assets/result"
     async with observer(broker) as obs, running(wired.node):
-        await obs.wait(lambda: f"{ROOT}/n1/config" in obs.latest)
+        # subscribed (the node publishes its config before it subscribes)
+        await obs.wait(lambda: wired.node.scheduler.active)
         await wired.hear("11:22:33:44:55:66")
         assert wired.present() == set()  # not an asset yet
         listed = [
@@ -142,7 +143,8 @@ async def test_an_invalid_list_is_rejected_whole_and_counted(
     wired = Wired(full_config(tmp_path, broker))
     result_topic = f"{ROOT}/n1/assets/result"
     async with observer(broker) as obs, running(wired.node):
-        await obs.wait(lambda: f"{ROOT}/n1/config" in obs.latest)
+        # subscribed (the node publishes its config before it subscribes)
+        await obs.wait(lambda: wired.node.scheduler.active)
         await obs.publish(
             f"{ROOT}/n1/assets", assets_message(1, [ha_asset("cat", "11:22:33:44:55:77")])
         )
@@ -176,7 +178,8 @@ async def test_a_list_in_parts_is_applied_once_whole(broker: Mosquitto, tmp_path
     result_topic = f"{ROOT}/n1/assets/result"
     many = [ha_asset(f"tag_{i}", f"10:00:00:00:00:{i:02x}") for i in range(6)]
     async with observer(broker) as obs, running(wired.node):
-        await obs.wait(lambda: f"{ROOT}/n1/config" in obs.latest)
+        # subscribed (the node publishes its config before it subscribes)
+        await obs.wait(lambda: wired.node.scheduler.active)
         for part in (0, 2):
             chunk = many[part * 2 : part * 2 + 2]
             await obs.publish(f"{ROOT}/n1/assets", assets_message(5, chunk, part=part, parts=3))

@@ -12,6 +12,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from asset_tracker_edge import node as edge_node
+from asset_tracker_edge.advert import Advert
 from asset_tracker_edge.config import validate
 from asset_tracker_edge.node import EdgeNode
 from asset_tracker_edge.pipeline import Pipeline
@@ -25,6 +28,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.asset_tracker.const import DOMAIN
 
 DEADLINE_S = 20.0
+BTHOME = "0000fcd2-0000-1000-8000-00805f9b34fb"
 
 
 async def wait_for(predicate: Callable[[], Any], what: str) -> None:
@@ -37,9 +41,10 @@ async def wait_for(predicate: Callable[[], Any], what: str) -> None:
 class Node:
     """A real edge node and pipeline in this event loop, wired as `asset-tracker-edge run`."""
 
-    def __init__(self, data: Path, broker: Mosquitto) -> None:
+    def __init__(self, data: Path, broker: Mosquitto, *, report: bool = False) -> None:
         config = validate(
             {
+                "unknown_tags": {"report": report},
                 "node": {"id": "garage", "name": "Garage"},
                 "mqtt": {"host": broker.host, "port": broker.port, "reconnect_max_s": 1},
                 "storage": {"path": str(data), "commit_window_ms": 10},
@@ -60,6 +65,7 @@ class Node:
             {**config, "assets": self.node.assets.effective()}, settings, self.node.emit
         )
         self.node.assets.subscribe(self.pipeline.set_assets)
+        self.node.set_heard_provider(self.pipeline.heard_report)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Node]:
@@ -184,5 +190,57 @@ async def test_the_list_reaches_a_real_node_which_applies_and_confirms_it(
                 "version 4 after coming back",
             )
             assert "keys" in back.pipeline.assets
+    finally:
+        await unload_all(hass)
+
+
+async def test_a_tag_a_node_hears_is_added_with_one_pick_and_reaches_the_node(
+    hass: HomeAssistant,
+    socket_enabled: None,
+    mock_hass_config: None,
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(edge_node, "HEARD_INTERVAL_S", 0.2)
+    entry = await _set_up(hass, mosquitto)
+    hub = entry.runtime_data.hub
+    edge = Node(tmp_path / "garage", mosquitto, report=True)
+    thermometer = "c4:7c:8d:00:00:03"
+    try:
+        async with edge.running():
+            await wait_for(lambda: "garage" in hub.nodes and hub.nodes["garage"].online, "online")
+            now = int(time.time() * 1000)
+            for offset in range(3):
+                await edge.pipeline.handle_advert(
+                    Advert(
+                        thermometer,
+                        -58,
+                        now + offset,
+                        local_name="Fridge thermometer",
+                        service_data={BTHOME: b"\x40\x02\xc4\x09"},
+                        address_type="public",
+                    )
+                )
+            await wait_for(lambda: hub.adoption.candidates([]), "the tag offered")
+            result = await hass.config_entries.subentries.async_init(
+                (entry.entry_id, "asset"), context={"source": SOURCE_USER}
+            )
+            assert result["step_id"] == "pick"
+            options = result["data_schema"].schema["tag"].config["options"]
+            assert options[0]["value"] == thermometer
+            assert "Fridge thermometer" in options[0]["label"]
+            result = await hass.config_entries.subentries.async_configure(
+                result["flow_id"], {"tag": thermometer}
+            )
+            assert result["type"] == "create_entry"
+            await wait_for(
+                lambda: edge.node.assets.version == 1 and hub.nodes["garage"].assets_version == 1,
+                "the picked tag applied and confirmed",
+            )
+            tracked = edge.pipeline.assets["fridge_thermometer"]
+            assert (tracked.name, tracked.type) == ("Fridge thermometer", "sensor")
+            # now an asset: the node no longer offers it
+            await wait_for(lambda: not edge.pipeline.heard_report(), "no longer offered")
     finally:
         await unload_all(hass)
