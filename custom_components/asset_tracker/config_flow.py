@@ -315,7 +315,7 @@ class AssetSubentryFlow(ConfigSubentryFlow):
         return self.async_show_form(step_id="pick", data_schema=schema, errors=errors)
 
     async def async_step_details(
-        self, user_input: dict[str, Any] | None = None, suggested: dict[str, Any] | None = None
+        self, user_input: dict[str, Any] | None = None
     ) -> SubentryFlowResult:
         """The asset's form; on success a subentry, and the list goes to every node."""
         entry = self._get_entry()
@@ -331,9 +331,7 @@ class AssetSubentryFlow(ConfigSubentryFlow):
                 return self.async_create_entry(title=asset["name"], data=asset, unique_id=asset_id)
         return self.async_show_form(
             step_id="details",
-            data_schema=self.add_suggested_values_to_schema(
-                _asset_schema(), user_input or suggested or {}
-            ),
+            data_schema=self.add_suggested_values_to_schema(_asset_schema(), user_input or {}),
             errors=errors,
         )
 
