@@ -57,6 +57,27 @@ FORBIDDEN_TRUE = {
 }  # fmt: skip
 
 
+# The defaults of the add-on linter's schema (frenck/action-addon-linter, config.schema.json), which
+# reports a key set to its default as an error: the Supervisor's own defaults for the same keys.
+LINTER_DEFAULTS: dict[str, Any] = {
+    "advanced": False, "apparmor": True, "audio": False, "auth_api": False, "backup": "hot",
+    "boot": "auto", "devicetree": False, "docker_api": False, "full_access": False,
+    "gpio": False, "hassio_api": False, "hassio_role": "default", "homeassistant_api": False,
+    "host_dbus": False, "host_ipc": False, "host_network": False, "host_pid": False,
+    "host_uts": False, "ingress": False, "ingress_port": 8099, "ingress_stream": False,
+    "init": True, "journald": False, "kernel_modules": False, "legacy": False, "options": {},
+    "panel_admin": True, "panel_icon": "mdi:puzzle", "realtime": False, "schema": {},
+    "stage": "stable", "startup": "application", "stdin": False, "timeout": 10, "tmpfs": False,
+    "uart": False, "udev": False, "usb": False, "video": False,
+}  # fmt: skip
+
+
+def test_no_key_restates_its_default(addon):
+    """The linter's error "'boot' should be removed, it uses a default value", for every key."""
+    restated = {k: v for k, v in addon.items() if k in LINTER_DEFAULTS and v == LINTER_DEFAULTS[k]}
+    assert restated == {}
+
+
 def test_config_has_only_known_keys(addon):
     assert set(addon) <= KNOWN_KEYS, set(addon) - KNOWN_KEYS
 
