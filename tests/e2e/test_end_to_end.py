@@ -181,16 +181,25 @@ async def test_dashboard_renders_the_asset_cards_in_chromium(stack: Stack) -> No
     ):
         await page.send("Page.navigate", url=f"{stack.hass.url}/asset-tracker/fleet")
         tiles = await wait_rendered(page, ("hui-tile-card",), len(assets), timeout=90)
-        await asyncio.sleep(1.5)  # let the map tiles and icons settle for the picture
+        # the node's area card: the node announced its area, which is a Home Assistant area now
+        await _wait_text(page, "hui-entities-card", NODE_AREA)
         shot = WORK / "dashboard.png"
         await page.screenshot(shot)
+        assert await page.deep_query("hui-map-card") == []  # BLE tags have no coordinates
+        alert_tiles = await _alert_tiles_match_active_anomalies(stack, page)
+        await page.send("Page.navigate", url=f"{stack.hass.url}/asset-tracker/edge-health")
+        oldest = await _row_text(page, "Oldest unacknowledged")
+    assert "Unknown" not in oldest, oldest
     assert len(tiles) == len(assets)
     texts = " | ".join(t["text"] for t in tiles)
     client = stack.client()
     try:
         _, devices = await _registry(client)
+        area = await _node_area(client)
     finally:
         await client.close()
+    assert area == NODE_AREA
+    stack.notes["alert_tiles"] = alert_tiles
     names = [d["name"] for d in devices if d.get("model") != "Edge node"]
     for name in names:
         assert name in texts, (name, texts)
@@ -198,6 +207,77 @@ async def test_dashboard_renders_the_asset_cards_in_chromium(stack: Stack) -> No
     docs = REPO / "docs"
     docs.mkdir(exist_ok=True)
     shutil.copyfile(shot, docs / "dashboard.png")
+
+
+async def _wait_text(page: Any, tag: str, needle: str, timeout: float = 60) -> str:
+    """The text of the first rendered `tag` element that contains `needle`."""
+
+    async def probe() -> str | None:
+        found = [f["text"] for f in await page.deep_query(tag) if needle in f["text"]]
+        return found[0] if found else None
+
+    return str(await wait_for(probe, timeout, 0.5, f"{needle!r} in a {tag}"))
+
+
+# An entities card row: its name is in the generic row's shadow root, its state slotted into it.
+ROW_QUERY = """
+((name) => {
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.localName === 'hui-generic-entity-row' && el.shadowRoot
+          && el.shadowRoot.textContent.includes(name)) {
+        return (el.shadowRoot.textContent + ' ' + el.textContent).replace(/\\s+/g, ' ').trim();
+      }
+      const inner = el.shadowRoot ? walk(el.shadowRoot) : null;
+      if (inner) return inner;
+    }
+    return null;
+  };
+  return walk(document);
+})(%s)
+"""
+
+
+async def _row_text(page: Any, name: str) -> str:
+    """The name and shown state of the entities-card row called `name`."""
+
+    async def probe() -> str | None:
+        text = await page.evaluate(ROW_QUERY % json.dumps(name))
+        return str(text) if text and text.strip() != name else None
+
+    return str(await wait_for(probe, 60, 0.5, f"the row {name!r}"))
+
+
+async def _alert_tiles_match_active_anomalies(stack: Stack, page: Any) -> int:
+    """The alerts view shows each active anomaly once: one tile per anomaly sensor that is on
+    (read again until the two agree, as anomalies come and go)."""
+    await page.send("Page.navigate", url=f"{stack.hass.url}/asset-tracker/alerts")
+    await wait_rendered(page, ("hui-heading-card",), 1, timeout=60)
+    client = stack.client()
+    try:
+
+        async def agree() -> tuple[int] | None:
+            states = await client.states()
+            on = [
+                e
+                for e, s in states.items()
+                if e.startswith("binary_sensor.") and e.endswith("_anomaly") and s["state"] == "on"
+            ]
+            rendered = await page.deep_query("hui-tile-card")
+            return (len(rendered),) if len(rendered) == len(on) else None
+
+        return (await wait_for(agree, 60, 0.5, "one tile per active anomaly"))[0]
+    finally:
+        await client.close()
+
+
+async def _node_area(client: HassClient) -> str | None:
+    """The Home Assistant area of the node's device."""
+    _, devices = await _registry(client)
+    node = next(d for d in devices if d.get("model") == "Edge node")
+    async with websocket(client) as ws:
+        areas = await ws.call("config/area_registry/list")
+    return next((a["name"] for a in areas if a["area_id"] == node["area_id"]), None)
 
 
 async def test_edge_kill9_and_hass_restart_lose_and_duplicate_nothing(stack: Stack) -> None:
