@@ -372,3 +372,32 @@ async def test_what_the_dashboard_shows_of_a_fresh_node_and_its_tags(
     assert battery is not None and hass.states.get(battery).state == "64"
     keys = _view(await _load(hass_ws_client, hass), "asset-keys")
     assert "Battery" in {c.get("title") for c in keys["cards"]}
+
+
+async def test_an_announced_area_never_overrides_the_users_choice(
+    hass: HomeAssistant, setup_entry: MockConfigEntry
+) -> None:
+    """The node's area is applied when the node announces a new one and its device has none:
+    a device the user took out of its area stays out, one the user moved stays where it is."""
+    edge = Edge(hass)
+    edge.birth()
+    await hass.async_block_till_done()
+    edge.announce([], area="Garage", settings={})
+    await hass.async_block_till_done()
+    devices = dr.async_get(hass)
+    ident = (DOMAIN, f"{DOMAIN}:node:garage")
+    node = devices.async_get_device_by_identifier(ident, setup_entry.entry_id)
+    assert node is not None and node.area_id is not None
+    devices.async_update_device(node.id, area_id=None)
+    edge.announce([], area="Garage", settings={})  # the same area again: a restart
+    await hass.async_block_till_done()
+    assert devices.async_get(node.id).area_id is None
+    edge.announce([], area="Kitchen", settings={})  # moved and reconfigured: a new area
+    await hass.async_block_till_done()
+    kitchen = ar.async_get(hass).async_get_area_by_name("Kitchen")
+    assert kitchen is not None and devices.async_get(node.id).area_id == kitchen.id
+    shed = ar.async_get(hass).async_create("Shed")
+    devices.async_update_device(node.id, area_id=shed.id)
+    edge.announce([], area="Cellar", settings={})
+    await hass.async_block_till_done()
+    assert devices.async_get(node.id).area_id == shed.id
