@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy alerts demo demo-check e2e faults faults-long fuzz check-wheels clean soak
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy alerts demo demo-check e2e screenshots faults faults-long fuzz check-wheels clean soak
 
 setup:
 	bash scripts/toolchain.sh
@@ -58,6 +58,13 @@ demo-check:
 
 e2e:
 	$(PY314) python -m pytest tests/e2e -p no:cacheprovider -p no:homeassistant
+
+# the README's pictures, refreshed on purpose: the end-to-end dashboard test takes them under
+# build/e2e/ (tests never write into the tracked tree), this copies them to docs/
+screenshots:
+	$(PY314) python -m pytest tests/e2e/test_end_to_end.py -p no:cacheprovider -p no:homeassistant \
+		-k test_dashboard_renders_the_asset_cards_in_chromium
+	cp build/e2e/dashboard.png docs/dashboard.png
 
 faults:
 	$(PY314) python -m pytest tests/faults -p no:cacheprovider -p no:homeassistant

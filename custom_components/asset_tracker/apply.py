@@ -98,6 +98,7 @@ class Applier:
         node.boot = max(node.boot, msg["boot"])
         node.online = msg["state"] == "online"
         node.last_status_ms = wall_ms()
+        _log_availability(node)
         if node.online:
             node.sw = msg.get("sw") or node.sw
             node.epoch = msg.get("epoch") or node.epoch
@@ -378,3 +379,15 @@ def _record_sighting(
             present=present if present is not None else (sighting.present if sighting else None),
             order=order[:2],
         )
+
+
+def _log_availability(node: NodeState) -> None:
+    """Once when a node's entities become unavailable and once when they are back (Home
+    Assistant's log-when-unavailable rule): a node that flaps or repeats its status logs no
+    more than that, and a node's first appearance is not a return."""
+    if not node.online and not node.offline_logged:
+        node.offline_logged = True
+        _LOGGER.info("Edge node %s is offline; its entities are unavailable", node.name)
+    elif node.online and node.offline_logged:
+        node.offline_logged = False
+        _LOGGER.info("Edge node %s is back online", node.name)

@@ -17,7 +17,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import probatio as vol
 from homeassistant.config_entries import (
@@ -35,6 +35,9 @@ from . import protocol
 from .const import DOMAIN
 from .fleet import Fleet
 from .models import NodeState
+
+if TYPE_CHECKING:
+    from .hub import AssetTrackerConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -234,7 +237,7 @@ def new_asset_id(name: str, taken: set[str]) -> str:
     return asset_id
 
 
-def entry_assets(entry: ConfigEntry) -> list[dict[str, Any]]:
+def entry_assets(entry: AssetTrackerConfigEntry) -> list[dict[str, Any]]:
     """The wire list: every asset subentry, in a stable order."""
     assets = [dict(s.data) for s in entry.get_subentries_of_type(SUBENTRY_ASSET)]
     return sorted(assets, key=lambda a: str(a["id"]))
@@ -262,7 +265,7 @@ def _digest(assets: list[dict[str, Any]]) -> str:
 class AssetDistribution:
     """Keeps every node on the current version of the list."""
 
-    def __init__(self, fleet: Fleet, entry: ConfigEntry) -> None:
+    def __init__(self, fleet: Fleet, entry: AssetTrackerConfigEntry) -> None:
         self._fleet = fleet
         self._entry = entry
         self._store: Store[dict[str, Any]] = Store(
@@ -293,7 +296,7 @@ class AssetDistribution:
                 self._async_entry_updated(entry), f"{DOMAIN} asset list"
             )
 
-    async def _async_entry_updated(self, entry: ConfigEntry) -> None:
+    async def _async_entry_updated(self, entry: AssetTrackerConfigEntry) -> None:
         if await self._async_take(entry_assets(entry)):
             for node in list(self._fleet.nodes.values()):
                 if node.online:

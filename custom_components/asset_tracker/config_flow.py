@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import probatio as vol
 from homeassistant.config_entries import (
-    ConfigEntry,
     ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
@@ -58,6 +57,9 @@ from .const import (
     LOCATION_ROOMS,
     SEVERITIES,
 )
+
+if TYPE_CHECKING:  # the hub (and MQTT) is loaded with the entry, not with a flow
+    from .hub import AssetTrackerConfigEntry
 
 ROOT_PATTERN = re.compile(r"[^/+#\x00\s]+(?:/[^/+#\x00\s]+)*")
 CONFIG_TOPIC = re.compile(r"(?P<root>.+)/(?P<node>[a-z0-9][a-z0-9_-]{0,31})/config")
@@ -149,14 +151,14 @@ class AssetTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
 
     @staticmethod
     @callback
-    def async_get_options_flow(config_entry: ConfigEntry) -> AssetTrackerOptionsFlow:
+    def async_get_options_flow(config_entry: AssetTrackerConfigEntry) -> AssetTrackerOptionsFlow:
         """Tuning of presence, fusion and alerts."""
         return AssetTrackerOptionsFlow()
 
     @classmethod
     @callback
     def async_get_supported_subentry_types(
-        cls, config_entry: ConfigEntry
+        cls, config_entry: AssetTrackerConfigEntry
     ) -> dict[str, type[ConfigSubentryFlow]]:
         """Each asset is a subentry of its fleet: added, edited and removed in Home Assistant."""
         return {SUBENTRY_ASSET: AssetSubentryFlow}

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers import Cipher
     from home_assistant_bluetooth import BluetoothServiceInfoBleak
 
-    from .hub import AssetTrackerHub
+    from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class AssetMatch:
     irk: bytes | None = None
 
 
-def entry_asset_records(entry: ConfigEntry) -> list[dict[str, Any]]:
+def entry_asset_records(entry: AssetTrackerConfigEntry) -> list[dict[str, Any]]:
     """The assets Home Assistant owns: the entry's `asset` subentries, in the edge's shape
     (`id`, `name`, `match`). The one place that knows where the list lives."""
     return [
@@ -241,7 +241,9 @@ class _Heard:
 class HaScanners:
     """Feeds the adverts Home Assistant's scanners hear of the assets into the placement."""
 
-    def __init__(self, hass: HomeAssistant, hub: AssetTrackerHub, entry: ConfigEntry) -> None:
+    def __init__(
+        self, hass: HomeAssistant, hub: AssetTrackerHub, entry: AssetTrackerConfigEntry
+    ) -> None:
         self._hass = hass
         self._hub = hub
         self._entry_id = entry.entry_id
@@ -519,7 +521,7 @@ class HaScanners:
 
 @callback
 def async_start_ha_scanners(
-    hass: HomeAssistant, entry: ConfigEntry, hub: AssetTrackerHub
+    hass: HomeAssistant, entry: AssetTrackerConfigEntry, hub: AssetTrackerHub
 ) -> HaScanners | None:
     """Home Assistant's scanners as sources, when the option is on (from when Bluetooth is set
     up: an after-dependency is set up first only when it is set up at all)."""

@@ -44,7 +44,7 @@ HOUSEKEEPING_INTERVAL = timedelta(seconds=30)
 class AssetTrackerHub:
     """Owns one fleet: its stages, its subscription, and the API of its entities and actions."""
 
-    def __init__(self, hass: HomeAssistant, entry: ConfigEntry) -> None:
+    def __init__(self, hass: HomeAssistant, entry: AssetTrackerConfigEntry) -> None:
         self.hass = hass
         self.entry_id = entry_id = entry.entry_id
         self.root = root = str(entry.data[CONF_ROOT_TOPIC])

@@ -48,6 +48,7 @@ class NodeState:
     suggested_area: str | None = None
     sw: str = ""
     online: bool = False
+    offline_logged: bool = False  # its going offline was logged: log its return once
     boot: int = -1
     epoch: int | None = None
     last_status_ms: int | None = None

@@ -7,6 +7,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .const import DOMAIN
 from .entity import async_track_devices
 from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 from .remote_settings import NUMBERS, NumberSettingDescription, RemoteSettingEntity
@@ -53,7 +54,9 @@ class SettingNumber(RemoteSettingEntity, NumberEntity):
         if self.entity_description.integer:
             if value != int(value):
                 raise ServiceValidationError(
-                    f"{self.entity_description.setting} takes whole numbers"
+                    translation_domain=DOMAIN,
+                    translation_key="whole_numbers",
+                    translation_placeholders={"setting": self.entity_description.setting},
                 )
             wire = int(value)
         await self.async_apply({self.entity_description.setting: wire})

@@ -19,7 +19,7 @@ from homeassistant.core import callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 
-from .const import SIGNAL_NODE_UPDATE
+from .const import DOMAIN, SIGNAL_NODE_UPDATE
 from .entity import NodeEntity
 from .hub import AssetTrackerHub
 
@@ -41,14 +41,15 @@ class SwitchSettingDescription(SwitchEntityDescription):
     setting: str
 
 
+# Names come from strings.json and icons from icons.json, both by the entity key: the dotted
+# setting with underscores.
 def _number(
-    setting: str, name: str, lo: float, hi: float, *, step: float = 1, unit: str | None = None
+    setting: str, lo: float, hi: float, *, step: float = 1, unit: str | None = None
 ) -> NumberSettingDescription:
     key = setting.replace(".", "_")
     return NumberSettingDescription(
         key=key,
         translation_key=key,
-        name=name,
         setting=setting,
         native_min_value=lo,
         native_max_value=hi,
@@ -59,56 +60,43 @@ def _number(
     )
 
 
-def _switch(
-    rule: str, name: str, *, option: str = "enabled", icon: str = "mdi:flag"
-) -> SwitchSettingDescription:
+def _switch(rule: str, *, option: str = "enabled") -> SwitchSettingDescription:
     setting = f"rules.{rule}.{option}"
     key = setting.replace(".", "_")
-    return SwitchSettingDescription(
-        key=key, translation_key=key, name=name, setting=setting, icon=icon
-    )
+    return SwitchSettingDescription(key=key, translation_key=key, setting=setting)
 
 
 NUMBERS: Final = (
-    _number("presence.away_timeout_s", "Away timeout", 5, 86400, unit=UnitOfTime.SECONDS),
-    _number("presence.debounce", "Presence debounce", 1, 20),
-    _number("telemetry.interval_s", "Telemetry interval", 1, 3600, unit=UnitOfTime.SECONDS),
-    _number("telemetry.delta_db", "Telemetry signal change", 0, 30, step=0.5, unit="dB"),
-    _number(
-        "telemetry.min_interval_s",
-        "Telemetry spacing",
-        0.5,
-        3600,
-        step=0.5,
-        unit=UnitOfTime.SECONDS,
-    ),
-    _number("batching.window_ms", "Batch window", 10, 60000, unit=UnitOfTime.MILLISECONDS),
-    _number("batching.max_events", "Batch size", 1, 500),
-    _number("rules.threshold.hold_s", "Threshold hold", 0, 3600, unit=UnitOfTime.SECONDS),
-    _number("rules.threshold.hysteresis", "Threshold hysteresis", 0, 100, step=0.1),
-    _number("rules.rate.max_per_min", "Rate limit", 0.1, 100, step=0.1, unit="°C/min"),
-    _number("rules.rate.window_s", "Rate window", 120, 3600, unit=UnitOfTime.SECONDS),
-    _number("rules.zscore.z", "Z-score limit", 2, 10, step=0.1),
-    _number("rules.missing.after_s", "Missing after", 60, 604800, unit=UnitOfTime.SECONDS),
-    _number("rules.battery.min_pct", "Low battery limit", 1, 100, unit="%"),
-    _number("rules.movement.jump_m", "Movement jump", 0.5, 100, step=0.1, unit="m"),
+    _number("presence.away_timeout_s", 5, 86400, unit=UnitOfTime.SECONDS),
+    _number("presence.debounce", 1, 20),
+    _number("telemetry.interval_s", 1, 3600, unit=UnitOfTime.SECONDS),
+    _number("telemetry.delta_db", 0, 30, step=0.5, unit="dB"),
+    _number("telemetry.min_interval_s", 0.5, 3600, step=0.5, unit=UnitOfTime.SECONDS),
+    _number("batching.window_ms", 10, 60000, unit=UnitOfTime.MILLISECONDS),
+    _number("batching.max_events", 1, 500),
+    _number("rules.threshold.hold_s", 0, 3600, unit=UnitOfTime.SECONDS),
+    _number("rules.threshold.hysteresis", 0, 100, step=0.1),
+    _number("rules.rate.max_per_min", 0.1, 100, step=0.1, unit="°C/min"),
+    _number("rules.rate.window_s", 120, 3600, unit=UnitOfTime.SECONDS),
+    _number("rules.zscore.z", 2, 10, step=0.1),
+    _number("rules.missing.after_s", 60, 604800, unit=UnitOfTime.SECONDS),
+    _number("rules.battery.min_pct", 1, 100, unit="%"),
+    _number("rules.movement.jump_m", 0.5, 100, step=0.1, unit="m"),
 )
 SWITCHES: Final = (
-    _switch("threshold", "Threshold rule"),
-    _switch("rate", "Rate rule"),
-    _switch("zscore", "Z-score rule"),
-    _switch("missing", "Missing rule"),
-    _switch("battery", "Battery rule"),
-    _switch("movement", "Movement rule"),
-    _switch("movement", "Movement from signal strength", option="rssi", icon="mdi:signal"),
+    _switch("threshold"),
+    _switch("rate"),
+    _switch("zscore"),
+    _switch("missing"),
+    _switch("battery"),
+    _switch("movement"),
+    _switch("movement", option="rssi"),
     # off by default: the node then reports the tags it hears that are no asset, for the
     # "Add asset" form to offer them (PROTOCOL.md "heard")
     SwitchSettingDescription(
         key="unknown_tags_report",
         translation_key="unknown_tags_report",
-        name="Offer unknown tags",
         setting="unknown_tags.report",
-        icon="mdi:tag-search",
     ),
 )
 
@@ -166,12 +154,20 @@ class RemoteSettingEntity(NodeEntity):
                 result = await answer
         except TimeoutError as err:
             raise HomeAssistantError(
-                f"{self.node.name} did not answer within {COMMAND_TIMEOUT_S:.0f} s; "
-                "the setting is unchanged until it does"
+                translation_domain=DOMAIN,
+                translation_key="command_timeout",
+                translation_placeholders={
+                    "node": self.node.name,
+                    "seconds": f"{COMMAND_TIMEOUT_S:.0f}",
+                },
             ) from err
         finally:
             unsubscribe()
         if not result.get("ok", False):
             errors = result.get("errors") or {}
             detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) or "rejected"
-            raise CommandRejected(f"{self.node.name} rejected the change: {detail}")
+            raise CommandRejected(
+                translation_domain=DOMAIN,
+                translation_key="command_rejected",
+                translation_placeholders={"node": self.node.name, "detail": detail},
+            )

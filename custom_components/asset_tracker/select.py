@@ -15,6 +15,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .const import DOMAIN
 from .entity import async_track_devices
 from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 from .remote_settings import RemoteSettingEntity
@@ -53,8 +54,6 @@ class DeliveryProfile(RemoteSettingEntity, SelectEntity):
         self.entity_description = SelectEntityDescription(
             key="delivery_profile",
             translation_key="delivery_profile",
-            name="Delivery profile",
-            icon="mdi:timer-cog-outline",
             options=[*PROFILES, CUSTOM],
         )
 
@@ -68,6 +67,8 @@ class DeliveryProfile(RemoteSettingEntity, SelectEntity):
     async def async_select_option(self, option: str) -> None:
         if option not in PROFILES:
             raise ServiceValidationError(
-                f"'{option}' is shown when the node's own values match no profile; pick a profile"
+                translation_domain=DOMAIN,
+                translation_key="custom_profile",
+                translation_placeholders={"profiles": ", ".join(PROFILES)},
             )
         await self.async_apply(dict(PROFILES[option]))

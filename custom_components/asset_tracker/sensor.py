@@ -297,11 +297,17 @@ class ReadingSensor(AssetEntity, SensorEntity):
         super().__init__(hub, asset_id, f"reading_{metric}")
         self.metric = metric
         device_class, unit = READINGS.get(metric, (None, None))
-        self._attr_translation_key = None
         self._attr_device_class = device_class
         self._attr_native_unit_of_measurement = unit
-        if device_class is None:
-            self._attr_name = metric.replace("_", " ").capitalize()
+        # named by Home Assistant after the device class when there is one; otherwise by a
+        # translation of its own, or for a metric only a newer node knows, "Reading {metric}"
+        if device_class is not None:
+            self._attr_translation_key = None
+        elif metric in READINGS:
+            self._attr_translation_key = f"reading_{metric}"
+        else:
+            self._attr_translation_key = "reading"
+            self._attr_translation_placeholders = {"metric": metric}
 
     def state_inputs(self) -> Any:
         return self.native_value

@@ -45,11 +45,10 @@ TRAIN_AREA_SCHEMA = SET_AREA_SCHEMA.extend(
 def _resolve(hass: HomeAssistant, device_id: str, kind: str) -> tuple[AssetTrackerHub, str]:
     """The hub and the asset or node id behind a device of this integration."""
     device = dr.async_get(hass).async_get(device_id)
-    for entry_id in device.config_entries if device else ():
-        entry = hass.config_entries.async_get_entry(entry_id)
-        if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
-            continue
-        for domain, ident in device.identifiers if device else ():
+    # a device belongs to one config entry (`config_entries` is deprecated, gone in 2027.10)
+    entry = hass.config_entries.async_get_entry(device.config_entry_id) if device else None
+    if device and entry and entry.domain == DOMAIN and entry.state is ConfigEntryState.LOADED:
+        for domain, ident in device.identifiers:
             _root, ident_kind, key = ident.split(":", 2) if domain == DOMAIN else ("", "", "")
             if ident_kind == kind:
                 return entry.runtime_data.hub, key

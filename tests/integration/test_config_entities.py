@@ -390,3 +390,29 @@ async def test_offline_node_and_unknown_keys_make_entities_unavailable(
     assert (
         hass.states.get(_entity_id(hass, "select", "delivery_profile")).state == STATE_UNAVAILABLE
     )
+
+
+async def test_profile_shows_custom_after_a_configure_node_change(
+    hass: HomeAssistant, node: MagicMock
+) -> None:
+    """A change made through `configure_node` (not the select) that leaves the batching values
+    matching no profile shows as the translated `custom` state, not the profile before it."""
+    profile = _entity_id(hass, "select", "delivery_profile")
+    assert hass.states.get(profile).state == "balanced"
+    device = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, f"{ROOT}:node:garage"), er.async_get(hass).async_get(profile).config_entry_id
+    )
+    assert device is not None
+    await _call_and_answer(
+        hass,
+        node,
+        (
+            DOMAIN,
+            "configure_node",
+            {"device_id": device.id, "settings": {"batching.window_ms": 250}},
+        ),
+        {"ok": True, "settings_version": 4, "settings": DEFAULTS | {"batching.window_ms": 250}},
+    )
+    await hass.async_block_till_done()
+    assert hass.states.get(_entity_id(hass, "number", "batching_window_ms")).state == "250"
+    assert hass.states.get(profile).state == "custom"
