@@ -26,6 +26,7 @@ from e2e.demo_scenario import ALERT_AUTOMATION, NODE, scenario_edge_config  # no
 from e2e.edge_process import EdgeProcess  # noqa: E402
 from e2e.hass_process import (  # noqa: E402
     HassProcess,
+    dismiss_the_installation_method_notice,
     ensure_integration,
     first_start,
     write_config,
@@ -56,6 +57,7 @@ async def run(stop: asyncio.Event) -> int:
         say(f"mosquitto on 127.0.0.1:{MQTT_PORT}")
         if not (hass.config_dir / "configuration.yaml").exists():
             write_config(hass.config_dir, HTTP_PORT, automations=[ALERT_AUTOMATION])
+        dismiss_the_installation_method_notice(hass.config_dir)  # also in an earlier demo's
         hass.start()
         started.append("hass")
         say(f"starting Home Assistant (log: {hass.config_dir / 'home-assistant.log'})")

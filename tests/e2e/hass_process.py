@@ -123,29 +123,30 @@ def dismiss_the_installation_method_notice(config_dir: Path) -> None:
     installation and raises an "Unsupported installation method" repair after every start. That
     is about how the demo and the tests run Home Assistant, not about the integration, and a user
     of the integration runs Home Assistant OS or a container: the notice is marked ignored in
-    the issue registry before the first start (Settings -> Repairs -> Show ignored lists it)."""
+    the issue registry while Home Assistant is stopped (Settings -> Repairs -> Show ignored lists
+    it); a configuration made before this keeps its other issues."""
     storage = config_dir / ".storage"
     storage.mkdir(exist_ok=True)
     path = storage / "repairs.issue_registry"
-    if path.exists():
-        return
-    issue = {
-        "created": datetime.now(UTC).isoformat(),
-        "dismissed_version": HA_VERSION,
-        "domain": "homeassistant",
-        "is_persistent": False,
-        "issue_id": "deprecated_method",
+    store: dict[str, Any] = {
+        "version": 1,
+        "minor_version": 2,
+        "key": "repairs.issue_registry",
+        "data": {"issues": []},
     }
-    path.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "minor_version": 2,
-                "key": "repairs.issue_registry",
-                "data": {"issues": [issue]},
-            }
-        )
-    )
+    if path.exists():
+        store = json.loads(path.read_text())
+    issues: list[dict[str, Any]] = store["data"]["issues"]
+    key = ("homeassistant", "deprecated_method")
+    mine = next((i for i in issues if (i["domain"], i["issue_id"]) == key), None)
+    if mine is None:
+        mine = {"created": datetime.now(UTC).isoformat(), "domain": key[0], "issue_id": key[1]}
+        mine["is_persistent"] = False
+        issues.append(mine)
+    if mine.get("dismissed_version"):
+        return
+    mine["dismissed_version"] = HA_VERSION
+    path.write_text(json.dumps(store))
 
 
 def skip_onboarding_but_the_user(config_dir: Path) -> None:
