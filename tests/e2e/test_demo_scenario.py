@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -50,9 +51,10 @@ from e2e.hass_process import (
 WORK = REPO / "build" / "e2e-demo"
 LOGIN = ("Demo", "demo", "demo-password")
 MINUTES = float(os.environ.get("ASSET_TRACKER_DEMO_MINUTES") or 0)
-# the short form: one cycle of the scenario compressed to 2 minutes
+# the short form: one cycle of the scenario compressed to 2 minutes; a run is whole cycles, so
+# each incident in it has had its time to alert when the run ends
 CYCLE_S = 600 if MINUTES else 120
-RUN_S = MINUTES * 60 if MINUTES else CYCLE_S
+RUN_S = max(1, math.ceil(MINUTES * 60 / CYCLE_S)) * CYCLE_S
 
 
 @dataclass
