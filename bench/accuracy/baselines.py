@@ -29,12 +29,19 @@ from .scenario import Scenario, adjacency
 
 HOUSEKEEPING_MS = 30_000  # hub.HOUSEKEEPING_INTERVAL
 INTEGRATION = Path(__file__).resolve().parents[2] / "custom_components" / "asset_tracker"
+PACKAGE = "_accuracy_asset_tracker"
 
 
 def integration_module(name: str) -> ModuleType:
     """One module of the integration (fusion, const, location), loaded from its file alone: the
     package's `__init__` (the hub and Home Assistant's runtime) is not needed and not imported."""
-    qualified = f"_accuracy_asset_tracker.{name}"
+    package = sys.modules.get(PACKAGE)
+    if package is None:
+        # a bare package over the integration's folder: its modules' relative imports resolve,
+        # its `__init__` does not run
+        package = sys.modules[PACKAGE] = ModuleType(PACKAGE)
+        package.__path__ = [str(INTEGRATION)]
+    qualified = f"{PACKAGE}.{name}"
     found = sys.modules.get(qualified)
     if found is not None:
         return found
@@ -60,6 +67,14 @@ class Estimate:
     floor: str | None
     confidence: float
     since_ms: int
+    position: Point | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    x: float
+    y: float
+    floor: str
 
 
 class LocatorLike(Protocol):
@@ -298,7 +313,8 @@ class CompanionLocator:
         room = self.scenario.nearest_room(floor, device.x.p, device.y.p)
         since = device.estimate.since_ms if room == device.estimate.room else now_ms
         confidence = max(0.0, min(1.0, 1 / (1 + error)))
-        device.estimate = Estimate(room, floor, confidence, since)
+        point = Point(device.x.p, device.y.p, floor)
+        device.estimate = Estimate(room, floor, confidence, since, point)
         return device.estimate
 
     def solve(self, rssi: Mapping[str, float]) -> tuple[str, tuple[float, float], float]:
@@ -440,10 +456,43 @@ class OursLocator:
             return {"settings": repr(found)}
 
 
-FACTORIES: dict[str, Callable[[Scenario], Any]] = {
-    "nearest": NearestLocator,
-    "companion": CompanionLocator,
-    "ours": OursLocator,
+class OursPlanLocator(OursLocator):
+    """`ours` with the scenario's floor plan: node positions and room outlines (the walls are the
+    outlines, at the map's default loss; the scenario's own walls, shadowing and node biases
+    are not told), the map's default radio model."""
+
+    name = "ours_plan"
+
+    def __init__(self, scenario: Scenario) -> None:
+        super().__init__(scenario)
+        module = integration_module("radio_map")
+        # ASSET_TRACKER_RADIO_MODEL='{"exponent": 2.0}' tries another propagation model
+        model = module.RadioModel(**json.loads(os.environ.get("ASSET_TRACKER_RADIO_MODEL") or "{}"))
+        self._impl.set_map(module.RadioMap(floor_plan(scenario, module, model)))
+
+
+def floor_plan(scenario: Scenario, module: ModuleType, model: Any = None) -> Any:
+    """The scenario as a user would draw it on the integration's floor plan."""
+    return module.FloorPlan(
+        floors={f.id: f.height for f in scenario.floors.values()},
+        rooms=[module.PlanRoom(r.id, r.floor, r.polygon) for r in scenario.rooms.values()],
+        nodes=[module.PlanNode(n.id, n.floor, n.x, n.y, n.height) for n in scenario.nodes.values()],
+        model=model or module.RadioModel(),
+    )
+
+
+def _oracle(scenario: Scenario, seed: int) -> Any:
+    from .oracle import OracleLocator
+
+    return OracleLocator(scenario, seed)
+
+
+FACTORIES: dict[str, Callable[[Scenario, int], Any]] = {
+    "nearest": lambda scenario, _seed: NearestLocator(scenario),
+    "companion": lambda scenario, _seed: CompanionLocator(scenario),
+    "ours": lambda scenario, _seed: OursLocator(scenario),
+    "ours_plan": lambda scenario, _seed: OursPlanLocator(scenario),
+    "oracle": _oracle,
 }
 
 

@@ -74,6 +74,7 @@ class LocatorScore:
     missed: int = 0
     false_changes: int = 0
     false_away: int = 0
+    position_errors: list[float] = field(default_factory=list)  # metres, on the right floor
     tags: dict[str, TagState] = field(default_factory=dict)
 
     def tally(self, group: str) -> Tally:
@@ -111,7 +112,7 @@ class Run:
         self.radios = [TagRadio(t, seed) for t in self.tags]
         self.edge = EdgeSide(list(scenario.nodes), self.radios)
         names, self.skipped = available(locators)
-        self.scores = {n: LocatorScore(n, FACTORIES[n](scenario)) for n in names}
+        self.scores = {n: LocatorScore(n, FACTORIES[n](scenario, seed)) for n in names}
         self._rng = {t.asset_id: random.Random(f"adverts:{seed}:{t.asset_id}") for t in self.tags}
         self.adverts = 0
         self.heard = 0
@@ -275,8 +276,10 @@ class Run:
 
     def _evaluate(self, t: int, scored: bool, offline: set[str]) -> None:
         truths = []
+        poses = []
         for tag in self.tags:
             pose = tag.walk.at(t / 1000)
+            poses.append(pose)
             truths.append(
                 (tag.asset_id, pose.floor, self.scenario.room_at(pose.floor, pose.x, pose.y))
             )
@@ -291,8 +294,13 @@ class Run:
             estimates = [score.impl.locate(asset, t) for asset, _, _ in truths]
             score.cpu_s += time.process_time() - began
             score.calls += len(truths)
-            for (asset, floor, room), est in zip(truths, estimates, strict=True):
+            for (asset, floor, room), est, pose in zip(truths, estimates, poses, strict=True):
                 self._score(score, asset, floor, room, est.room, est.floor, t, scored, uncovered)
+                position = getattr(est, "position", None)
+                if scored and position is not None and position.floor == pose.floor:
+                    score.position_errors.append(
+                        math.hypot(position.x - pose.x, position.y - pose.y)
+                    )
 
     def _score(
         self,
@@ -368,6 +376,8 @@ class Run:
                 **score.total.as_dict(),
                 "room_change_latency_p50_s": _s(percentile(score.latencies_ms, 50)),
                 "room_change_latency_p95_s": _s(percentile(score.latencies_ms, 95)),
+                "position_error_median_m": _m(percentile_f(score.position_errors, 50)),
+                "position_error_p95_m": _m(percentile_f(score.position_errors, 95)),
                 "crossings": score.crossings,
                 "crossings_reached": crossings_reached,
                 "crossings_missed": score.missed,
@@ -424,6 +434,17 @@ def _errors(score: LocatorScore, top: int = 8) -> list[dict[str, Any]]:
         {"true": true, "reported": reported, "pct": round(100 * n / total, 2)}
         for (true, reported), n in ranked
     ]
+
+
+def percentile_f(samples: list[float], q: float) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+def _m(metres: float | None) -> float | None:
+    return None if metres is None else round(metres, 2)
 
 
 def _s(ms: float | None) -> float | None:

@@ -81,8 +81,8 @@ def _scenario(s: dict[str, Any]) -> list[str]:
         f"({edge['events_per_tag_minute_node']:.3f} events).",
         "",
         "| locator | room % | floor % | no room % | latency p50 s | p95 s | crossings (missed) "
-        "| false changes /tag-h | false away /tag-h | CPU s /tag-s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| false changes /tag-h | false away /tag-h | position error median / p95 m | CPU s /tag-s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, loc in s["locators"].items():
         lines.append(
@@ -90,10 +90,10 @@ def _scenario(s: dict[str, Any]) -> list[str]:
             f"| {_fmt(loc['no_room_pct'])} | {_fmt(loc['room_change_latency_p50_s'])} "
             f"| {_fmt(loc['room_change_latency_p95_s'])} | {loc['crossings']} ({loc['crossings_missed']}) "
             f"| {_fmt(loc['false_room_changes_per_tag_hour'])} | {_fmt(loc['false_away_per_tag_hour'])} "
-            f"| {_fmt(loc['cpu_s_per_tag_second'], 2)} |"
+            f"| {_position(loc)} | {_fmt(loc['cpu_s_per_tag_second'], 2)} |"
         )
     for name, why in s.get("skipped_locators", {}).items():
-        lines.append(f"| {name} | not run: {why} | | | | | | | | |")
+        lines.append(f"| {name} | not run: {why} | | | | | | | | | |")
     lines.append("")
     groups = sorted({g for loc in s["locators"].values() for g in loc["groups"]})
     if s["outages"] and groups:
@@ -147,3 +147,10 @@ def _scenario(s: dict[str, Any]) -> list[str]:
             lines.append(f"{name} settings: `{json.dumps(loc['settings'])}`.")
     lines.append("")
     return lines
+
+
+def _position(loc: dict[str, Any]) -> str:
+    median = loc.get("position_error_median_m")
+    if median is None:
+        return "-"
+    return f"{_fmt(median)} / {_fmt(loc.get('position_error_p95_m'))}"

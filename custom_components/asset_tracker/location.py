@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
+from .radio_map import Position, RadioMap, TagOffset
+
 UNHEARD_DBM = -105.0  # what a node that does not hear an asset is taken to hear
 OFFSET_LIMIT_DB = 10.0
 MIN_TRAINING = 10
 NEAREST_SAMPLES = 5
 SETTLED = 0.98
+TX_MEMORY = 200  # reports a tag's learned transmit power averages over
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class Estimate:
     confidence: float
     since_ms: int
     settled: bool = True  # False while another room gains: asking again soon may move it
+    position: Position | None = None  # with a floor plan: where in the room
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,8 @@ class LocatorSettings:
     calibrate: bool = True  # learn each node's radio bias from what it hears
     offset_quantile: float = 0.9
     offset_after: int = 300  # samples per node before its bias is trusted
+    tx_sigma_min_db: float = 1.0  # how firmly a tag's learned transmit power is held
+    map_weight: float = 1.0  # with a floor plan: dB of score per unit of log-likelihood, per dB
 
 
 @dataclass(slots=True)
@@ -122,6 +128,8 @@ class _Asset:
     leader: str | None = None  # the room with the best score at the last evidence
     candidate: tuple[str | None, int] = (None, 0)  # a room leading since when
     scored: tuple[tuple[Any, ...], dict[str, float], str] | None = None
+    tx_db: float = 0.0  # with a floor plan: the tag's learned transmit power offset
+    tx_samples: int = 0
 
 
 @dataclass(slots=True)
@@ -139,6 +147,7 @@ class Locator:
         self._assets: dict[str, _Asset] = {}
         self._nodes: dict[str, _Node] = {}
         self._fingerprints: dict[str, Fingerprint] = {}
+        self._map: RadioMap | None = None
         self._version = 0  # rooms or fingerprints changed: earlier scores are void
         self.set_rooms(rooms)
 
@@ -153,6 +162,16 @@ class Locator:
             state.belief = {k: v for k, v in state.belief.items() if k in self.rooms}
             if state.room not in self.rooms:
                 state.room = None
+
+    def set_map(self, radio_map: RadioMap | None) -> None:
+        """A floor plan's radio map (`radio_map.py`): the rooms on it are scored by how well what
+        the nodes hear fits it, and located assets get a position in their room."""
+        self._map = radio_map
+        self._version += 1
+
+    @property
+    def radio_map(self) -> RadioMap | None:
+        return self._map
 
     def train(self, room: str, samples: Sequence[Mapping[str, float]]) -> None:
         """A room's fingerprint from vectors of what the nodes heard while an asset stood in it."""
@@ -174,6 +193,9 @@ class Locator:
         state = self._nodes.get(node)
         if (
             not self.settings.calibrate
+            # the loudness ranking this bias is learned from assumes every node hears tags close
+            # by as often; on a floor plan, where nodes stand decides that (measured: -4 points)
+            or self._map is not None
             or state is None
             or state.high is None
             or state.samples < self.settings.offset_after
@@ -256,7 +278,10 @@ class Locator:
         if room is None:
             return Estimate(None, None, 0.0, state.since_ms)
         confidence = state.belief.get(room, 0.0)
-        return Estimate(room, self.rooms[room].floor, confidence, state.since_ms, settled)
+        position = None
+        if self._map is not None and heard and self._map.covers(room):
+            position = self._map.position(room, heard, self._online_map(), self._tx(state))
+        return Estimate(room, self.rooms[room].floor, confidence, state.since_ms, settled, position)
 
     def knows(self, asset: str) -> bool:
         """Whether any node has reported the asset since the estimator started."""
@@ -302,7 +327,7 @@ class Locator:
         # the same evidence scores the same: asked again while nothing new came, reuse it
         key = (self._version, *sorted((n, round(v * 2)) for n, v in heard.items()))
         if state.scored is None or state.scored[0] != key:
-            scores = self.scores(heard)
+            scores = self.scores(heard, state)
             state.scored = (key, scores, max(scores, key=lambda r: (scores[r], r)))
         _key, scores, state.leader = state.scored
         top = scores[state.leader]
@@ -353,11 +378,36 @@ class Locator:
         adjacent = [r for r in self.rooms[room].adjacent if r in self.rooms and r != room]
         return adjacent or [r for r in self.rooms if r != room] or [room]
 
-    def scores(self, heard: Mapping[str, float]) -> dict[str, float]:
+    def scores(self, heard: Mapping[str, float], state: _Asset | None = None) -> dict[str, float]:
         """Each room's evidence in dB, 0 for a perfect fit; more negative is less likely."""
         top = sorted(heard.values(), reverse=True)
         gap = top[0] - (top[1] if len(top) > 1 else UNHEARD_DBM)
-        return {room: self._score(room, heard, top[0], gap) for room in self.rooms}
+        scores = {room: self._score(room, heard, top[0], gap) for room in self.rooms}
+        if self._map is not None:
+            fit = self._map.fit(heard, self._online_map(), self._tx(state))
+            known = {r: v for r, v in fit.rooms.items() if r in scores}
+            if known:
+                best = max(known.values())
+                scale = self.settings.map_weight * self.settings.temperature_db
+                scores.update({r: scale * (v - best) for r, v in known.items()})
+            if state is not None:
+                self._learn_tx(state, fit.offset_db)
+        return scores
+
+    def _tx(self, state: _Asset | None) -> TagOffset:
+        """The tag's transmit power as learned so far: vague at first, firmer with each report."""
+        from_map = self._map.model.offset_sigma_db if self._map is not None else 4.0
+        if state is None:
+            return TagOffset(0.0, from_map)
+        sigma = max(self.settings.tx_sigma_min_db, from_map / math.sqrt(1 + state.tx_samples / 20))
+        return TagOffset(state.tx_db, sigma)
+
+    def _learn_tx(self, state: _Asset, offset_db: float) -> None:
+        state.tx_samples += 1
+        state.tx_db += (offset_db - state.tx_db) / min(state.tx_samples, TX_MEMORY)
+
+    def _online_map(self) -> dict[str, bool]:
+        return {node: state.online for node, state in self._nodes.items()}
 
     def _score(
         self, room_id: str, heard: Mapping[str, float], strongest: float, gap: float

@@ -1,0 +1,174 @@
+"""The floor plan's radio map: walls from room outlines, fits, positions, and the estimator on it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from custom_components.asset_tracker.location import Locator, LocatorSettings, Room
+from custom_components.asset_tracker.radio_map import (
+    FloorPlan,
+    PlanNode,
+    PlanRoom,
+    RadioMap,
+    RadioModel,
+    TagOffset,
+)
+
+# a kitchen and a living room side by side, a long hall along both; the kitchen's node sits in
+# its far corner, next to the hall's wall
+KITCHEN = PlanRoom("kitchen", "ground", ((0, 0), (5, 0), (5, 4), (0, 4)))
+LIVING = PlanRoom("living", "ground", ((0, 4), (5, 4), (5, 8), (0, 8)))
+HALL = PlanRoom("hall", "ground", ((5, 0), (7, 0), (7, 8), (5, 8)))
+BEDROOM = PlanRoom("bedroom", "first", ((0, 0), (5, 0), (5, 8), (0, 8)))
+NODES = (
+    PlanNode("k", "ground", 0.3, 0.3),
+    PlanNode("l", "ground", 0.3, 7.7),
+    PlanNode("h", "ground", 6.0, 4.0),
+    PlanNode("b", "first", 2.5, 4.0),
+)
+PLAN = FloorPlan(
+    floors={"ground": 0.0, "first": 2.8}, rooms=(KITCHEN, LIVING, HALL, BEDROOM), nodes=NODES
+)
+ONLINE = {n.node_id: True for n in NODES}
+
+
+def expected(radio_map: RadioMap, x: float, y: float, floor: str, shift: float = 0.0) -> dict:
+    """What each node hears from (x, y) by the map's own model, as a node would report it."""
+    room = next(r for r in PLAN.rooms if r.floor == floor and _inside(r, x, y)).room_id
+    spots = radio_map.spots[room]
+    i = min(range(len(spots)), key=lambda k: math.dist(spots[k], (x, y)))
+    means = radio_map.means[room][i]
+    return {
+        node: round(float(v) + shift)
+        for node, v in zip(radio_map.nodes, means, strict=True)
+        if v + shift > -95
+    }
+
+
+def _inside(room: PlanRoom, x: float, y: float) -> bool:
+    xs = [p[0] for p in room.outline]
+    ys = [p[1] for p in room.outline]
+    return min(xs) <= x <= max(xs) and min(ys) <= y <= max(ys)
+
+
+@pytest.fixture(name="radio_map")
+def radio_map_fixture() -> RadioMap:
+    return RadioMap(PLAN)
+
+
+def test_a_wall_shared_by_three_rooms_counts_once(radio_map: RadioMap) -> None:
+    # from the kitchen node to the middle of the hall: one wall (the kitchen's side of the
+    # hall's long wall), not the kitchen's edge and the hall's edge both
+    free = RadioMap(
+        FloorPlan(PLAN.floors, (KITCHEN, LIVING, HALL, BEDROOM), NODES, RadioModel(wall_db=0.0))
+    )
+    spots = radio_map.spots["hall"]
+    i = min(range(len(spots)), key=lambda k: math.dist(spots[k], (6.0, 2.0)))
+    k = radio_map.nodes.index("k")
+    loss = float(free.means["hall"][i][k] - radio_map.means["hall"][i][k])
+    assert loss == pytest.approx(RadioModel().wall_db)
+
+
+def test_a_floor_between_costs_its_loss(radio_map: RadioMap) -> None:
+    spots = radio_map.spots["bedroom"]
+    b, k = radio_map.nodes.index("b"), radio_map.nodes.index("k")
+    near_k = min(range(len(spots)), key=lambda i: math.dist(spots[i], (0.5, 0.5)))
+    # the kitchen node, 2.8 m below, hears the bedroom corner above it through the floor
+    assert radio_map.means["bedroom"][near_k][k] < radio_map.means["bedroom"][near_k][b]
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "floor", "room"),
+    [
+        (4.5, 2.0, "ground", "kitchen"),
+        (1.0, 6.0, "ground", "living"),
+        (6.0, 7.0, "ground", "hall"),
+        (1.0, 1.5, "first", "bedroom"),
+    ],
+)
+def test_a_report_fits_the_room_it_came_from(
+    radio_map: RadioMap, x: float, y: float, floor: str, room: str
+) -> None:
+    heard = expected(radio_map, x, y, floor)
+    fit = radio_map.fit(heard, ONLINE)
+    assert max(fit.rooms, key=lambda r: fit.rooms[r]) == room
+    position = radio_map.position(room, heard, ONLINE)
+    assert position is not None
+    assert position.floor == floor
+    assert math.dist((position.x, position.y), (x, y)) < 1.5
+    assert 0 < position.accuracy_m < 3
+
+
+def test_the_kitchen_side_of_the_hall_wall_is_the_kitchen(radio_map: RadioMap) -> None:
+    # the hall node is the loudest there (the nearest-node rule says hall), the map knows better
+    heard = expected(radio_map, 4.6, 3.5, "ground")
+    assert max(heard, key=lambda n: heard[n]) == "h"
+    fit = radio_map.fit(heard, ONLINE)
+    assert max(fit.rooms, key=lambda r: fit.rooms[r]) == "kitchen"
+
+
+def test_a_quieter_tag_is_placed_and_its_offset_found(radio_map: RadioMap) -> None:
+    heard = expected(radio_map, 1.0, 6.0, "ground", shift=-8.0)
+    fit = radio_map.fit(heard, ONLINE, TagOffset(0.0, 10.0))
+    assert max(fit.rooms, key=lambda r: fit.rooms[r]) == "living"
+    assert fit.offset_db == pytest.approx(-8.0, abs=1.5)
+
+
+def test_a_node_that_hears_nothing_counts_against_spots_loud_for_it(radio_map: RadioMap) -> None:
+    heard = expected(radio_map, 1.0, 1.0, "ground")
+    silent = dict(heard)
+    silent.pop("k")  # the kitchen node next to the spot says nothing
+    with_k = radio_map.fit(heard, ONLINE).rooms
+    without_k = radio_map.fit(silent, ONLINE).rooms
+    assert with_k["kitchen"] - with_k["living"] > without_k["kitchen"] - without_k["living"]
+    # an offline node's silence means nothing
+    offline = {**ONLINE, "k": False}
+    assert radio_map.fit(silent, offline).rooms["kitchen"] > without_k["kitchen"]
+
+
+def locator_on_plan(**settings: object) -> Locator:
+    rooms = [
+        Room("kitchen", "ground", ("k",)),
+        Room("living", "ground", ("l",)),
+        Room("hall", "ground", ("h",)),
+        Room("bedroom", "first", ("b",)),
+    ]
+    locator = Locator(rooms, LocatorSettings(calibrate=False, **settings))  # type: ignore[arg-type]
+    locator.set_map(RadioMap(PLAN))
+    return locator
+
+
+def test_the_estimator_on_a_plan_places_and_positions_agree(radio_map: RadioMap) -> None:
+    locator = locator_on_plan()
+    heard = expected(radio_map, 4.6, 3.5, "ground")
+    for step in range(40):
+        for node, rssi in heard.items():
+            locator.observe("tag", node, rssi, step * 500)
+        estimate = locator.locate("tag", step * 500)
+    assert estimate.room == "kitchen"
+    assert estimate.position is not None
+    assert _inside(KITCHEN, estimate.position.x, estimate.position.y)
+    # without the plan the loudest node's room wins
+    plain = Locator(
+        [Room("kitchen", "ground", ("k",)), Room("hall", "ground", ("h",))],
+        LocatorSettings(calibrate=False),
+    )
+    for node, rssi in heard.items():
+        plain.observe("tag", node, rssi, 0)
+    assert plain.locate("tag", 0).room == "hall"
+    assert plain.locate("tag", 0).position is None
+
+
+def test_the_estimator_learns_a_tags_transmit_power(radio_map: RadioMap) -> None:
+    locator = locator_on_plan()
+    spots = [(1.0, 1.0), (4.0, 3.0), (1.0, 6.0), (4.0, 7.0), (6.0, 2.0), (6.0, 6.0)]
+    t = 0
+    for x, y in spots * 20:
+        t += 1000
+        for node, rssi in expected(radio_map, x, y, "ground", shift=-7.0).items():
+            locator.observe("quiet", node, rssi, t)
+        locator.locate("quiet", t)
+    learned = locator._assets["quiet"].tx_db
+    assert learned == pytest.approx(-7.0, abs=1.5)
