@@ -37,6 +37,7 @@ class PlanNode:
     x: float
     y: float
     height: float = 1.5  # above its floor
+    offset_db: float = 0.0  # the node's receiver hears this much louder than the model (calibrated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,7 @@ class RadioMap:
                 loss += m.floor_db * abs(
                     _level(self.plan, room.floor) - _level(self.plan, node.floor)
                 )
-                columns.append(m.ref_dbm - loss)
+                columns.append(m.ref_dbm + node.offset_db - loss)
             out[room.room_id] = np.stack(columns, axis=1)
         return out
 

@@ -172,3 +172,16 @@ def test_the_estimator_learns_a_tags_transmit_power(radio_map: RadioMap) -> None
         locator.locate("quiet", t)
     learned = locator._assets["quiet"].tx_db
     assert learned == pytest.approx(-7.0, abs=1.5)
+
+
+def test_a_calibrated_node_offset_shifts_what_it_should_hear() -> None:
+    louder = tuple(
+        PlanNode(n.node_id, n.floor, n.x, n.y, n.height, 3.0 if n.node_id == "h" else 0.0)
+        for n in NODES
+    )
+    base, shifted = RadioMap(PLAN), RadioMap(FloorPlan(PLAN.floors, PLAN.rooms, louder))
+    h, k = base.nodes.index("h"), base.nodes.index("k")
+    assert (shifted.means["hall"][:, h] - base.means["hall"][:, h]).tolist() == pytest.approx(
+        [3.0] * len(base.spots["hall"])
+    )
+    assert (shifted.means["hall"][:, k] == base.means["hall"][:, k]).all()
