@@ -34,6 +34,10 @@ INCIDENTS: dict[str, tuple[str, str, int]] = {
     "battery_sagging": ("living_room", "battery", 12 * HOUR),
     "tag_leaves": ("keys", "missing", 2 * HOUR),
     "tag_stolen": ("bike", "movement", 2 * HOUR),
+    # bad input: one data-quality episode, and nothing of the bad values in the other rules
+    "impossible_values": ("fridge", "data_quality", 2 * HOUR),
+    "stuck_value": ("bedroom", "data_quality", 8 * HOUR),
+    "decoder_errors": ("freezer", "data_quality", 2 * HOUR),
 }
 
 

@@ -68,6 +68,9 @@ def govee(temperature: float, humidity: float, battery: int) -> bytes:
     return b"\x00" + value.to_bytes(3, "big") + bytes([battery, 0])
 
 
+BAD_INPUT = ("impossible_values", "stuck_value", "decoder_errors")
+
+
 @dataclass(frozen=True, slots=True)
 class Format:
     name: str
@@ -223,6 +226,10 @@ def sensor(
         t = start + rng.randrange(spec.interval_ms)
         seq = 0
         stops = incident.start_ms if incident and incident.kind == "sensor_stops" else None
+        # data quality: from its start the sensor sends values no sensor measures, the same value
+        # for good (its firmware hangs while the radio goes on), or frames that do not decode
+        bad = incident.kind if incident and incident.kind in BAD_INPUT else None
+        frozen: tuple[float, float] | None = None
         # a sensor's own noise: a slow wander (self-heating, air movement) and a white part
         wander = 0.0
         while t < end:
@@ -232,15 +239,22 @@ def sensor(
             temp = model.temperature(t) + wander + rng.gauss(0, 0.03)
             temp = round(temp / spec.step) * spec.step
             hum = max(0.0, min(100.0, model.humidity(t) + rng.gauss(0, 0.3)))
+            if bad is not None and incident is not None and t >= incident.start_ms:
+                if bad == "impossible_values":
+                    temp = rng.choice((150.0, -200.0, 327.67))
+                elif bad == "stuck_value":
+                    frozen = frozen or (temp, hum)
+                    temp, hum = frozen
             batt = max(0, min(100, round(battery(t) + rng.gauss(0, 0.8))))
             rssi = round(-70 + rng.gauss(0, 3))
             seq += 1
             if fmt == "bthome":
                 advert = Advert(mac, rssi, t, service_data={BTHOME_UUID: bthome(temp, batt)})
             elif fmt == "xiaomi":
-                advert = Advert(
-                    mac, rssi, t, service_data={ATC_UUID: atc1441(mac, temp, hum, batt)}
-                )
+                frame = atc1441(mac, temp, hum, batt)
+                if bad == "decoder_errors" and incident is not None and t >= incident.start_ms:
+                    frame = frame[:11]  # cut short: no format the edge knows
+                advert = Advert(mac, rssi, t, service_data={ATC_UUID: frame})
             elif fmt == "ruuvi":
                 advert = Advert(
                     mac, rssi, t, manufacturer_data={0x0499: ruuvi(temp, hum, seq, mac)}

@@ -61,7 +61,16 @@ SIGNAL_NEW_READING: Final = f"{DOMAIN}_new_reading_{{}}"
 # the like never report one, and an entity that can only be unknown is noise)
 SIGNAL_NEW_BATTERY: Final = f"{DOMAIN}_new_battery_{{}}"
 
-ANOMALY_RULES: Final = ["threshold", "rate", "zscore", "missing", "battery", "movement", "other"]
+ANOMALY_RULES: Final = [
+    "threshold",
+    "rate",
+    "zscore",
+    "missing",
+    "battery",
+    "movement",
+    "data_quality",
+    "other",
+]
 STORAGE_VERSION: Final = 1
 # Minor version 2 splits the storage in two. The store under the entry's own key keeps only what
 # acks depend on (the dedupe state, the clock, each node's current epoch) and is saved before

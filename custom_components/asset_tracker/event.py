@@ -29,7 +29,8 @@ async def async_setup_entry(
 
 
 class AnomalyEvent(AssetEntity, EventEntity):
-    """Fires `threshold`, `rate`, `zscore`, `missing`, `battery`, `movement` or `other`."""
+    """Fires `threshold`, `rate`, `zscore`, `missing`, `battery`, `movement`, `data_quality`
+    or `other`."""
 
     _attr_event_types = ANOMALY_RULES
 

@@ -8,6 +8,13 @@ robust baseline (median and MAD of the last day's 10-minute means, so it takes i
 cycle); movement comes from an accelerometer reading (`acceleration`), from the RSSI distance only
 when `rules.movement.rssi` is on.
 
+Data quality comes first: a reading no sensor can give (outside `PLAUSIBLE`, or outside the
+protocol's range, which the decoder sets aside), a value stuck for hours on a sensor that
+otherwise jitters, and adverts of the asset that do not decode are bad input. Bad input never
+reaches the other rules (the asset's readings keep their last good value); `DQ_COUNT` bad adverts
+in a row of less than `DQ_CLEAR_MS` apart, or one stuck value, start a `data_quality` episode,
+which ends after `DQ_CLEAR_MS` of good input.
+
 An asset has at most one episode at a time: the first rule that fires starts it (one `start`
 finding), a rule of higher severity escalates it (`escalate`), and it ends (`end`, severity info)
 when every rule in it has cleared. One incident is one alert, however many readings and rules it
@@ -43,6 +50,15 @@ RATE_MIN_SPAN = 0.5  # of the window before a slope is trusted
 ACCEL_DEVIATION = 0.5  # m/s² away from the resting magnitude is moving
 ACCEL_SAMPLES = 3  # deviating readings in a row
 MOVEMENT_QUIET_MS = 300_000
+# what the sensors of BLE tags can measure at all (SHT3x/SHT4x, DS18B20: -55 .. 125 °C); the
+# protocol's ranges (decoding.RANGES) are set aside by the decoder before this
+PLAUSIBLE: dict[str, tuple[float, float]] = {"temperature": (-55.0, 125.0)}
+DQ_COUNT = 3  # bad adverts before a data-quality episode starts (a single glitch is counted only)
+DQ_CLEAR_MS = 600_000  # good input this long ends it; bad adverts further apart start afresh
+STUCK_MIN_MS = 2 * 3_600_000  # a value unchanged this long, at the least, is stuck
+STUCK_FACTOR = 3  # ... and this many times the longest run of one value seen before
+STUCK_LEARN_MS = 43_200_000  # half a day of a metric's runs before it can be stuck
+STUCK_CHANGES = 100  # changes of value in that time: a sensor that jitters (not a battery level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +210,31 @@ class Series:
 
 
 @dataclass(slots=True)
+class Run:
+    """How long a metric has kept one value, and the longest it kept one before."""
+
+    value: float
+    since: int
+    first: int
+    longest: int = 0
+    changes: int = 0
+    stuck: bool = False
+
+    def update(self, now: int, value: float) -> bool:
+        """True while the value is stuck: unchanged for hours on a sensor whose value jitters."""
+        if value != self.value:
+            if not self.stuck:
+                self.longest = max(self.longest, now - self.since)
+                self.changes += 1
+            self.value, self.since, self.stuck = value, now, False
+            return False
+        if not self.stuck and self.changes >= STUCK_CHANGES and now - self.first >= STUCK_LEARN_MS:
+            limit = max(STUCK_MIN_MS, STUCK_FACTOR * self.longest)
+            self.stuck = now - self.since >= limit
+        return self.stuck
+
+
+@dataclass(slots=True)
 class Episode:
     """The asset's current anomaly: the rules active in it and the highest severity sent."""
 
@@ -216,6 +257,10 @@ class AssetRules:
     accel_moving: int = 0
     accel_last_move: int | None = None
     last: dict[str, tuple[int, float]] = field(default_factory=dict)
+    runs: dict[str, Run] = field(default_factory=dict)
+    bad_inputs: int = 0  # adverts with bad input, set aside
+    bad_streak: int = 0
+    bad_last_ms: int | None = None
 
     # episodes
 
@@ -251,6 +296,60 @@ class AssetRules:
         for key in [k for k in self.episode.active if k.startswith(rule_prefix)]:
             out += self._set(key, False, Finding(key.split(":")[0], "info", "", None, None))
         return out
+
+    # data quality
+
+    def screen(
+        self,
+        now: int,
+        readings: dict[str, float],
+        rejected: dict[str, float] | None = None,
+        decode_error: bool = False,
+    ) -> tuple[dict[str, float], list[Finding]]:
+        """The readings fit for the other rules, and the data-quality rule's findings.
+
+        `rejected`: what the decoder set aside as outside the protocol's ranges; `decode_error`:
+        an advert of this asset that did not decode.
+        """
+        bad: str | None = "adverts that do not decode" if decode_error else None
+        for metric, value in (rejected or {}).items():
+            bad = f"impossible {_about(metric)} {value:g}"
+        good: dict[str, float] = {}
+        for metric, value in readings.items():
+            low, high = PLAUSIBLE.get(metric, (-math.inf, math.inf))
+            if not low <= value <= high:
+                bad = f"impossible {_about(metric)} {value:g}"
+                continue
+            run = self.runs.get(metric)
+            if run is None:
+                self.runs[metric] = Run(value, now, now)
+            elif run.update(now, value):
+                hours = (now - run.since) / 3_600_000
+                bad = f"{_about(metric)} stuck at {value:g} for {hours:.1f} h"
+                continue
+            good[metric] = value
+        if bad is None and not (readings or rejected):
+            return good, []  # nothing said about the data (an advert without readings)
+        return good, self._quality(now, bad)
+
+    def _quality(self, now: int, bad: str | None) -> list[Finding]:
+        key = "data_quality"
+        active = self.episode is not None and key in self.episode.active
+        if bad is None:
+            if active and (self.bad_last_ms is None or now - self.bad_last_ms >= DQ_CLEAR_MS):
+                self.bad_streak = 0
+                return self._set(key, False, Finding(key, "info", "", None, None))
+            return []
+        self.bad_inputs += 1
+        if self.bad_last_ms is None or now - self.bad_last_ms >= DQ_CLEAR_MS:
+            self.bad_streak = 0
+        self.bad_streak += 1
+        self.bad_last_ms = now
+        stuck = "stuck" in bad
+        if active or not (stuck or self.bad_streak >= DQ_COUNT):
+            return []
+        message = f"bad data from the sensor: {bad}"
+        return self._set(key, True, Finding(key, "warning", message, None, None))
 
     # readings
 

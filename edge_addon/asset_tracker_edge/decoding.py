@@ -91,6 +91,8 @@ class Reading:
     ibeacon: tuple[str, int, int] | None = None
     eddystone_uid: tuple[str, str] | None = None
     tx_power: int | None = None
+    # values the sensor sent outside the protocol's ranges (battery too), set aside
+    rejected: dict[str, float] = field(default_factory=dict)
 
 
 class DecodeError(ValueError):
@@ -123,6 +125,7 @@ class Decoder:
     def __init__(self) -> None:
         self.formats: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.failed = False  # the last advert decode() was given was of its format but malformed
         self._parsers: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         self._ibeacon: Any = None
         self._decoders: dict[str, Callable[[Advert], Reading | None]] = {
@@ -150,12 +153,14 @@ class Decoder:
 
         Adverts of a format not in `wanted` are left alone, and their parser is not imported.
         """
+        self.failed = False
         kind = classify(advert)
         if kind is None or kind not in wanted:
             return None
         try:
             reading = self._decoders[kind](advert)
         except (DecodeError, ValueError, struct.error, IndexError, KeyError, TypeError) as err:
+            self.failed = True
             self.errors["malformed"] += 1
             _LOGGER.debug("Malformed advertisement from %s: %s", advert.address, err)
             return None
@@ -183,6 +188,7 @@ class Decoder:
         fresh = {k: v for k, v in update.entity_values.items() if before.get(k) is not v}
         entry[1] = dict(update.entity_values)
         readings: dict[str, float] = {}
+        rejected: dict[str, float] = {}
         battery: float | None = None
         for key, value in fresh.items():
             metric = METRICS.get(key.key, "")
@@ -198,9 +204,16 @@ class Decoder:
                 readings[metric] = float(number)
             else:
                 self.errors["out_of_range"] += 1
-        if not readings and battery is None:
+                rejected[metric or "battery"] = float(number)
+        if not readings and battery is None and not rejected:
             return None
-        return Reading(format=fmt, readings=readings, battery=battery, tx_power=advert.tx_power)
+        return Reading(
+            format=fmt,
+            readings=readings,
+            battery=battery,
+            tx_power=advert.tx_power,
+            rejected=rejected,
+        )
 
     def _parser(self, address: str, fmt: str) -> list[Any]:
         """[parser, the values of its previous update] for this device."""

@@ -141,7 +141,7 @@ class Pipeline:
         )
         if transition is not None:
             await self._presence(asset_id, asset, transition, now)
-        await self._readings(asset_id, asset, reading, now)
+        await self._readings(asset_id, asset, reading, now, by_address is not None)
         if self._telemetry_due(asset, now):
             asset.last_telemetry_ms = now
             asset.last_sent_rssi = asset.rssi.value
@@ -164,15 +164,20 @@ class Pipeline:
         return abs(asset.rssi.value - asset.last_sent_rssi) >= deadband
 
     async def _readings(
-        self, asset_id: str, asset: Tracked, reading: Reading | None, now: int
+        self, asset_id: str, asset: Tracked, reading: Reading | None, now: int, own: bool
     ) -> None:
         findings: list[Finding] = []
         if reading is not None:
-            asset.readings.update(reading.readings)
-            findings += asset.rules.readings(now, reading.readings, self._setting)
+            # bad input (impossible, stuck) is set aside: it feeds no rule and no reading
+            good, findings = asset.rules.screen(now, reading.readings, reading.rejected)
+            asset.readings.update(good)
+            findings += asset.rules.readings(now, good, self._setting)
             if reading.battery is not None:
                 asset.battery = reading.battery
                 findings += asset.rules.battery(reading.battery, self._setting, now)
+        elif own and self.decoder.failed:
+            # an advert from the asset's own address that does not decode
+            findings = asset.rules.screen(now, {}, None, decode_error=True)[1]
         if asset.type == "tag" and asset.distance_m is not None:
             findings += asset.rules.movement(asset.distance_m, self._setting)
         findings += asset.rules.missing(0, self._setting)  # seen again: re-arms the rule
@@ -275,6 +280,7 @@ class Pipeline:
             "assets_tracked": sum(1 for a in self.assets.values() if a.last_seen_ms),
             "transitions": self.presence.transitions,
             "unknown_tags": self.unknown_total,
+            "data_quality": sum(a.rules.bad_inputs for a in self.assets.values()),
         }
         return health
 

@@ -471,6 +471,7 @@ _HEALTH = _obj(
                 "transitions": _COUNT,
                 "unknown_tags": _COUNT,
                 "adverts_dropped": _COUNT,
+                "data_quality": _COUNT,
             }
         ),
         _opt("rejected"): _nullable(_mapping(_match(_IDENT, "a counter name"), _COUNT)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 from asset_tracker_edge.anomaly import AssetRules, Ewma, Finding
 from asset_tracker_edge.config import validate
@@ -260,3 +261,170 @@ def test_missing_after_the_live_time() -> None:
     s.apply({"rules.missing.enabled": False}, None)
     r2 = rules()
     assert r2.missing(10**9, s.get) == []
+
+
+# data quality
+
+
+def screened(
+    r: AssetRules, s: RuntimeSettings, t: int, values: dict[str, float], **bad: Any
+) -> tuple[dict[str, float], list[Finding]]:
+    """What the pipeline does with an advert's readings: screen them, then the other rules."""
+    good, found = r.screen(t, values, **bad)
+    return good, found + r.readings(t, good, s.get)
+
+
+def test_impossible_values_are_one_episode_and_feed_no_other_rule() -> None:
+    s = runtime()
+    s.apply({"rules.threshold.hold_s": 0}, None)
+    r = rules(temperature_max=8.0)
+    for i in range(60):  # ten minutes of a fridge at 4 °C
+        assert screened(r, s, i * 10_000, {"temperature": 4.0 + (i % 3) / 100})[1] == []
+    found: list[Finding] = []
+    kept: list[dict[str, float]] = []
+    # an hour of garbage: 150 °C (in the protocol's range, no sensor's) and what the decoder
+    # set aside (-200 °C, humidity 150 %)
+    for i in range(360):
+        t = 600_000 + i * 10_000
+        if i % 2:
+            good, more = screened(r, s, t, {"temperature": 150.0})
+        else:
+            good, more = screened(r, s, t, {}, rejected={"temperature": -200.0, "humidity": 150.0})
+        kept.append(good)
+        found += more
+    assert [(f.rule, f.phase, f.severity) for f in found] == [("data_quality", "start", "warning")]
+    assert "impossible" in found[0].message and found[0].metric is None
+    assert all(good == {} for good in kept)  # nothing reached the threshold of 8 °C
+    assert not r.held["threshold:temperature"].on
+    assert r.bad_inputs == 360
+    # good readings again: the episode ends after ten minutes of them, once
+    back: list[Finding] = []
+    for i in range(120):
+        back += screened(r, s, 4_200_000 + i * 10_000, {"temperature": 4.0 + (i % 3) / 100})[1]
+    assert [(f.rule, f.phase) for f in back] == [("data_quality", "end")]
+    assert back[0].severity == "info"
+
+
+def test_a_glitch_is_counted_not_alerted() -> None:
+    s = runtime()
+    r = rules()
+    found: list[Finding] = []
+    # two bad adverts, then good ones for ten minutes, twice: never three in a row
+    for n in range(2):
+        t0 = n * 1_200_000
+        found += r.screen(t0, {"temperature": 200.0})[1]
+        found += r.screen(t0 + 10_000, {}, decode_error=True)[1]
+        for i in range(61):
+            found += screened(r, s, t0 + 20_000 + i * 10_000, {"temperature": 20.0})[1]
+    assert found == []
+    assert r.bad_inputs == 4
+
+
+def test_adverts_that_do_not_decode_start_one_episode() -> None:
+    r = rules()
+    found: list[Finding] = []
+    for i in range(100):
+        found += r.screen(i * 5_000, {}, decode_error=True)[1]
+    assert [(f.rule, f.phase) for f in found] == [("data_quality", "start")]
+    assert "do not decode" in found[0].message
+    # the same episode is the asset's: a threshold joins it, no second alert
+    s = only_threshold()
+    s.apply({"rules.threshold.hold_s": 0}, None)
+    r.thresholds["temperature_max"] = -12.0
+    (joined,) = r.readings(600_000, {"temperature": 0.0}, s.get)
+    assert (joined.rule, joined.phase) == ("threshold", "escalate")
+
+
+def jittering(seed: int, hours: float, step: float = 0.01) -> list[float]:
+    noise = random.Random(seed)
+    return [round((4.0 + noise.gauss(0, 0.03)) / step) * step for _ in range(int(hours * 360))]
+
+
+def test_a_value_stuck_for_hours_on_a_jittering_sensor_is_bad_input() -> None:
+    s = runtime()
+    r = rules(temperature_max=8.0)
+    found: list[Finding] = []
+    day = jittering(1, 13)
+    for i, v in enumerate(day):
+        found += screened(r, s, i * 10_000, {"temperature": v, "battery_voltage": 2.9})[1]
+    assert found == []  # a constant battery voltage never changed: it is no jittering value
+    t0 = len(day) * 10_000
+    kept: list[dict[str, float]] = []
+    for i in range(4 * 360):  # four hours of the same value
+        good, more = screened(r, s, t0 + i * 10_000, {"temperature": 4.02, "battery_voltage": 2.9})
+        kept.append(good)
+        found += more
+    (start,) = found
+    assert (start.rule, start.phase) == ("data_quality", "start")
+    assert "temperature stuck at 4.02" in start.message
+    stuck_at = next(i for i, good in enumerate(kept) if "temperature" not in good)
+    assert 2 * 360 - 2 <= stuck_at <= 2 * 360 + 1  # two hours, not before
+    # it moves again: good input, and ten minutes later the episode ends
+    again: list[Finding] = []
+    for i, v in enumerate(jittering(2, 0.5)):
+        good, more = screened(r, s, t0 + (4 * 360 + i) * 10_000, {"temperature": v})
+        again += more
+    assert phases(again) == ["end"]
+
+
+def test_a_sensor_with_long_steady_runs_is_not_stuck_before_three_of_them() -> None:
+    """A 0.1 °C sensor that kept one value for an hour before is stuck after three, not two."""
+    r = rules()
+    values = jittering(3, 12.5, step=0.1)
+    values += [4.0] * 360 + [4.1] * 5  # an hour of one value, learned as the sensor's usual
+    values += [4.2] * (int(2.9 * 360))
+    found: list[Finding] = []
+    for i, v in enumerate(values):
+        found += r.screen(i * 10_000, {"temperature": v})[1]
+    assert found == []
+    t = len(values) * 10_000
+    for i in range(int(0.2 * 360)):
+        found += r.screen(t + i * 10_000, {"temperature": 4.2})[1]
+    assert starts(found) == ["data_quality"]
+
+
+async def test_pipeline_sets_bad_input_aside_and_counts_it(tmp_path: Any) -> None:
+    from asset_tracker_edge.advert import Advert
+    from asset_tracker_edge.events import EdgeEvent
+    from asset_tracker_edge.pipeline import Pipeline
+
+    mac = "a4:c1:38:10:00:01"
+    config = validate(
+        {
+            "node": {"id": "n1"},
+            "storage": {"path": str(tmp_path)},
+            "assets": [
+                {
+                    "id": "fridge",
+                    "type": "sensor",
+                    "match": {"mac": mac},
+                    "thresholds": {"temperature_max": 8.0},
+                }
+            ],
+        }
+    )
+    settings = RuntimeSettings(defaults_from(config))
+    settings.apply({"rules.threshold.hold_s": 0}, None)
+    events: list[EdgeEvent] = []
+
+    async def emit(event: EdgeEvent) -> None:
+        events.append(event)
+
+    now = [1_800_000_000_000]
+    pipeline = Pipeline(config, settings, emit, now=lambda: now[0])
+    await pipeline.decoder.async_setup()
+    bthome = "0000fcd2-0000-1000-8000-00805f9b34fb"
+
+    async def send(frame: bytes) -> None:
+        now[0] += 10_000
+        await pipeline.handle_advert(Advert(mac, -60, now[0], service_data={bthome: frame}))
+
+    await send(bytes.fromhex("40029001"))  # 4.00 °C
+    assert pipeline.assets["fridge"].readings == {"temperature": 4.0}
+    before = len(events)
+    for frame in ("4002983a", "4002e0b1", "4002ff7f", ""):  # 150, -200, 327.67 °C, empty
+        await send(bytes.fromhex(frame))
+    anomalies = [e for e in events[before:] if e.kind == "anomaly"]
+    assert [(e.data["rule"], e.data["phase"]) for e in anomalies] == [("data_quality", "start")]
+    assert pipeline.assets["fridge"].readings == {"temperature": 4.0}
+    assert pipeline.health()["data_quality"] == 4

@@ -571,3 +571,17 @@ async def test_low_battery_once_per_drop(
     await hass.async_block_till_done()
     assert len(notify) == 2
     assert notify[-1].data["title"] == "Dog collar Battery: battery low"
+
+
+async def test_anomaly_alert_names_bad_sensor_data(
+    hass: HomeAssistant, notify: list[ServiceCall]
+) -> None:
+    await _automation(
+        hass, "anomaly_alert.yaml", {"notify_action": "notify.test_phone", "cooldown_minutes": 0}
+    )
+    message = "bad data from the sensor: impossible temperature 150"
+    await _anomaly(hass, "warning", asset="fridge", rule="data_quality", message=message)
+    assert notify[-1].data["title"] == "Fridge: Bad sensor data"
+    text = notify[-1].data["message"]
+    assert text.startswith("Bad data from the sensor: impossible temperature 150 (warning,")
+    assert "The sensor of Fridge sends values that cannot be right" in text
