@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import ConfigError, load, merge, validate
+from .config import ConfigError, file_problems, load, merge, validate
+from .preflight import system_bus_problem
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -68,23 +69,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return check_config(args.file)
-        config = simulate_config(args) if args.command == "simulate" else load(args.config)
+        simulated = args.command == "simulate"
+        config = _checked(simulate_config(args) if simulated else load(args.config))
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(config, simulated=simulated))
     except ConfigError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, simulated=args.command == "simulate"))
     return 0
+
+
+def _checked(config: dict[str, Any]) -> dict[str, Any]:
+    """A file the configuration names and this host lacks is a problem of the configuration:
+    with it no session could ever start."""
+    if problems := file_problems(config):
+        raise ConfigError(problems)
+    return config
 
 
 def check_config(path: Path) -> int:
     try:
-        config = load(path, environ={})
+        config = _checked(load(path, environ={}))
     except ConfigError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1
+    # the host, not the file: a warning, as the file may be checked on another machine
+    if bus := system_bus_problem():
+        print(f"warning: {bus}", file=sys.stderr)
     print(
         f"{path}: valid; node {config['node']['id']}, {len(config['assets'])} assets, "
         f"broker {config['mqtt']['host']}"
@@ -129,7 +142,10 @@ async def serve(config: dict[str, Any], simulated: bool) -> None:
     from .watchdog import ServiceNotifier
 
     storage = Path(config["storage"]["path"])
-    await asyncio.to_thread(storage.mkdir, parents=True, exist_ok=True)
+    try:
+        await asyncio.to_thread(storage.mkdir, parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError([_storage_problem(storage, err)]) from None
     settings = RuntimeSettings(defaults_from(config), storage / "settings.json")
     node = EdgeNode(config, settings)
     # the asset list Home Assistant sent last (persisted by the node) with the YAML assets
@@ -166,6 +182,14 @@ async def serve(config: dict[str, Any], simulated: bool) -> None:
         helper.cancel()
     notifier.stopping()
     pipeline.presence.save()
+
+
+def _storage_problem(storage: Path, err: OSError) -> str:
+    return (
+        f"storage.path: cannot create {storage} ({err.strerror or err}); set storage.path to a "
+        "folder this user can write, or run the shipped systemd unit (its StateDirectory "
+        "makes one)"
+    )
 
 
 async def _until_stopped(

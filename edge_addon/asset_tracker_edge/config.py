@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -183,12 +184,29 @@ def _every(schema: vol.Schema) -> Callable[[Any], list[Any]]:
     return check
 
 
-def _check_unique(assets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ids = [a["id"] for a in assets]
+def _duplicate_ids(value: Any) -> vol.Invalid | None:
+    """Read from the raw items, so it is reported with the other problems of the list."""
+    items = value if isinstance(value, list) else []
+    ids = [a["id"] for a in items if isinstance(a, dict) and isinstance(a.get("id"), str)]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise vol.Invalid(f"duplicate asset ids: {', '.join(duplicates)}")
-    return assets
+    if not duplicates:
+        return None
+    return vol.Invalid(
+        f"duplicate asset ids: {', '.join(duplicates)}; give each asset an id of its own"
+    )
+
+
+def _assets(value: Any) -> list[Any]:
+    duplicate = _duplicate_ids(value)
+    try:
+        items = _every(ASSET)(value)
+    except vol.MultipleInvalid as err:
+        raise vol.MultipleInvalid([*err.errors, *([duplicate] if duplicate else [])]) from None
+    except vol.Invalid as err:
+        raise vol.MultipleInvalid([err, *([duplicate] if duplicate else [])]) from None
+    if duplicate:
+        raise duplicate
+    return items
 
 
 def _check_telemetry(telemetry: dict[str, Any]) -> dict[str, Any]:
@@ -275,7 +293,7 @@ CONFIG_SCHEMA = _section(
         _opt("rules", {}): RULES,
         _opt("unknown_tags", {}): _section({_opt("report", False): bool}),
         _opt("metrics", {}): _section({_opt("prometheus_port", None): vol.Maybe(_int(1, 65535))}),
-        _opt("assets", []): vol.All(_every(ASSET), _check_unique),
+        _opt("assets", []): _assets,
         _opt("simulator", {}): SIMULATOR,
     }
 )
@@ -377,6 +395,54 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = " ".join(str(getattr(err, "problem", None) or err).split())
     return f"{problem}{where}"
+
+
+# what each TLS file holds, for the line that says it is missing
+TLS_FILES = {
+    "ca_file": "the CA certificate that signed the broker's certificate",
+    "cert_file": "this node's client certificate (mutual TLS)",
+    "key_file": "the private key of cert_file",
+}
+
+
+def tls_file_problem(key: str, path: str, err: BaseException | None = None) -> str:
+    """One line: which TLS file, what is wrong with it and how to fix it."""
+    if err is not None and (isinstance(err, ssl.SSLError) or not isinstance(err, OSError)):
+        what = f"is not a usable PEM file ({' '.join(str(err).split()) or type(err).__name__})"
+    elif not Path(path).exists():
+        what = "does not exist"
+    elif Path(path).is_dir():
+        what = "is a folder, not a file"
+    elif not os.access(path, os.R_OK) or isinstance(err, PermissionError):
+        what = "is not readable by this user"
+    else:
+        what = f"cannot be read ({err})"
+    fix = f"put {TLS_FILES[key]} there or set mqtt.tls.{key} to where it is"
+    if key == "ca_file":
+        fix += ", or leave ca_file out to trust the system's CA certificates"
+    return f"mqtt.tls.{key}: {path} {what}; {fix}"
+
+
+def file_problems(config: Mapping[str, Any]) -> list[str]:
+    """The files the configuration names that this host lacks: valid YAML, but no node runs."""
+    tls = config["mqtt"]["tls"]
+    if not tls["enabled"]:
+        return []
+    problems = [
+        tls_file_problem(key, tls[key])
+        for key in TLS_FILES
+        if tls.get(key) and not _readable_file(tls[key])
+    ]
+    if tls.get("key_file") and not tls.get("cert_file"):
+        problems.append(
+            "mqtt.tls.key_file: set without cert_file; add the client certificate as cert_file "
+            "or remove key_file"
+        )
+    return problems
+
+
+def _readable_file(path: str) -> bool:
+    return Path(path).is_file() and os.access(path, os.R_OK)
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from bleak.exc import BleakError
 
 from .advert import Advert
 from .decoding import APPLE, ATC_UUID, BTHOME_UUID, EDDYSTONE_UUID, GOVEE_IDS, MIBEACON_UUID, RUUVI
+from .preflight import INSTALL_BLUEZ, is_missing_socket, no_system_bus, system_bus_path
 
 _LOGGER = logging.getLogger(__name__)
 SILENCE_RESTART_S = 120.0
@@ -80,6 +81,34 @@ def passive_args() -> dict[str, Any]:
 
 def _uuid16_le(uuid: str) -> bytes:
     return int(uuid[4:8], 16).to_bytes(2, "little")
+
+
+def explain(err: BaseException, adapter: str | None) -> str:
+    """What is missing and how to fix it, in one line; the error itself when it is unknown."""
+    text = str(err)
+    reason = str(getattr(err, "reason", ""))  # BleakBluetoothNotAvailableError (bleak >= 2)
+    if is_missing_socket(err):
+        return no_system_bus(system_bus_path())
+    if getattr(err, "dbus_error", None) == "org.freedesktop.DBus.Error.ServiceUnknown":
+        return f"BlueZ (org.bluez) is not running on the system D-Bus; start it: {INSTALL_BLUEZ}"
+    if isinstance(err, PermissionError) or "DENIED" in reason:
+        return (
+            "the system D-Bus refused this user access to BlueZ; run the node as root or as "
+            "the shipped systemd unit does, or allow the user in BlueZ's D-Bus policy"
+        )
+    if "not found" in text and text.startswith("adapter"):
+        return (
+            f"Bluetooth adapter {adapter} not found; `bluetoothctl list` shows the adapters, "
+            "or leave scanner.adapter out to use the default one"
+        )
+    if "NO_BLUETOOTH" in reason or "No Bluetooth adapters" in text:
+        return (
+            "no Bluetooth adapter found; plug one in, or check `rfkill list` and "
+            "`bluetoothctl list` (in a VM or container, pass the adapter through)"
+        )
+    if "POWERED_OFF" in reason:
+        return "the Bluetooth adapter is powered off; `rfkill unblock bluetooth` and power it on"
+    return f"{type(err).__name__}: {text}"
 
 
 class BleScanner:
@@ -145,7 +174,7 @@ class BleScanner:
 
     def _failed(self, err: BaseException) -> None:
         self.state = "error"
-        message = f"{type(err).__name__}: {err}"
+        message = explain(err, self.adapter)
         if message != self.last_error:
             _LOGGER.error("Scanner failed, retrying: %s", message)
         self.last_error = message

@@ -21,6 +21,8 @@ from typing import Any
 
 import aiomqtt
 
+from .config import tls_file_problem
+
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -82,18 +84,39 @@ class LinkOptions:
         )
 
 
+class TlsFileError(OSError):
+    """A TLS file that cannot be used, said as which one and how to fix it (OpenSSL says only
+    "[Errno 2] No such file or directory"); an OSError as before, so callers catch it alike."""
+
+
 def tls_context(tls: TlsOptions) -> ssl.SSLContext | None:
     """Server verification against `ca_file` (or the system store); a client cert for mutual TLS."""
     if not tls.enabled:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    except OSError as err:  # ssl.SSLError included: a file that is no certificate
+        raise TlsFileError(tls_file_problem("ca_file", str(tls.ca_file), err)) from err
     if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        try:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        except OSError as err:
+            key = "key_file" if tls.key_file and not _readable(tls.key_file) else "cert_file"
+            path = tls.key_file if key == "key_file" else tls.cert_file
+            raise TlsFileError(tls_file_problem(key, str(path), err)) from err
     if tls.insecure:
         # explicit opt-in for self-signed brokers reached by IP; never the default
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _readable(path: str) -> bool:
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
 
 
 class Backoff:

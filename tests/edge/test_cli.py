@@ -42,10 +42,23 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_check_config_accepts_the_example() -> None:
-    result = edge("check-config", str(EXAMPLE))
+def prepared_example(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The example on a host that has what it names: its CA file, and a system D-Bus."""
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    bus = tmp_path / "system_bus_socket"
+    bus.touch()
+    text = EXAMPLE.read_text().replace("/etc/asset-tracker/ca.crt", str(ca))
+    path = tmp_path / "example.yaml"
+    path.write_text(text)
+    return path, {"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={bus}"}
+
+
+def test_check_config_accepts_the_example_on_a_prepared_host(tmp_path: Path) -> None:
+    path, env = prepared_example(tmp_path)
+    result = edge("check-config", str(path), env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f"{EXAMPLE}: valid; node workshop, 4 assets, broker 127.0.0.1")
+    assert result.stdout.strip() == (f"{path}: valid; node workshop, 4 assets, broker 127.0.0.1")
     assert result.stderr == ""
 
 
@@ -108,11 +121,12 @@ async def test_check_config_rejects_bad_input_with_one_line_and_no_traceback(
 
 @pytest.mark.parametrize(("level", "quiet"), [("INFO", True), ("DEBUG", False)])
 def test_parser_libraries_say_nothing_per_advert_unless_debugging(
-    level: str, quiet: bool, monkeypatch: pytest.MonkeyPatch
+    level: str, quiet: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for library in PARSER_LOGGERS:
         monkeypatch.setattr(logging.getLogger(library), "level", logging.NOTSET)
-    assert main(["--log-level", level, "check-config", str(EXAMPLE)]) == 0
+    path, _env = prepared_example(tmp_path)
+    assert main(["--log-level", level, "check-config", str(path)]) == 0
     levels = {logging.getLogger(library).level for library in PARSER_LOGGERS}
     assert levels == ({logging.CRITICAL} if quiet else {logging.NOTSET})
 
@@ -144,9 +158,10 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
 
 def test_check_config_ignores_the_environment_but_run_does_not(tmp_path: Path) -> None:
     # check-config judges the file alone; the node itself applies ASSET_TRACKER__* overrides
-    env = {"ASSET_TRACKER__MQTT__PORT": "99999"}
-    assert edge("check-config", str(EXAMPLE), env=env).returncode == 0
-    result = edge("run", "--config", str(EXAMPLE), env=env)
+    path, env = prepared_example(tmp_path)
+    env["ASSET_TRACKER__MQTT__PORT"] = "99999"
+    assert edge("check-config", str(path), env=env).returncode == 0
+    result = edge("run", "--config", str(path), env=env)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: mqtt.port: value must be at most 65535"]
 
@@ -270,3 +285,130 @@ async def test_simulate_publishes_presence_and_telemetry_and_stops_cleanly_on_si
     # presence survives the stop
     saved = json.loads((tmp_path / "data" / "presence.json").read_text())
     assert saved["tag_1"]["state"] == "present"
+
+
+# --- a standalone node's first run, as a new user tries it: the example, pip install ./edge_addon
+
+
+def test_check_config_names_the_missing_ca_file_of_the_example() -> None:
+    result = edge("check-config", str(EXAMPLE))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: mqtt.tls.ca_file: /etc/asset-tracker/ca.crt does not exist; put the CA "
+        "certificate that signed the broker's certificate there or set mqtt.tls.ca_file to "
+        "where it is, or leave ca_file out to trust the system's CA certificates"
+    ]
+
+
+def test_check_config_warns_of_a_host_without_the_system_d_bus(tmp_path: Path) -> None:
+    path, _env = prepared_example(tmp_path)
+    absent = tmp_path / "no" / "system_bus_socket"
+    result = edge("check-config", str(path), env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={absent}"})
+    assert result.returncode == 0  # the file is valid; the host lacks a service
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"warning: scanner: no system D-Bus at {absent}, so BlueZ cannot")
+    assert "sudo apt install bluez && sudo systemctl enable --now bluetooth" in line
+
+
+def test_check_config_reports_duplicate_ids_with_the_other_asset_problems(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "node: {id: n1}\nassets:\n"
+        "  - {id: freezer, match: {mac: 'aa:bb:cc:dd:ee:01'}}\n"
+        "  - {id: freezer, match: {mac: 'not a mac'}}\n",
+    )
+    result = edge("check-config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: assets.1.match.mac: does not match regular expression "
+        "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$",
+        "error: assets: duplicate asset ids: freezer; give each asset an id of its own",
+    ]
+
+
+def test_run_with_the_example_stops_at_the_missing_ca_file_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: the MQTT link logged "[Errno 2] No such file or directory" on every retry."""
+    assert main(["run", "--config", str(EXAMPLE)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: mqtt.tls.ca_file: /etc/asset-tracker/ca.crt does not exist")
+
+
+def test_run_says_when_it_cannot_create_its_storage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    storage = tmp_path / "file" / "data"
+    path = write(
+        tmp_path, yaml.safe_dump({"node": {"id": "n1"}, "storage": {"path": str(storage)}})
+    )
+    assert main(["run", "--config", str(path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: storage.path: cannot create {storage} (")
+    assert "set storage.path to a folder this user can write" in line
+
+
+def test_the_mqtt_link_names_a_tls_file_that_disappeared(tmp_path: Path) -> None:
+    from asset_tracker_edge.transport import TlsFileError, TlsOptions, tls_context
+
+    missing = tmp_path / "ca.crt"
+    with pytest.raises(TlsFileError, match=f"mqtt.tls.ca_file: {missing} does not exist; put"):
+        tls_context(TlsOptions(enabled=True, ca_file=str(missing)))
+    missing.write_text("not a certificate")
+    with pytest.raises(TlsFileError, match=f"mqtt.tls.ca_file: {missing} is not a usable PEM"):
+        tls_context(TlsOptions(enabled=True, ca_file=str(missing)))
+    with pytest.raises(TlsFileError, match=r"mqtt.tls.cert_file: .* does not exist"):
+        tls_context(TlsOptions(enabled=True, cert_file=str(tmp_path / "node.crt")))
+
+
+def test_the_scanner_names_what_bluez_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asset_tracker_edge.scanner import explain
+    from bleak.exc import BleakDBusError, BleakError
+
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nowhere/system_bus_socket")
+    missing = FileNotFoundError(2, "No such file or directory")
+    assert explain(missing, None).startswith(
+        "no system D-Bus at /nowhere/system_bus_socket, so BlueZ cannot be reached; install"
+    )
+    unknown = BleakDBusError("org.freedesktop.DBus.Error.ServiceUnknown", [])
+    assert explain(unknown, None).startswith("BlueZ (org.bluez) is not running")
+    assert explain(BleakError("adapter 'hci3' not found"), "hci3").startswith(
+        "Bluetooth adapter hci3 not found"
+    )
+    assert explain(BleakError("something else"), None) == "BleakError: something else"
+
+
+async def test_run_without_bluez_logs_one_line_naming_the_d_bus_socket(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The real `run` on a host without the system D-Bus: it keeps its link to the broker and
+    says once what the scanner lacks, not "[Errno 2] No such file or directory"."""
+    config = {
+        "node": {"id": "nobus"},
+        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+        "storage": {"path": str(tmp_path / "data")},
+    }
+    path = write(tmp_path, yaml.safe_dump(config))
+    absent = tmp_path / "system_bus_socket"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "asset_tracker_edge", "run", "--config", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={absent}"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while not any("Scanner failed" in line for line in lines):
+                lines.append((await process.stderr.readline()).decode())
+            await asyncio.sleep(2.5)  # a retry or two: the line is not repeated
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(process.communicate(), timeout=30)
+    log = "".join(lines) + rest.decode(errors="replace")
+    failures = [line for line in log.splitlines() if "Scanner failed" in line]
+    assert len(failures) == 1, log
+    assert f"no system D-Bus at {absent}, so BlueZ cannot be reached" in failures[0]
+    assert "Errno" not in log and "Traceback" not in log

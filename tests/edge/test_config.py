@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from asset_tracker_edge.config import (
     REDACTED,
     ConfigError,
     env_overrides,
+    file_problems,
     load,
     redacted,
     validate,
@@ -122,7 +124,58 @@ def asset(asset_id: str, **match: Any) -> dict[str, Any]:
 
 def test_duplicate_asset_ids_are_named() -> None:
     found = problems(minimal(assets=[asset("a"), asset("b"), asset("a"), asset("b")]))
-    assert found == ["assets: duplicate asset ids: a, b"]
+    assert found == ["assets: duplicate asset ids: a, b; give each asset an id of its own"]
+
+
+def test_duplicate_ids_are_reported_with_the_other_asset_problems() -> None:
+    """voluptuous stops at the first failing validator: a bad item used to hide the duplicate."""
+    found = problems(minimal(assets=[asset("a"), asset("a", mac="zz"), {"id": "b"}, asset("b")]))
+    assert found == [
+        "assets.1.match.mac: does not match regular expression ^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$",
+        "assets.2.match: required key is missing",
+        "assets: duplicate asset ids: a, b; give each asset an id of its own",
+    ]
+
+
+def tls(**fields: Any) -> dict[str, Any]:
+    return validate(minimal(mqtt={"tls": {"enabled": True, **fields}}))
+
+
+def test_the_tls_files_a_configuration_names_must_exist(tmp_path: Path) -> None:
+    ca, cert = tmp_path / "ca.crt", tmp_path / "node.crt"
+    assert file_problems(tls(ca_file=str(ca))) == [
+        f"mqtt.tls.ca_file: {ca} does not exist; put the CA certificate that signed the broker's "
+        "certificate there or set mqtt.tls.ca_file to where it is, or leave ca_file out to trust "
+        "the system's CA certificates"
+    ]
+    ca.write_text("pem")
+    assert file_problems(tls(ca_file=str(ca))) == []
+    assert file_problems(tls(ca_file=str(tmp_path))) == [
+        f"mqtt.tls.ca_file: {tmp_path} is a folder, not a file; put the CA certificate that "
+        "signed the broker's certificate there or set mqtt.tls.ca_file to where it is, or leave "
+        "ca_file out to trust the system's CA certificates"
+    ]
+    assert file_problems(tls(cert_file=str(cert), key_file=str(tmp_path / "node.key"))) == [
+        f"mqtt.tls.cert_file: {cert} does not exist; put this node's client certificate (mutual "
+        "TLS) there or set mqtt.tls.cert_file to where it is",
+        f"mqtt.tls.key_file: {tmp_path / 'node.key'} does not exist; put the private key of "
+        "cert_file there or set mqtt.tls.key_file to where it is",
+    ]
+    assert file_problems(tls(key_file=str(ca))) == [
+        "mqtt.tls.key_file: set without cert_file; add the client certificate as cert_file or "
+        "remove key_file"
+    ]
+    # without TLS the files are not used, so not checked
+    assert file_problems(validate(minimal(mqtt={"tls": {"ca_file": str(tmp_path / "x")}}))) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_an_unreadable_tls_file_is_named(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("pem")
+    ca.chmod(0)
+    (line,) = file_problems(tls(ca_file=str(ca)))
+    assert line.startswith(f"mqtt.tls.ca_file: {ca} is not readable by this user; put")
 
 
 def test_every_bad_asset_is_reported_not_only_the_first() -> None:
