@@ -197,6 +197,16 @@ def test_exception_translations_every_raised_error_is_translated() -> None:
             assert wanted == names, f"{where}: {match} takes {wanted}, given {names}"
 
 
+def test_entity_translations_every_select_option_is_a_translated_state() -> None:
+    """The delivery profile's `custom` (values that match no profile) is a state like the
+    profiles, translated and with its icon."""
+    from custom_components.asset_tracker.select import CUSTOM, PROFILES
+
+    options = {*PROFILES, CUSTOM}
+    assert set(STRINGS["entity"]["select"]["delivery_profile"]["state"]) == options
+    assert set(ICONS["entity"]["select"]["delivery_profile"]["state"]) == options
+
+
 def test_entity_translations_no_english_names_in_code() -> None:
     found = []
     for path, tree in _modules():
