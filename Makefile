@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy alerts demo demo-check e2e screenshots faults faults-long fuzz check-wheels clean soak
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy alerts demo demo-check e2e screenshots faults faults-long faults-cluster fuzz check-wheels clean soak
 
 setup:
 	bash scripts/toolchain.sh
@@ -71,6 +71,11 @@ faults:
 
 faults-long:
 	ASSET_TRACKER_FAULTS=long $(PY314) python -m pytest tests/faults -p no:cacheprovider -p no:homeassistant
+
+# the fault campaign on a three-node RabbitMQ cluster in its long form (21 node kills, 5
+# partitions); `make faults` runs its short form. Report: build/faults-cluster/report.{json,md}
+faults-cluster:
+	ASSET_TRACKER_FAULTS=long $(PY314) python -m pytest tests/faults/test_cluster.py -p no:cacheprovider -p no:homeassistant
 
 # 100,000 generated inputs per fuzz test (hours on a small machine); `make test` runs 300 each
 fuzz:

@@ -40,7 +40,8 @@ native314() {
 
 sid_packages="python3.14,python3.14-venv,python3.14-dev,gcc,libc6-dev,ca-certificates,mosquitto,dbus,git,make,procps,openssl"
 # installed after the bootstrap (chromium's desktop dependencies do not configure inside debootstrap)
-sid_extra="chromium fonts-dejavu-core libdbus-1-dev libglib2.0-dev pkg-config mosquitto-clients faketime"
+# rabbitmq-server: the clustered broker the fault campaign also runs on (tests/rabbitmq_cluster.py)
+sid_extra="chromium fonts-dejavu-core libdbus-1-dev libglib2.0-dev pkg-config mosquitto-clients faketime rabbitmq-server"
 sid_root_ok() {
   [ -x "$root/usr/bin/python3.14" ] && [ -x "$root/usr/sbin/mosquitto" ] \
     && [ -f "$root/.asset-tracker-root" ] && [ "$(cat "$root/.asset-tracker-root")" = "$sid_packages" ]

@@ -64,8 +64,13 @@ class Ingest:
 
     async def async_subscribe(self) -> CALLBACK_TYPE:
         topic = protocol.subscription(self._fleet.root)
+        # QoS 0: Home Assistant's session is clean, so a QoS 1 subscription keeps nothing across
+        # a disconnect that the nodes' outboxes do not re-send; on a clustered broker (RabbitMQ)
+        # it would also leave a queue on the node this session is on, and when that node dies the
+        # nodes' QoS 1 events routed to it wait for a PUBACK until it is back (PROTOCOL.md,
+        # broker requirements)
         return await mqtt.async_subscribe(
-            self._fleet.hass, topic, self.on_message, qos=1, encoding=None
+            self._fleet.hass, topic, self.on_message, qos=0, encoding=None
         )
 
     def track_connection(self) -> CALLBACK_TYPE:

@@ -234,6 +234,18 @@ CONFIG_SCHEMA = _section(
             {
                 _opt("host", "127.0.0.1"): vol.All(str, vol.Length(min=1)),
                 vol.Optional("port"): _int(1, 65535),
+                # more nodes of a clustered broker, tried in turn when a session ends or fails
+                _opt("fallbacks", []): vol.All(
+                    _every(
+                        _section(
+                            {
+                                vol.Required("host"): vol.All(str, vol.Length(min=1)),
+                                vol.Optional("port"): _int(1, 65535),
+                            }
+                        )
+                    ),
+                    vol.Length(max=16),
+                ),
                 vol.Optional("username"): str,
                 vol.Optional("password"): str,
                 _opt("root_topic", "asset_tracker"): vol.All(str, vol.Match(ROOT_TOPIC)),

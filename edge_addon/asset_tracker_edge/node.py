@@ -31,6 +31,11 @@ CAPS = ["ble", "anomaly", "cmd", "assets"]
 HEALTH_INTERVAL_S = 10.0
 # tags heard that are no asset: at most one report this often (PROTOCOL.md "heard")
 HEARD_INTERVAL_S = 10.0
+# A retained host `offline` seen at subscribe time, with nothing live after it for this long, is
+# not trusted to hold the events: a clustered broker (RabbitMQ) keeps retained messages per node,
+# so the node this session is on may still hold an `offline` the integration published through it
+# before it moved to another node (PROTOCOL.md, broker requirements)
+STALE_OFFLINE_S = 3.0
 # an orderly stop sends what is committed (and awaits its PUBACKs) for at most this long
 GOODBYE_DRAIN_S = 5.0
 # routine events wait for their commit at most this long (see EdgeNode._routine_commit_ms)
@@ -118,6 +123,9 @@ class EdgeNode(LinkOwner):
         self._announcement_provider: Callable[[], dict[str, Any]] | None = None
         self._health_providers: dict[str, Callable[[], dict[str, Any]]] = {}
         self.host_online: bool | None = None
+        # host statuses seen, and retained `offline`s that nothing live followed (possibly stale)
+        self._host_statuses = 0
+        self.stale_host_offline = 0
         self.rejected: dict[str, int] = {
             "bad_ack": 0,
             "bad_cmd": 0,
@@ -342,10 +350,13 @@ class EdgeNode(LinkOwner):
         online = message.get("state") == "online"
         previous = self.host_online
         self.host_online = online
+        self._host_statuses += 1
         if not online:
             if previous is not False:
                 _LOGGER.info("integration offline: holding events in the outbox")
             self.scheduler.stop()
+            if not live:
+                self._spawn(self._doubt_retained_offline(self._host_statuses))
             return
         # a live (not retained) "online" is a fresh host session that missed what we sent while
         # it was away; the retained one seen at subscribe time follows our own fresh start
@@ -354,6 +365,24 @@ class EdgeNode(LinkOwner):
             self._spawn(self._rebirth(snapshot=True))
             if previous is False or live or not self.scheduler.active:
                 self.scheduler.start()
+
+    async def _doubt_retained_offline(self, seen: int) -> None:
+        """Sends again when a retained `offline` is all there is after STALE_OFFLINE_S: acks from
+        a live integration then prove it wrong, and if it was right the events wait in the outbox
+        as they would have (re-sent only as the ack timeout allows)."""
+        await asyncio.sleep(STALE_OFFLINE_S)
+        if self._host_statuses != seen or self.host_online is not False or not self.link.connected:
+            return
+        self.stale_host_offline += 1
+        _LOGGER.warning(
+            "the broker's retained integration status says offline and nothing live followed in "
+            "%.0f s; a clustered broker keeps retained messages per node, so it may be stale: "
+            "sending until an ack or a live status says otherwise",
+            STALE_OFFLINE_S,
+        )
+        self.host_online = None
+        self.scheduler.start()
+        self._mark_health()
 
     def _on_own_status(self, message: dict[str, Any]) -> None:
         # a will from an earlier session (takeover after a crash) can overwrite our retained birth

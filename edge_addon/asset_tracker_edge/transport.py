@@ -40,6 +40,13 @@ class TlsOptions:
 
 
 CONNECT_TIMEOUT_S = 5.0
+# Subscriptions are QoS 0 (publications stay QoS 1). A clean session keeps nothing across a
+# disconnect, so a QoS 1 subscription adds no guarantee that the outbox and the ack watermark do
+# not give end to end; and on a clustered broker it can take one away: RabbitMQ keeps a QoS 1
+# subscription of a clean session in a queue on the node the client is connected to, and when
+# that node dies every QoS 1 PUBLISH routed to the topic waits for a PUBACK that comes only when
+# the node is back, stalling the publisher on every other node (PROTOCOL.md, broker requirements).
+SUBSCRIBE_QOS = 0
 YOUNG_OUTAGE_S = 30.0
 YOUNG_OUTAGE_MAX_DELAY_S = 2.0
 
@@ -58,6 +65,13 @@ class LinkOptions:
     publish_timeout_s: float = 10.0
     backoff_min_s: float = 0.2
     backoff_max_s: float = 30.0
+    # more brokers of one cluster, tried in turn after `host`:`port` when a session ends or fails
+    # (a clustered broker: a node's death must not keep the edge away until it is back)
+    fallbacks: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def servers(self) -> tuple[tuple[str, int], ...]:
+        return ((self.host, self.port), *self.fallbacks)
 
     @classmethod
     def from_config(cls, mqtt: dict[str, Any], client_id: str, max_inflight: int) -> LinkOptions:
@@ -70,6 +84,10 @@ class LinkOptions:
             insecure=bool(tls.get("insecure", False)),
         )
         default_port = 8883 if tls_opts.enabled else 1883
+        fallbacks = tuple(
+            (str(server.get("host", "127.0.0.1")), int(server.get("port") or default_port))
+            for server in mqtt.get("fallbacks") or ()
+        )
         return cls(
             host=str(mqtt.get("host", "127.0.0.1")),
             port=int(mqtt.get("port") or default_port),
@@ -81,6 +99,7 @@ class LinkOptions:
             max_inflight=max_inflight,
             backoff_min_s=float(mqtt.get("reconnect_min_s", 0.2)),
             backoff_max_s=float(mqtt.get("reconnect_max_s", 30.0)),
+            fallbacks=fallbacks,
         )
 
 
@@ -216,6 +235,13 @@ class MqttLink:
         self.inflight = 0
         self.published = 0
         self.published_bytes = 0
+        self.server_index = 0
+
+    @property
+    def server(self) -> tuple[str, int]:
+        """The broker this session goes to (or the last one did)."""
+        servers = self.options.servers
+        return servers[self.server_index % len(servers)]
 
     @property
     def connected(self) -> bool:
@@ -228,6 +254,9 @@ class MqttLink:
                 await self._session()
             except (aiomqtt.MqttError, OSError, ssl.SSLError, ValueError) as err:
                 self._note_error(err)
+            if len(self.options.servers) > 1:
+                # the next node of the cluster: the one that ended this session may be gone
+                self.server_index = (self.server_index + 1) % len(self.options.servers)
             delay = self.backoff.next_delay()
             _LOGGER.debug("reconnecting in %.2f s", delay)
             await asyncio.sleep(delay)
@@ -235,14 +264,15 @@ class MqttLink:
     def _note_error(self, err: BaseException) -> None:
         text = str(err) or type(err).__name__
         if text != self.last_error:
-            _LOGGER.warning("MQTT link to %s:%d: %s", self.options.host, self.options.port, text)
+            _LOGGER.warning("MQTT link to %s:%d: %s", *self.server, text)
         self.last_error = text
 
     def _make_client(self) -> aiomqtt.Client:
         opts = self.options
+        host, port = self.server
         return self._client_factory(
-            opts.host,
-            opts.port,
+            host,
+            port,
             username=opts.username,
             password=opts.password,
             identifier=opts.client_id,
@@ -268,11 +298,13 @@ class MqttLink:
             if self.connects > 1:
                 self.reconnects += 1
             self.last_error = None
-            _LOGGER.info("MQTT connected to %s:%d", self.options.host, self.options.port)
+            _LOGGER.info("MQTT connected to %s:%d", *self.server)
             try:
                 await self.owner.on_connected(self)
                 for topic in self.subscriptions:
-                    await client.subscribe(topic, qos=1, timeout=self.options.publish_timeout_s)
+                    await client.subscribe(
+                        topic, qos=SUBSCRIBE_QOS, timeout=self.options.publish_timeout_s
+                    )
                     _raise_if_cancelled()
                 self.backoff.reset()
                 self.owner.on_ready()

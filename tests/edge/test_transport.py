@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from asset_tracker_edge.config import ConfigError, validate
 from asset_tracker_edge.transport import (
     Backoff,
     LinkDown,
@@ -68,6 +69,20 @@ def test_options_from_config() -> None:
     assert "pw" not in repr(opts)  # no secret in a repr that might be logged
     plain = LinkOptions.from_config({"host": "b"}, "x", 8)
     assert plain.port == 1883 and plain.tls.enabled is False
+    assert plain.servers == (("b", 1883),)
+    cluster = LinkOptions.from_config(
+        {"host": "a", "fallbacks": [{"host": "b"}, {"host": "c", "port": 1884}]}, "x", 8
+    )
+    assert cluster.servers == (("a", 1883), ("b", 1883), ("c", 1884))
+
+
+def test_fallbacks_in_the_config() -> None:
+    base = {"node": {"id": "garage"}}
+    ok = validate({**base, "mqtt": {"host": "a", "fallbacks": [{"host": "b", "port": 1884}]}})
+    assert ok["mqtt"]["fallbacks"] == [{"host": "b", "port": 1884}]
+    assert validate(base)["mqtt"]["fallbacks"] == []
+    with pytest.raises(ConfigError):
+        validate({**base, "mqtt": {"fallbacks": [{"port": 1884}]}})
 
 
 def test_tls_context() -> None:
@@ -171,3 +186,44 @@ async def test_messages_carry_the_retained_flag(mosquitto: Mosquitto, tmp_path: 
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         assert owner.messages[0] == ("t/in", b"kept", True)
+
+
+async def test_a_dead_broker_is_left_for_the_next_of_its_cluster(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """With fallbacks, a session that fails or ends moves on to the next broker in turn."""
+    dead = Mosquitto(tmp_path / "dead")  # never started: its port refuses
+    owner = Owner()
+    link = MqttLink(
+        LinkOptions(
+            host=dead.host,
+            port=dead.port,
+            client_id="t-failover",
+            keepalive_s=2,
+            backoff_min_s=0.05,
+            backoff_max_s=0.2,
+            fallbacks=((mosquitto.host, mosquitto.port),),
+        ),
+        Will("t/status", b"offline"),
+        ["t/in"],
+        owner,
+    )
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(owner.ready.wait(), 10)
+        assert link.server == (mosquitto.host, mosquitto.port)
+        # this one goes away and the other comes up: the link follows
+        dead.start()
+        try:
+            mosquitto.stop()
+            deadline = time.monotonic() + 10
+            while link.server != (dead.host, dead.port) or not owner.ready.is_set():
+                assert time.monotonic() < deadline, "the link did not move to the live broker"
+                await asyncio.sleep(0.02)
+            await link.publish("t/in", b"via the other one")
+        finally:
+            dead.stop()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -72,6 +72,7 @@ class EdgeProcess:
         storage: dict[str, Any] | None = None,
         faketime_file: Path | None = None,
         tmpfs_kib: int | None = None,
+        fallbacks: list[int] | None = None,
     ) -> None:
         self.workdir = workdir
         self.data = workdir / "data"
@@ -89,6 +90,8 @@ class EdgeProcess:
                 "keepalive_s": 2,
                 "reconnect_min_s": 0.1,
                 "reconnect_max_s": 1.0,
+                # more nodes of a clustered broker
+                "fallbacks": [{"host": "127.0.0.1", "port": p} for p in fallbacks or ()],
             },
             "storage": {"path": str(self.data), "commit_window_ms": 20, **(storage or {})},
             "batching": {
@@ -327,6 +330,12 @@ class Consumer:
     node: str
     root: str = "asset_tracker"
     epoch: int | None = None
+    # more nodes of a clustered broker: a session that fails or ends moves on to the next one
+    # (what a TCP load balancer in front of the cluster does for Home Assistant)
+    fallbacks: list[int] = field(default_factory=list)
+    # the broker port of each session, in order
+    sessions: list[int] = field(default_factory=list)
+    _server: int = 0
     states: dict[int, EpochState] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
     wire_duplicates: int = 0
@@ -416,18 +425,23 @@ class Consumer:
 
     async def _run(self) -> None:
         ack_topic = f"{self.root}/{self.node}/ack"
+        ports = [self.port, *self.fallbacks]
         while True:
+            port = ports[self._server % len(ports)]
             try:
                 async with aiomqtt.Client(
                     self.host,
-                    self.port,
+                    port,
                     identifier=f"consumer-{self.node}",
                     clean_session=True,
-                    keepalive=5,
+                    keepalive=2 if self.fallbacks else 5,
+                    timeout=3,
                     will=aiomqtt.Will(self.host_topic, self._host("offline"), 1, True),
                 ) as client:
                     self._client = client
-                    await client.subscribe(f"{self.root}/{self.node}/events", qos=1)
+                    self.sessions.append(port)
+                    # QoS 0, as the integration subscribes (PROTOCOL.md, broker requirements)
+                    await client.subscribe(f"{self.root}/{self.node}/events", qos=0)
                     # subscribed first, so nothing the node replays for us is missed
                     await client.publish(self.host_topic, self._host("online"), qos=1, retain=True)
                     if self._last_ack is not None:
@@ -442,6 +456,7 @@ class Consumer:
                             self.acks += 1
             except aiomqtt.MqttError:
                 self._client = None
+                self._server += 1 if self.fallbacks else 0
                 await asyncio.sleep(0.2)
 
     def on_events(self, payload: bytes) -> bytes | None:
@@ -621,12 +636,20 @@ class FaultResult:
         }
 
 
-def write_report(results: list[FaultResult], out_dir: Path, form: str) -> None:
+def write_report(
+    results: list[FaultResult],
+    out_dir: Path,
+    form: str,
+    broker: str = "Real mosquitto",
+    extra: dict[str, Any] | None = None,
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [r.as_dict() for r in results]
     body = {
         "form": form,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "broker": broker,
+        **(extra or {}),
         "faults": rows,
         "totals": {
             key: sum(r[key] for r in rows)
@@ -637,7 +660,7 @@ def write_report(results: list[FaultResult], out_dir: Path, form: str) -> None:
     lines = [
         f"# Fault campaign ({form} form)",
         "",
-        f"Generated {body['generated_at']}. Real mosquitto, the edge as a separate process, "
+        f"Generated {body['generated_at']}. {broker}, the edge as a separate process, "
         "events counted by number at the consumer (see tests/faults/campaign.py).",
         "",
         "| fault | injected | events | lost | duplicated | out of order | HLC order violations "
