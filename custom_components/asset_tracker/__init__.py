@@ -12,6 +12,7 @@ from homeassistant.helpers.typing import ConfigType
 from .clock import wall_ms
 from .const import CONF_RETENTION_DAYS, DOMAIN, PLATFORMS
 from .dashboard import async_setup_dashboard
+from .floorplan_actions import async_setup_floorplan_actions
 from .ha_scanners import async_start_ha_scanners
 from .hub import AssetTrackerConfigEntry, AssetTrackerData, AssetTrackerHub
 from .services import async_setup_services
@@ -22,6 +23,7 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the integration's actions once, whatever the number of fleets."""
     async_setup_services(hass)
+    async_setup_floorplan_actions(hass)
     return True
 
 

@@ -12,6 +12,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .entity import AssetEntity, async_track_devices
 from .ha_scanners import is_live
 from .hub import AssetTrackerConfigEntry, AssetTrackerHub
+from .placement import NODE_ROOM
 
 PARALLEL_UPDATES = 0
 
@@ -37,6 +38,8 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
     """
 
     _attr_name = None
+    # a position moves often: kept out of the recorder's history (the state itself is recorded)
+    _unrecorded_attributes = frozenset({"x", "y", "position_accuracy_m"})
     _attr_source_type = SourceType.BLUETOOTH_LE
 
     def __init__(self, hub: AssetTrackerHub, asset_id: str) -> None:
@@ -54,12 +57,22 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
         asset = self.asset
         # in steps of 0.05, so a settling estimate does not write the state twice a second
         confidence = None if asset.confidence is None else round(asset.confidence * 20) / 20
+        position = asset.position
         return {
             "area": asset.area,
+            "area_id": _area_id(asset.room),
             "floor": asset.floor,
             "confidence": confidence,
             "node": asset.node,
             # the nearest source is one of Home Assistant's Bluetooth scanners: heard live, no
             # outbox nor replay behind it
             "live": is_live(asset.node),
+            # on a floor plan (metres from its image's top-left corner); None without a plan
+            "x": round(position.x, 2) if position else None,
+            "y": round(position.y, 2) if position else None,
+            "position_accuracy_m": round(position.accuracy_m, 2) if position else None,
         }
+
+
+def _area_id(room: str | None) -> str | None:
+    return None if room is None or room.startswith(NODE_ROOM) else room

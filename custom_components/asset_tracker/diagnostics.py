@@ -63,6 +63,7 @@ async def async_get_config_entry_diagnostics(
         },
         "assets": {a.asset_id: a.persistable() for a in hub.assets.values()},
         "location": hub.placement.summary(),
+        "floor_plans": hub.floor_plans.summary(),
         "ha_scanners": hub.scanners.summary() if hub.scanners else {"enabled": False},
     }
     return _redact_macs(async_redact_data(data, TO_REDACT))  # type: ignore[no-any-return]

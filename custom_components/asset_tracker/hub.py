@@ -31,6 +31,7 @@ from .clock import HybridClock, wall_ms
 from .const import CONF_ROOT_TOPIC, SIGNAL_TICK
 from .dedupe import DedupeState
 from .fleet import Fleet
+from .floorplan import FloorPlans
 from .ha_scanners import HaScanners
 from .ingest import Ingest
 from .models import AssetState, NodeState
@@ -52,7 +53,8 @@ class AssetTrackerHub:
         self.options = self.fleet.options
         self.persistence = Persistence(self.fleet)
         self.acks = Acks(self.fleet, self.persistence)
-        self.placement = Placement(self.fleet)
+        self.floor_plans = FloorPlans(hass, entry_id, self.fleet.rejected)
+        self.placement = Placement(self.fleet, self.floor_plans)
         self.alerts = Alerts(self.fleet)
         self.repairs = Repairs(self.fleet)
         self.applier = Applier(
@@ -116,6 +118,7 @@ class AssetTrackerHub:
     async def async_start(self) -> None:
         await self.persistence.async_restore()
         await self.asset_list.async_start()
+        await self.floor_plans.async_load()
         self.placement.restore()
         self._unsubscribers.append(await self.ingest.async_subscribe())
         self._unsubscribers.append(
@@ -152,6 +155,13 @@ class AssetTrackerHub:
     def area_of(self, node_id: str | None) -> str | None:
         """The Home Assistant area of a node's device, else the node's suggested area."""
         return self.placement.area_of(node_id)
+
+    def node_name(self, node_id: str) -> str | None:
+        """The name of an edge node or Home Assistant scanner (`ha:<source>`); None if unknown."""
+        if (node := self.nodes.get(node_id)) is not None:
+            return node.name
+        scanners = self.scanners.scanners.values() if self.scanners else ()
+        return next((s.name for s in scanners if s.source_id == node_id), None)
 
     def set_area(self, asset_id: str, area_id: str) -> bool:
         """A person says the asset is in this area now; False when the area is no room."""

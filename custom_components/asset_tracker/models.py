@@ -7,6 +7,7 @@ from typing import Any
 
 from .analytics import LatencyWindow, RateWindow, Visits
 from .fusion import Sighting
+from .radio_map import Position
 
 Hlc = tuple[int, int]
 Order = tuple[int, int, str]  # (wall_ms, counter, node): the total order of the protocol
@@ -94,6 +95,7 @@ class AssetState:
     area: str | None = None  # that room's name
     floor: str | None = None
     confidence: float | None = None
+    position: Position | None = None  # on a floor plan, in metres (not stored: live only)
     rssi: float | None = None
     distance_m: float | None = None
     battery: float | None = None

@@ -20,6 +20,7 @@ from typing import Any
 from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import floor_registry as fr
 from homeassistant.helpers.event import async_call_later, async_track_time_interval
 from homeassistant.util import dt as dt_util
 
@@ -32,19 +33,24 @@ from .const import (
     LOCATION_NEAREST,
 )
 from .fleet import Fleet, node_device_identifier
+from .floorplan import FloorPlans
 from .fusion import choose_node
 from .location import Estimate, Locator, LocatorSettings, Room
 from .models import AssetState
+from .radio_map import FloorPlan, Position, RadioMap
 
 RECHECK_S = 0.5
+POSITION_STEP_M = 0.25  # a position moves on the tracker once it moved this far (fewer writes)
 NODE_ROOM = "node:"  # the room of a node whose device has no Home Assistant area
 
 
 class Placement:
     """Decides each asset's room and floor, and names the rooms after their areas."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, plans: FloorPlans | None = None) -> None:
         self._fleet = fleet
+        self.plans = plans
+        self._map_of: FloorPlan | None = None  # the plan the locator's radio map was built from
         self.locator = Locator([], self._settings())
         self._rooms_for: tuple[str, ...] | None = None  # the nodes the rooms were built from
         # a room's area name; None for the room of a node that has no area (its id is no area)
@@ -65,13 +71,18 @@ class Placement:
         return self._fleet.options.get(CONF_LOCATION_METHOD) == LOCATION_NEAREST
 
     def async_listen(self) -> list[CALLBACK_TYPE]:
-        """Rooms follow the registries: a node moved to another area, an area renamed."""
+        """Rooms follow the registries (a node moved to another area, an area renamed) and the
+        floor plans."""
         bus = self._fleet.hass.bus
-        return [
+        listeners = [
             bus.async_listen(dr.EVENT_DEVICE_REGISTRY_UPDATED, self.forget_areas),
             bus.async_listen(ar.EVENT_AREA_REGISTRY_UPDATED, self.forget_areas),
+            bus.async_listen(fr.EVENT_FLOOR_REGISTRY_UPDATED, self.forget_areas),
             self._cancel_recheck,
         ]
+        if self.plans is not None:
+            listeners.append(self.plans.add_listener(self.forget_areas))
+        return listeners
 
     # the rooms
 
@@ -96,11 +107,22 @@ class Placement:
             if (area := areas.async_get_area(area_id)) is not None:
                 members.setdefault(area.id, []).append(source)
                 self._names[area.id], self._node_rooms[source] = area.name, area.id
-        for area_id in {*self.locator.trained, *([extra] if extra else [])} - members.keys():
+        planned = self.plans.planned_rooms() if self.plans is not None else set()
+        wanted = {*self.locator.trained, *planned, *([extra] if extra else [])}
+        for area_id in wanted - members.keys():
             if (area := areas.async_get_area(area_id)) is not None:
                 members[area_id], self._names[area_id] = [], area.name
         rooms = [Room(r, self._floor(r, areas), tuple(n)) for r, n in members.items()]
         self.locator.set_rooms(rooms)
+        self._update_map()
+
+    def _update_map(self) -> None:
+        """The floor plans' radio map, rebuilt when the plans changed; none without a usable plan
+        (fewer than three placed nodes, no room outline): the rooms alone are used then."""
+        plan = self.plans.radio_plan() if self.plans is not None else None
+        if plan != self._map_of or (plan is None) != (self.locator.radio_map is None):
+            self._map_of = plan
+            self.locator.set_map(RadioMap(plan) if plan is not None else None)
 
     def _room_of_node(self, node_id: str, areas: ar.AreaRegistry) -> tuple[str, str | None]:
         fleet = self._fleet
@@ -152,7 +174,8 @@ class Placement:
         if asset.presence == "away" or estimate.room is None:
             estimate, nearest = Estimate(None, None, 0.0, now), None
         self._track_settling(asset.asset_id, estimate)
-        return self._move(asset, estimate, nearest, now)
+        moved = self._move(asset, estimate, nearest, now)
+        return _place(asset, estimate.position) or moved
 
     def _feed(self, asset: AssetState) -> None:
         for node_id, node in self._fleet.nodes.items():
@@ -188,7 +211,8 @@ class Placement:
         estimate = Estimate(
             room, self._floor(room, ar.async_get(self._fleet.hass)) if room else None, 1.0, now
         )
-        return self._move(asset, estimate, chosen, now)
+        moved = self._move(asset, estimate, chosen, now)
+        return _place(asset, None) or moved
 
     def _move(self, asset: AssetState, estimate: Estimate, nearest: str | None, now: int) -> bool:
         asset.confidence = round(estimate.confidence, 3) if estimate.room else None
@@ -257,6 +281,8 @@ class Placement:
             "trained": list(locator.trained),
             "node_bias_db": {n: round(locator.offset(n), 1) for n in self._fleet.nodes},
             "settling": len(self._unsettled),
+            "radio_map": locator.radio_map is not None,
+            "positioned": sum(1 for a in self._fleet.assets.values() if a.position is not None),
         }
 
     # what a person tells it
@@ -307,6 +333,24 @@ class Placement:
         """The trained rooms from the store."""
         self.locator.load_fingerprints(self._fleet.fingerprints)
         self.forget_areas()
+
+
+def _place(asset: AssetState, position: Position | None) -> bool:
+    """Takes the position when it is new, gone, or moved POSITION_STEP_M; True when taken."""
+    old = asset.position
+    if old is None and position is None:
+        return False
+    if (
+        old is not None
+        and position is not None
+        and old.floor == position.floor
+        and abs(old.x - position.x) < POSITION_STEP_M
+        and abs(old.y - position.y) < POSITION_STEP_M
+        and abs(old.accuracy_m - position.accuracy_m) < POSITION_STEP_M
+    ):
+        return False
+    asset.position = position
+    return True
 
 
 def _area_id(room: str | None) -> str | None:

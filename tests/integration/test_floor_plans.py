@@ -1,0 +1,319 @@
+"""Floor plans in Home Assistant: stored per floor, rooms as areas, nodes placed; bad input refused
+with translated errors; the placement's radio map built from them, and positions on the tracker."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any, ClassVar
+
+import pytest
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import area_registry as ar
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import floor_registry as fr
+from mqtt_edge import Edge
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from test_features import device, now_ms
+from test_rooms import area_state, tracker
+
+from custom_components.asset_tracker.const import DOMAIN
+from custom_components.asset_tracker.diagnostics import async_get_config_entry_diagnostics
+from custom_components.asset_tracker.radio_map import _inside
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+KITCHEN = [[0.0, 0.0], [5.0, 0.0], [5.0, 6.0], [0.0, 6.0]]
+LIVING = [[5.0, 0.0], [10.0, 0.0], [10.0, 6.0], [5.0, 6.0]]
+# node -> (area, x, y)
+NODES = {
+    "cooker": ("Kitchen", 1.0, 3.0),
+    "sofa": ("Living room", 9.0, 3.0),
+    "door": ("Kitchen", 5.0, 0.5),
+}
+
+
+@pytest.fixture
+def www(hass: HomeAssistant, tmp_path: pathlib.Path) -> pathlib.Path:
+    """A config folder whose www holds a plan image and a file that is no image."""
+    hass.config.config_dir = str(tmp_path)
+    folder = tmp_path / "www"
+    folder.mkdir()
+    (folder / "ground.png").write_bytes(PNG)
+    (folder / "notes.png").write_bytes(b"just some text, not an image")
+    (folder / "huge.png").write_bytes(PNG + b"\0" * (10 * 1024 * 1024))
+    return folder
+
+
+@pytest.fixture
+async def house(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, www: pathlib.Path
+) -> dict[str, Edge]:
+    """Three nodes in a kitchen and a living room on the ground floor."""
+    ground = fr.async_get(hass).async_create("Ground floor", level=0)
+    areas = ar.async_get(hass)
+    for name in ("Kitchen", "Living room"):
+        areas.async_create(name, floor_id=ground.floor_id)
+    edges = {}
+    for node, (area_name, _x, _y) in NODES.items():
+        edge = edges[node] = Edge(hass, node)
+        edge.birth()
+        edge.announce([])
+        await hass.async_block_till_done()
+        area = areas.async_get_area_by_name(area_name)
+        assert area is not None
+        dr.async_get(hass).async_update_device(device(hass, "node", node).id, area_id=area.id)
+    await hass.async_block_till_done()
+    return edges
+
+
+def ids(hass: HomeAssistant) -> tuple[str, str, str]:
+    floor = fr.async_get(hass).async_get_floor_by_name("Ground floor")
+    kitchen = ar.async_get(hass).async_get_area_by_name("Kitchen")
+    living = ar.async_get(hass).async_get_area_by_name("Living room")
+    assert floor and kitchen and living
+    return floor.floor_id, kitchen.id, living.id
+
+
+async def call(hass: HomeAssistant, service: str, **data: Any) -> Any:
+    return await hass.services.async_call(
+        DOMAIN, service, data, blocking=True, return_response=service == "set_floor_plan"
+    )
+
+
+async def draw(hass: HomeAssistant, nodes: dict[str, tuple[str, float, float]] = NODES) -> None:
+    floor, kitchen, living = ids(hass)
+    await call(
+        hass, "set_floor_plan", floor_id=floor, image="/local/ground.png", width_m=10, height_m=6
+    )
+    await call(hass, "set_room_outline", area_id=kitchen, outline=KITCHEN)
+    await call(hass, "set_room_outline", area_id=living, outline=LIVING)
+    for node, (_area, x, y) in nodes.items():
+        await call(
+            hass,
+            "set_node_position",
+            device_id=device(hass, "node", node).id,
+            floor_id=floor,
+            x=x,
+            y=y,
+        )
+
+
+async def heard(hass: HomeAssistant, edges: dict[str, Edge], **rssi: float) -> None:
+    """The nodes report the cat, the loudest first (its first report places it)."""
+    t = now_ms()
+    for node, value in sorted(rssi.items(), key=lambda item: -item[1]):
+        edges[node].event("presence", "cat", {"state": "present", "rssi": value}, (t, 0))
+    await hass.async_block_till_done()
+
+
+def hub(entry: MockConfigEntry) -> Any:
+    return entry.runtime_data.hub
+
+
+async def test_a_plan_is_stored_and_places_assets_inside_their_room(
+    hass: HomeAssistant,
+    house: dict[str, Edge],
+    setup_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    floor, kitchen, _living = ids(hass)
+    await draw(hass)
+    stored = hass_storage[f"{DOMAIN}.{setup_entry.entry_id}.floor_plans"]["data"]
+    assert stored["floors"][floor]["image"] == "/local/ground.png"
+    assert stored["floors"][floor]["rooms"][kitchen] == KITCHEN
+    assert stored["nodes"]["sofa"] == {
+        "floor": floor,
+        "x": 9.0,
+        "y": 3.0,
+        "height": 1.5,
+        "offset_db": 0.0,
+    }
+    await heard(hass, house, cooker=-52.0, door=-63.0, sofa=-80.0)
+    assert hub(setup_entry).placement.locator.radio_map is not None
+    assert area_state(hass, "cat") == "Kitchen"
+    attributes = tracker(hass, "cat")
+    assert attributes["area_id"] == kitchen and attributes["floor"] == floor
+    assert _inside((attributes["x"], attributes["y"]), [tuple(p) for p in KITCHEN])
+    # nearer the cooker than the sofa, and an uncertainty smaller than the room
+    assert math.dist((attributes["x"], attributes["y"]), (1.0, 3.0)) < 4.0
+    assert 0 < attributes["position_accuracy_m"] < 5.0
+    diagnostics = await async_get_config_entry_diagnostics(hass, setup_entry)
+    assert diagnostics["floor_plans"]["floors"][floor] == {
+        "size_m": [10.0, 6.0],
+        "elevation_m": 0.0,
+        "rooms": 2,
+        "nodes": 3,
+        "image": "local",
+    }
+    assert diagnostics["floor_plans"]["usable"] is True
+    assert diagnostics["location"]["radio_map"] is True
+    assert diagnostics["location"]["positioned"] == 1
+
+
+async def test_plans_survive_a_restart(
+    hass: HomeAssistant, house: dict[str, Edge], setup_entry: MockConfigEntry
+) -> None:
+    floor, _kitchen, living = ids(hass)
+    await draw(hass)
+    assert await hass.config_entries.async_reload(setup_entry.entry_id)
+    await hass.async_block_till_done()
+    plans = hub(setup_entry).floor_plans
+    assert plans.plans[floor].rooms[living] == [tuple(p) for p in LIVING]
+    assert set(plans.nodes) == set(NODES)
+    await heard(hass, house, cooker=-85.0, door=-75.0, sofa=-50.0)
+    attributes = tracker(hass, "cat")
+    assert attributes["area"] == "Living room"
+    assert _inside((attributes["x"], attributes["y"]), [tuple(p) for p in LIVING])
+
+
+async def test_fewer_than_three_placed_nodes_give_rooms_only(
+    hass: HomeAssistant, house: dict[str, Edge], setup_entry: MockConfigEntry
+) -> None:
+    await draw(hass, {n: p for n, p in NODES.items() if n != "door"})
+    await heard(hass, house, cooker=-52.0, door=-63.0, sofa=-80.0)
+    assert hub(setup_entry).placement.locator.radio_map is None
+    attributes = tracker(hass, "cat")
+    assert attributes["area"] == "Kitchen"
+    assert attributes["x"] is None and attributes["position_accuracy_m"] is None
+    # the third node placed: positions come, and go again when a node is taken off
+    floor, _kitchen, _living = ids(hass)
+    await call(hass, "set_node_position", node_id="door", floor_id=floor, x=5.0, y=0.5)
+    await heard(hass, house, cooker=-52.0, door=-63.0, sofa=-80.0)
+    assert tracker(hass, "cat")["x"] is not None
+    await call(hass, "set_node_position", node_id="door", remove=True)
+    await heard(hass, house, cooker=-52.0, door=-63.0, sofa=-80.0)
+    assert tracker(hass, "cat")["x"] is None
+
+
+@pytest.mark.parametrize(
+    ("service", "data", "key"),
+    [
+        ("set_floor_plan", {"floor_id": "basement", "image": "/local/ground.png"}, "unknown_floor"),
+        ("set_floor_plan", {"image": "/local/notes.png"}, "invalid_image"),
+        ("set_floor_plan", {"image": "/local/missing.png"}, "invalid_image"),
+        ("set_floor_plan", {"image": "/local/../secrets.yaml"}, "invalid_image"),
+        ("set_floor_plan", {"image": "https://example.com/plan.png"}, "invalid_image"),
+        ("set_floor_plan", {"image": "media-source://image_upload/nope"}, "invalid_image"),
+        ("set_floor_plan", {"image": "/local/huge.png"}, "image_too_large"),
+        ("set_floor_plan", {"image": "/local/ground.png", "width_m": 4}, "plan_too_small"),
+        ("set_room_outline", {"area_id": "nowhere", "outline": KITCHEN}, "unknown_area"),
+        ("set_room_outline", {"outline": [[0, 0], [1, 1]]}, "outline_too_short"),
+        ("set_room_outline", {"outline": [[0, 0], [1, 1], [2, 2]]}, "outline_too_short"),
+        ("set_room_outline", {"outline": [[0, 0], [12, 0], [12, 6]]}, "outside_plan"),
+        ("set_room_outline", {"area": "Cellar", "outline": KITCHEN}, "no_floor_plan"),
+        ("set_node_position", {"node_id": "toaster", "x": 1, "y": 1}, "unknown_node"),
+        ("set_node_position", {"node_id": "cooker", "x": 11, "y": 1}, "outside_plan"),
+        (
+            "set_node_position",
+            {"node_id": "cooker", "floor_id": "attic", "x": 1, "y": 1},
+            "no_floor_plan",
+        ),
+        ("set_node_position", {"node_id": "cooker", "floor_id": None}, "position_incomplete"),
+        ("set_node_position", {"device_id": "cat", "x": 1, "y": 1}, "not_an_node"),
+        ("set_node_position", {"config_entry_id": "other", "node_id": "cooker"}, "which_fleet"),
+    ],
+)
+async def test_bad_input_is_refused_counted_and_changes_nothing(
+    hass: HomeAssistant,
+    house: dict[str, Edge],
+    setup_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    service: str,
+    data: dict[str, Any],
+    key: str,
+) -> None:
+    floor, kitchen, _living = ids(hass)
+    fr.async_get(hass).async_create("Attic", level=2)
+    await draw(hass)
+    cellar = ar.async_get(hass).async_create("Cellar")
+    storage_key = f"{DOMAIN}.{setup_entry.entry_id}.floor_plans"
+    before = hass_storage[storage_key]["data"]
+    rejected = hub(setup_entry).rejected.get("floor_plan", 0)
+    defaults = {
+        "set_floor_plan": {"floor_id": floor, "width_m": 10, "height_m": 6},
+        "set_room_outline": {"area_id": kitchen},
+        "set_node_position": {"floor_id": floor},
+    }[service]
+    data = {**defaults, **data}
+    if data.pop("area", None):
+        data["area_id"] = cellar.id
+    if data.get("floor_id") == "attic":
+        attic = fr.async_get(hass).async_get_floor_by_name("Attic")
+        assert attic is not None
+        data["floor_id"] = attic.floor_id  # a floor without a plan
+    if data.get("device_id") == "cat":
+        await heard(hass, house, cooker=-60.0)
+        data["device_id"] = device(hass, "asset", "cat").id
+    data = {k: v for k, v in data.items() if v is not None}
+    with pytest.raises(ServiceValidationError) as err:
+        await call(hass, service, **data)
+    assert err.value.translation_key == key
+    assert hass_storage[storage_key]["data"] == before
+    if key not in ("not_an_node", "which_fleet"):
+        assert hub(setup_entry).rejected["floor_plan"] == rejected + 1
+
+
+async def test_a_room_taken_off_the_plan_and_an_uploaded_image(
+    hass: HomeAssistant, house: dict[str, Edge], setup_entry: MockConfigEntry
+) -> None:
+    floor, kitchen, _living = ids(hass)
+    await draw(hass)
+    plans = hub(setup_entry).floor_plans
+
+    class Uploads:
+        data: ClassVar = {"abc123": {"id": "abc123", "content_type": "image/png"}}
+
+    hass.data["image_upload"] = Uploads()
+    response = await call(
+        hass,
+        "set_floor_plan",
+        floor_id=floor,
+        image={
+            "media_content_id": "media-source://image_upload/abc123",
+            "media_content_type": "image/png",
+        },
+        width_m=12,
+        height_m=8,
+        elevation_m=0.5,
+    )
+    assert response == {"image": "/api/image/serve/abc123/original", "elevation_m": 0.5}
+    assert plans.plans[floor].rooms[kitchen]  # the rooms stay with a new image
+    await call(hass, "set_room_outline", area_id=kitchen, outline=[])
+    assert kitchen not in plans.plans[floor].rooms
+    assert plans.room_centre(kitchen) is None
+    with pytest.raises(Exception, match="point"):
+        await call(hass, "set_room_outline", area_id=kitchen, outline=[[0, 0, 1], [1, 1], [2, 0]])
+
+
+async def test_svg_and_webp_images_are_taken(
+    hass: HomeAssistant, house: dict[str, Edge], www: pathlib.Path
+) -> None:
+    floor, _kitchen, _living = ids(hass)
+    (www / "plan.svg").write_text(
+        '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>'
+    )
+    (www / "plan.webp").write_bytes(b"RIFF\0\0\0\0WEBPVP8 " + b"\0" * 32)
+    for image in ("/local/plan.svg", "/local/plan.webp"):
+        response = await call(
+            hass, "set_floor_plan", floor_id=floor, image=image, width_m=10, height_m=6
+        )
+        assert response["image"] == image
+
+
+async def test_an_unreadable_store_is_set_aside(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hass_storage[f"{DOMAIN}.{config_entry.entry_id}.floor_plans"] = {
+        "version": 1,
+        "key": f"{DOMAIN}.{config_entry.entry_id}.floor_plans",
+        "data": {"floors": {"ground": {"image": "/local/x.png"}}, "nodes": {}},
+    }
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    assert hub(config_entry).floor_plans.plans == {}
+    assert "unreadable" in caplog.text
