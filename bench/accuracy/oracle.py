@@ -60,9 +60,10 @@ class OracleLocator:
         self._map = module.RadioMap(floor_plan(scenario, module, model))
         radio = RadioModel(scenario, seed)
         height = 1.0
+        true_means = {}
         for room in scenario.rooms.values():
             z = scenario.floors[room.floor].height + height
-            self._map.means[room.id] = np.array(
+            true_means[room.id] = np.array(
                 [
                     [
                         radio.mean_rssi(TX_POWER, Pose(x, y, room.floor, z, None, False), node)
@@ -71,6 +72,7 @@ class OracleLocator:
                     for x, y in self._map.spots[room.id]
                 ]
             )
+        self._map.replace_means(true_means)
         self._adjacent = adjacency(scenario)
         self._online = dict.fromkeys(scenario.nodes, True)
         self._assets: dict[str, _Asset] = {}

@@ -33,6 +33,7 @@ MIN_TRAINING = 10
 NEAREST_SAMPLES = 5
 SETTLED = 0.98
 TX_MEMORY = 200  # reports a tag's learned transmit power averages over
+BIAS_MEMORY = 2000  # confident fits a node's bias on a floor plan averages over
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,8 @@ class _Node:
     online: bool = True
     high: float | None = None  # a high quantile of what the node hears (for its bias)
     samples: int = 0
+    map_bias: float = 0.0  # on a floor plan: what it hears above the map, over confident fits
+    map_samples: int = 0
 
 
 class Locator:
@@ -191,11 +194,10 @@ class Locator:
     def offset(self, node: str) -> float:
         """The node's learned radio bias in dB (0 until it has heard enough)."""
         state = self._nodes.get(node)
+        if self._map is not None:
+            return self._map_offset(state)
         if (
             not self.settings.calibrate
-            # the loudness ranking this bias is learned from assumes every node hears tags close
-            # by as often; on a floor plan, where nodes stand decides that (measured: -4 points)
-            or self._map is not None
             or state is None
             or state.high is None
             or state.samples < self.settings.offset_after
@@ -382,17 +384,41 @@ class Locator:
         """Each room's evidence in dB, 0 for a perfect fit; more negative is less likely."""
         top = sorted(heard.values(), reverse=True)
         gap = top[0] - (top[1] if len(top) > 1 else UNHEARD_DBM)
-        scores = {room: self._score(room, heard, top[0], gap) for room in self.rooms}
+        mapped = self._map.covers if self._map is not None else None
+        scores = {
+            room: self._score(room, heard, top[0], gap)
+            for room in self.rooms
+            if mapped is None or not mapped(room)
+        }
         if self._map is not None:
             fit = self._map.fit(heard, self._online_map(), self._tx(state))
-            known = {r: v for r, v in fit.rooms.items() if r in scores}
+            known = {r: v for r, v in fit.rooms.items() if r in self.rooms}
             if known:
                 best = max(known.values())
                 scale = self.settings.map_weight * self.settings.temperature_db
                 scores.update({r: scale * (v - best) for r, v in known.items()})
             if state is not None:
                 self._learn_tx(state, fit.offset_db)
+                if state.belief.get(state.room or "", 0.0) >= SETTLED:
+                    self._learn_map_bias(fit.residuals)
         return scores
+
+    def _map_offset(self, state: _Node | None) -> float:
+        """On a floor plan: the node's bias against the map, relative to the others' (a common
+        shift of every node is a tag's transmit power, not a bias)."""
+        s = self.settings
+        if not s.calibrate or state is None or state.map_samples < s.offset_after:
+            return 0.0
+        trusted = [n.map_bias for n in self._nodes.values() if n.map_samples >= s.offset_after]
+        if len(trusted) < 2:
+            return 0.0
+        return max(-OFFSET_LIMIT_DB, min(OFFSET_LIMIT_DB, state.map_bias - fmean(trusted)))
+
+    def _learn_map_bias(self, residuals: Mapping[str, float]) -> None:
+        for node, residual in residuals.items():
+            state = self._nodes.setdefault(node, _Node())
+            state.map_samples += 1
+            state.map_bias += residual / min(state.map_samples, BIAS_MEMORY)
 
     def _tx(self, state: _Asset | None) -> TagOffset:
         """The tag's transmit power as learned so far: vague at first, firmer with each report."""

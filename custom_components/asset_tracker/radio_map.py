@@ -20,6 +20,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,8 @@ Array = npt.NDArray[np.float64]
 
 MAX_SPOTS = 80  # per room: a large room gets a coarser grid, so cost does not grow with area
 MIN_SPACING_M = 0.5
+# a spot where the loudest node should hear the tag this much weaker than it did is not fitted
+PLAUSIBLE_DB = 25.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,9 @@ NO_OFFSET = TagOffset()
 class Fit:
     rooms: dict[str, float]  # each room's log-likelihood of the report (higher fits better)
     offset_db: float  # the tag's offset at the spot that fits best
+    # what each heard node reported above the best spot's mean and the tag's offset: a node
+    # whose residuals lean one way over many assets has a receiver bias
+    residuals: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,8 @@ class RadioMap:
         self.spots = {room: grid[0] for room, grid in grids.items()}
         self._spacing = {room: grid[1] for room, grid in grids.items()}
         self.means = dict(means) if means is not None else self._model_means()
+        self._last: tuple[Any, tuple[Array, Array]] | None = None
+        self._stack()
 
     def covers(self, room: str) -> bool:
         return room in self.means
@@ -119,15 +127,21 @@ class RadioMap:
         offset: TagOffset = NO_OFFSET,
     ) -> Fit:
         """How well the report fits each room, and the tag offset that fits it best."""
-        rooms: dict[str, float] = {}
-        best = (-math.inf, offset.mean_db)
-        for room, (ll, offsets) in self._spot_fits(heard, online, offset).items():
-            i = int(ll.argmax())
-            top = float(ll[i])
-            rooms[room] = top + math.log(float(np.exp(ll - top).mean()))
-            if top > best[0]:
-                best = (top, float(offsets[i]))
-        return Fit(rooms, best[1])
+        ll, offsets = self._all_fits(heard, online, offset)
+        tops = np.maximum.reduceat(ll, self._starts)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a room with no plausible spot
+            shifted = np.nan_to_num(np.exp(ll - np.repeat(tops, self._sizes)), nan=0.0)
+            sums = np.add.reduceat(shifted, self._starts)
+            fits = tops + np.log(sums / self._sizes)
+        rooms = {room: float(v) for room, v in zip(self._order, fits, strict=True)}
+        spot = int(ll.argmax())
+        tag_offset = float(offsets[spot])
+        residuals = {
+            node: heard[node] - float(self._all[spot, self._index[node]]) - tag_offset
+            for node in heard
+            if node in self._index
+        }
+        return Fit(rooms, tag_offset, residuals)
 
     def position(
         self,
@@ -139,7 +153,9 @@ class RadioMap:
         """Where in `room` the report fits best, as a weighted mean of its spots."""
         if room not in self.means or not heard:
             return None
-        ll = self._spot_fits(heard, online, offset, only=room)[room][0]
+        ll = self._all_fits(heard, online, offset)[0][self._slices[room]]
+        if not np.isfinite(ll.max()):
+            ll = self._spot_fits(heard, online, offset, self._slices[room])[0]
         weights = np.exp(ll - ll.max())
         weights /= weights.sum()
         spots = self.spots[room]
@@ -149,36 +165,76 @@ class RadioMap:
             float(x), float(y), self.rooms[room].floor, max(spread, self._spacing[room] / 2)
         )
 
+    def replace_means(self, means: Mapping[str, Array]) -> None:
+        """Other means for some rooms' spots (one row per spot, one column per node)."""
+        self.means.update(means)
+        self._stack()
+
     # the fit -------------------------------------------------------------------------------------
+
+    def _stack(self) -> None:
+        """Every room's spots in one array, so a fit is a few numpy operations for all rooms."""
+        self._last = None
+        self._order = list(self.means)
+        sizes = [len(self.means[r]) for r in self._order]
+        self._sizes = np.array(sizes)
+        self._starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
+        self._all = np.concatenate([self.means[r] for r in self._order])
+        self._slices = {
+            r: slice(int(start), int(start) + size)
+            for r, start, size in zip(self._order, self._starts, sizes, strict=True)
+        }
+
+    def _all_fits(
+        self, heard: Mapping[str, float], online: Mapping[str, bool], prior: TagOffset
+    ) -> tuple[Array, Array]:
+        """Every spot's fit, -inf where the loudest node could not sound as loud as it did (so
+        far rooms cost nothing); the last answer is kept for the position that follows (the
+        prior may have learned from this very fit meanwhile: the same report is not fitted again)."""
+        key = (tuple(sorted(heard.items())), tuple(sorted(online.items())))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        loudest = max(heard, key=lambda n: heard[n]) if heard else None
+        ll = np.full(len(self._all), -np.inf)
+        offsets = np.zeros(len(self._all))
+        plausible = (
+            np.flatnonzero(
+                self._all[:, self._index[loudest]] >= heard[loudest] - PLAUSIBLE_DB - prior.mean_db
+            )
+            if loudest in self._index
+            else np.empty(0, dtype=np.intp)
+        )
+        if len(plausible):
+            ll[plausible], offsets[plausible] = self._spot_fits(heard, online, prior, plausible)
+        else:
+            ll, offsets = self._spot_fits(heard, online, prior, slice(None))
+        self._last = (key, (ll, offsets))
+        return ll, offsets
 
     def _spot_fits(
         self,
         heard: Mapping[str, float],
         online: Mapping[str, bool],
         prior: TagOffset,
-        only: str | None = None,
-    ) -> dict[str, tuple[Array, Array]]:
-        """Per room: each spot's log-likelihood and the tag offset that fits it best."""
+        spots: slice | npt.NDArray[np.intp],
+    ) -> tuple[Array, Array]:
+        """Each spot's log-likelihood and the tag offset that fits it best."""
         m = self.model
         heard_idx = [self._index[n] for n in heard if n in self._index]
         values = np.array([heard[n] for n in heard if n in self._index])
         silent_idx = [i for n, i in self._index.items() if n not in heard and online.get(n, True)]
         sigma_o = prior.sigma_db if prior.sigma_db is not None else m.offset_sigma_db
         shrink = (m.sigma_db / sigma_o) ** 2
-        out: dict[str, tuple[Array, Array]] = {}
-        for room, means in self.means.items():
-            if only is not None and room != only:
-                continue
-            residual = values[None, :] - means[:, heard_idx]
-            offset = (residual.sum(axis=1) + shrink * prior.mean_db) / (len(heard_idx) + shrink)
-            ll = -((residual - offset[:, None]) ** 2).sum(axis=1) / (2 * m.sigma_db**2)
-            ll -= (offset - prior.mean_db) ** 2 / (2 * sigma_o**2)
-            if silent_idx:
-                loud = means[:, silent_idx] + offset[:, None] - m.silent_dbm
-                # a node that would hear the spot well but reported nothing: unlikely there
-                ll -= (np.clip(loud, 0.0, None) ** 2).sum(axis=1) / (2 * m.sigma_db**2)
-            out[room] = (ll, offset)
-        return out
+        means = self._all[spots]
+        residual = values[None, :] - means[:, heard_idx]
+        offset = (residual.sum(axis=1) + shrink * prior.mean_db) / (len(heard_idx) + shrink)
+        ll = -((residual - offset[:, None]) ** 2).sum(axis=1) / (2 * m.sigma_db**2)
+        ll -= (offset - prior.mean_db) ** 2 / (2 * sigma_o**2)
+        if silent_idx:
+            loud = means[:, silent_idx] + offset[:, None] - m.silent_dbm
+            # a node that would hear the spot well but reported nothing: unlikely there
+            ll -= (np.clip(loud, 0.0, None) ** 2).sum(axis=1) / (2 * m.sigma_db**2)
+        return ll, offset
 
     # the model ----------------------------------------------------------------------------------
 
