@@ -9,7 +9,11 @@ Views: fleet (assets by area, every asset as a tile), alerts (each active anomal
 acknowledge button, and recent anomalies), one drill-down subview per asset (area, signal and
 readings history) and edge health (per node outbox, latency, clock, connectivity).
 
-No map: BLE tags carry no coordinates, so a map would stay empty. Graph windows fit what they
+With floor plans (`floorplan.py`), a floor-plan view: per floor its image, the rooms, the nodes
+with their health and the assets where they are, drawn live by a small card the integration serves
+(`frontend/floor-plan-card.js`); the configuration it draws is generated here like the rest.
+
+No world map: BLE tags carry no coordinates, so it would stay empty. Graph windows fit what they
 show: a few hours for signals and readings, which change by the minute, a day for histories,
 so a fresh install is not a one-pixel sliver at the edge of a week-long axis.
 """
@@ -17,10 +21,12 @@ so a fresh install is not a one-pixel sliver at the edge of a week-long axis.
 from __future__ import annotations
 
 import logging
+import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from homeassistant.components import frontend
+from homeassistant.components.http.server import StaticPathConfig
 from homeassistant.components.lovelace.const import LOVELACE_DATA, ConfigNotFound
 from homeassistant.components.lovelace.dashboard import LovelaceStorage
 from homeassistant.config_entries import ConfigEntry
@@ -29,6 +35,7 @@ from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import floor_registry as fr
 from homeassistant.helpers.debounce import Debouncer
 from homeassistant.helpers.json import json_bytes, json_fragment
 from homeassistant.util import slugify
@@ -42,6 +49,9 @@ ICON: Final = "mdi:radar"
 ACKNOWLEDGE_SERVICE: Final = f"{DOMAIN}.acknowledge"
 SIGNAL_HOURS: Final = 3  # RSSI, distance, readings, outbox and latency
 HISTORY_HOURS: Final = 24  # area, presence, anomaly and battery timelines, logbooks
+CARD_URL: Final = f"/{DOMAIN}/floor-plan-card.js"
+CARD_FILE: Final = pathlib.Path(__file__).parent / "frontend" / "floor-plan-card.js"
+CARD_TYPE: Final = "custom:asset-tracker-floor-plan"
 READING_CLASSES: Final = frozenset(
     {
         "temperature",
@@ -182,10 +192,12 @@ def build_dashboard(hass: HomeAssistant, entry_id: str) -> dict[str, Any]:
     devices = collect(hass, entry_id)
     assets = [d for d in devices if d.is_asset]
     nodes = [d for d in devices if d.is_node]
+    plans = floor_plan_view(hass, entry_id, assets, nodes)
     return {
         "title": TITLE,
         "views": [
             fleet_view(hass, assets, nodes),
+            *([plans] if plans else []),
             alerts_view(assets, nodes),
             edge_health_view(nodes),
             *(asset_view(asset) for asset in assets),
@@ -264,6 +276,95 @@ def fleet_view(
         *cards,
     ]
     return {"title": "Fleet", "path": "fleet", "icon": ICON, "cards": view_cards}
+
+
+def _floor_plans(hass: HomeAssistant, entry_id: str) -> Any:
+    entry = hass.config_entries.async_get_entry(entry_id)
+    data = getattr(entry, "runtime_data", None) if entry else None
+    return getattr(getattr(data, "hub", None), "floor_plans", None)
+
+
+def _node_key(node: DeviceEntities) -> str | None:
+    for domain, ident in node.device.identifiers:
+        parts = ident.split(":", 2) if domain == DOMAIN else []
+        if len(parts) == 3 and parts[1] == "node":
+            return parts[2]
+    return None
+
+
+def floor_plan_view(
+    hass: HomeAssistant,
+    entry_id: str,
+    assets: list[DeviceEntities],
+    nodes: list[DeviceEntities],
+) -> dict[str, Any] | None:
+    """One floor-plan card per floor with a plan; None without plans."""
+    plans = _floor_plans(hass, entry_id)
+    if plans is None or not plans.plans:
+        return None
+    floors, areas = fr.async_get(hass), ar.async_get(hass)
+    health = {_node_key(n): n.roles["connectivity"] for n in nodes}
+    trackers = [
+        {
+            "name": a.name,
+            "entity": a.roles["tracker"],
+            "path": f"/{URL_PATH}/{asset_path(a)}",
+        }
+        for a in assets
+        if "tracker" in a.roles
+    ]
+    cards = []
+    for floor_id, plan in sorted(
+        plans.plans.items(), key=lambda item: (item[1].elevation_m, item[0])
+    ):
+        floor = floors.async_get_floor(floor_id)
+        rooms = []
+        for area_id, outline in sorted(plan.rooms.items()):
+            _floor, x, y, radius = plans.room_centre(area_id)
+            area = areas.async_get_area(area_id)
+            rooms.append(
+                {
+                    "area_id": area_id,
+                    "name": area.name if area else area_id,
+                    "outline": [list(p) for p in outline],
+                    "centre": [round(x, 2), round(y, 2)],
+                    "radius": round(radius, 2),
+                }
+            )
+        placed = [
+            {
+                "name": hub_name if (hub_name := _node_name(nodes, node_id)) else node_id,
+                "entity": health.get(node_id),
+                "x": p.x,
+                "y": p.y,
+            }
+            for node_id, p in sorted(plans.nodes.items())
+            if p.floor == floor_id
+        ]
+        cards.append(
+            {
+                "type": CARD_TYPE,
+                "title": floor.name if floor else floor_id,
+                "floor": floor_id,
+                "image": plan.image,
+                "width_m": plan.width_m,
+                "height_m": plan.height_m,
+                "rooms": rooms,
+                "nodes": placed,
+                "assets": trackers,
+            }
+        )
+    return {
+        "title": "Floor plan",
+        "path": "floor-plan",
+        "icon": "mdi:floor-plan",
+        "type": "panel" if len(cards) == 1 else "masonry",
+        "cards": cards,
+    }
+
+
+def _node_name(nodes: list[DeviceEntities], node_id: str) -> str | None:
+    return next((n.name for n in nodes if _node_key(n) == node_id), None)
 
 
 def _acknowledge(asset: DeviceEntities) -> dict[str, Any]:
@@ -470,6 +571,18 @@ class GeneratedDashboard(LovelaceStorage):
         return json_fragment(json_bytes(build_dashboard(self.hass, self.entry_id)))
 
 
+async def _async_serve_card(hass: HomeAssistant) -> None:
+    """The floor-plan card's module, served by the integration and loaded by every frontend."""
+    key = f"{DOMAIN}_card_served"
+    if hass.data.get(key) or hass.http is None or "frontend" not in hass.config.components:
+        return
+    hass.data[key] = True
+    await hass.http.async_register_static_paths(
+        [StaticPathConfig(CARD_URL, str(CARD_FILE), cache_headers=False)]
+    )
+    frontend.add_extra_js_url(hass, CARD_URL)
+
+
 async def async_setup_dashboard(hass: HomeAssistant, entry: ConfigEntry) -> None:
     """Registers the dashboard for the entry (the first entry wins when there are several)."""
     lovelace = hass.data.get(LOVELACE_DATA)
@@ -478,6 +591,7 @@ async def async_setup_dashboard(hass: HomeAssistant, entry: ConfigEntry) -> None
     if URL_PATH in lovelace.dashboards:
         _LOGGER.debug("Dashboard %s already registered", URL_PATH)
         return
+    await _async_serve_card(hass)
     dashboard = GeneratedDashboard(hass, entry.entry_id)
     lovelace.dashboards[URL_PATH] = dashboard
     frontend.async_register_built_in_panel(
@@ -502,10 +616,14 @@ async def async_setup_dashboard(hass: HomeAssistant, entry: ConfigEntry) -> None
             debouncer.async_schedule_call()
 
     unlisten = hass.bus.async_listen(er.EVENT_ENTITY_REGISTRY_UPDATED, registry_changed)
+    plans = _floor_plans(hass, entry.entry_id)
+    unlisten_plans = plans.add_listener(debouncer.async_schedule_call) if plans else None
 
     @callback
     def remove() -> None:
         unlisten()
+        if unlisten_plans is not None:
+            unlisten_plans()
         debouncer.async_cancel()
         if lovelace.dashboards.get(URL_PATH) is dashboard:
             lovelace.dashboards.pop(URL_PATH)

@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import math
 import pathlib
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.components.frontend import DATA_EXTRA_MODULE_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import floor_registry as fr
+from homeassistant.setup import async_setup_component
 from mqtt_edge import Edge
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator, WebSocketGenerator
 from test_features import device, now_ms
 from test_rooms import area_state, tracker
 
+from custom_components.asset_tracker import dashboard
 from custom_components.asset_tracker.const import DOMAIN
 from custom_components.asset_tracker.diagnostics import async_get_config_entry_diagnostics
 from custom_components.asset_tracker.radio_map import _inside
@@ -317,3 +327,62 @@ async def test_an_unreadable_store_is_set_aside(
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     assert hub(config_entry).floor_plans.plans == {}
     assert "unreadable" in caplog.text
+
+
+async def test_the_dashboard_draws_each_floor_with_its_rooms_nodes_and_assets(
+    hass: HomeAssistant,
+    house: dict[str, Edge],
+    setup_entry: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+    hass_client: ClientSessionGenerator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    assert await async_setup_component(hass, "frontend", {})
+    assert await async_setup_component(hass, "lovelace", {})
+    assert await hass.config_entries.async_reload(setup_entry.entry_id)
+    await hass.async_block_till_done()
+    assert "floor-plan" not in [v["path"] for v in (await lovelace(hass, hass_ws_client))["views"]]
+    updates = async_capture_events(hass, "lovelace_updated")
+    await draw(hass)
+    await heard(hass, house, cooker=-52.0, door=-63.0, sofa=-80.0)
+    freezer.tick(timedelta(seconds=3))  # open dashboards are told (debounced)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert updates
+    floor, kitchen, _living = ids(hass)
+    view = next(
+        v for v in (await lovelace(hass, hass_ws_client))["views"] if v["path"] == "floor-plan"
+    )
+    (card,) = view["cards"]
+    assert card["type"] == "custom:asset-tracker-floor-plan"
+    assert (card["floor"], card["title"], card["image"]) == (
+        floor,
+        "Ground floor",
+        "/local/ground.png",
+    )
+    assert (card["width_m"], card["height_m"]) == (10.0, 6.0)
+    room = next(r for r in card["rooms"] if r["area_id"] == kitchen)
+    assert room["name"] == "Kitchen" and room["outline"] == KITCHEN
+    assert room["centre"] == [2.5, 3.0] and room["radius"] == pytest.approx(3.91, abs=0.01)
+    sofa = next(n for n in card["nodes"] if n["x"] == 9.0)
+    assert sofa["entity"].startswith("binary_sensor.") and hass.states.get(sofa["entity"])
+    (cat,) = card["assets"]
+    assert cat["entity"].startswith("device_tracker.") and cat["path"].startswith(
+        "/asset-tracker/asset-"
+    )
+    assert cat["path"].removeprefix("/asset-tracker/") in [
+        v["path"] for v in (await lovelace(hass, hass_ws_client))["views"]
+    ]
+    # the card's module is served by the integration and loaded by the frontend
+    assert dashboard.CARD_URL in hass.data[DATA_EXTRA_MODULE_URL].urls
+    response = await (await hass_client()).get(dashboard.CARD_URL)
+    assert response.status == 200
+    assert "asset-tracker-floor-plan" in await response.text()
+
+
+async def lovelace(hass: HomeAssistant, hass_ws_client: WebSocketGenerator) -> dict[str, Any]:
+    client = await hass_ws_client(hass)
+    await client.send_json_auto_id({"type": "lovelace/config", "url_path": "asset-tracker"})
+    msg = await client.receive_json()
+    assert msg["success"], msg
+    return dict(msg["result"])

@@ -1,0 +1,173 @@
+// Asset Tracker floor plan: one floor's image with its rooms, the nodes (online or offline) and
+// the assets where they are, live. The dashboard generates the card's configuration (metres from
+// the image's top-left corner); this only draws it and moves the assets as their trackers change.
+// An asset with a position (tracker attributes x, y, position_accuracy_m on this floor) is drawn
+// there with its uncertainty; one without is drawn at its room's centre with the room as its
+// uncertainty. A tap opens the asset's drill-down view.
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+class AssetTrackerFloorPlan extends HTMLElement {
+  setConfig(config) {
+    if (!config || !config.image || !(config.width_m > 0) || !(config.height_m > 0)) {
+      throw new Error("image, width_m and height_m are required");
+    }
+    this._config = config;
+    this._drawn = new Map(); // tracker entity -> {group, state}
+    this._nodes = new Map(); // connectivity entity -> {mark, state}
+    this._build();
+  }
+
+  getCardSize() {
+    return 8;
+  }
+
+  _build() {
+    const c = this._config;
+    const root = this.shadowRoot || this.attachShadow({ mode: "open" });
+    root.innerHTML = `
+      <style>
+        ha-card { overflow: hidden; }
+        .plan { position: relative; width: 100%; aspect-ratio: ${c.width_m} / ${c.height_m}; }
+        .plan img, .plan svg { position: absolute; inset: 0; width: 100%; height: 100%; }
+        .plan img { object-fit: fill; }
+        .room { fill: rgba(3, 169, 244, 0.08); stroke: var(--primary-color, #03a9f4); }
+        .room-name { fill: var(--secondary-text-color, #555); font-family: sans-serif; }
+        .node.online { fill: var(--success-color, #43a047); }
+        .node.offline { fill: var(--error-color, #db4437); }
+        .node.unknown { fill: var(--disabled-color, #9e9e9e); }
+        .asset { cursor: pointer; }
+        .asset .dot { fill: var(--accent-color, #ff9800); stroke: white; }
+        .asset .spread { fill: rgba(255, 152, 0, 0.15); stroke: rgba(255, 152, 0, 0.6); }
+        .asset.in-room .spread { stroke-dasharray: 0.2 0.15; }
+        .asset text { font-family: sans-serif; fill: var(--primary-text-color, #212121); }
+        .asset.hidden { display: none; }
+      </style>
+      <ha-card>
+        <div class="plan"><img alt=""></div>
+      </ha-card>`;
+    root.querySelector("ha-card").header = c.title || "";
+    const plan = root.querySelector(".plan");
+    plan.querySelector("img").src = c.image;
+    const layer = svg("svg", {
+      viewBox: `0 0 ${c.width_m} ${c.height_m}`,
+      preserveAspectRatio: "none",
+    });
+    const unit = Math.max(c.width_m, c.height_m) / 60; // marks scale with the plan
+    this._unit = unit;
+    this._rooms = new Map();
+    for (const room of c.rooms || []) {
+      const points = room.outline.map((p) => p.join(",")).join(" ");
+      const poly = svg("polygon", { points, class: "room", "stroke-width": unit / 6 });
+      poly.dataset.area = room.area_id;
+      layer.append(poly);
+      const label = svg("text", {
+        x: room.centre[0],
+        y: room.centre[1],
+        "font-size": unit * 1.4,
+        "text-anchor": "middle",
+        class: "room-name",
+      });
+      label.textContent = room.name;
+      layer.append(label);
+      this._rooms.set(room.area_id, room);
+    }
+    for (const node of c.nodes || []) {
+      const mark = svg("rect", {
+        x: node.x - unit / 2,
+        y: node.y - unit / 2,
+        width: unit,
+        height: unit,
+        class: "node unknown",
+      });
+      mark.dataset.node = node.name;
+      const title = svg("title", {});
+      title.textContent = node.name;
+      mark.append(title);
+      layer.append(mark);
+      if (node.entity) this._nodes.set(node.entity, { mark, state: undefined });
+    }
+    this._assetLayer = svg("g", {});
+    layer.append(this._assetLayer);
+    for (const asset of c.assets || []) this._drawAsset(asset);
+    plan.append(layer);
+    if (this._hass) this.hass = this._hass;
+  }
+
+  _drawAsset(asset) {
+    const unit = this._unit;
+    const group = svg("g", { class: "asset hidden" });
+    group.dataset.asset = asset.name;
+    const spread = svg("circle", { class: "spread", r: 0, "stroke-width": unit / 10 });
+    const dot = svg("circle", { class: "dot", r: unit / 2, "stroke-width": unit / 8 });
+    const label = svg("text", { "font-size": unit * 1.1, dx: unit * 0.8, dy: unit * 0.4 });
+    label.textContent = asset.name;
+    group.append(spread, dot, label);
+    group.addEventListener("click", () => {
+      history.pushState(null, "", asset.path);
+      window.dispatchEvent(new CustomEvent("location-changed", { detail: { replace: false } }));
+    });
+    this._assetLayer.append(group);
+    this._drawn.set(asset.entity, { group, spread, dot, label, state: undefined });
+  }
+
+  set hass(hass) {
+    this._hass = hass;
+    if (!this._config) return;
+    for (const [entity, node] of this._nodes) {
+      const state = hass.states[entity];
+      if (state === node.state) continue; // unchanged object: nothing to redraw
+      node.state = state;
+      const health = !state ? "unknown" : state.state === "on" ? "online" : "offline";
+      node.mark.setAttribute("class", `node ${health}`);
+      node.mark.dataset.health = health;
+    }
+    for (const [entity, drawn] of this._drawn) {
+      const state = hass.states[entity];
+      if (state === drawn.state) continue;
+      drawn.state = state;
+      this._place(drawn, state);
+    }
+  }
+
+  _place(drawn, state) {
+    const a = state ? state.attributes : {};
+    const floor = this._config.floor;
+    let x, y, r, where;
+    if (a.x != null && a.y != null && a.floor === floor) {
+      [x, y, r, where] = [a.x, a.y, a.position_accuracy_m || 0, "position"];
+    } else if (a.area_id && this._rooms.has(a.area_id)) {
+      const room = this._rooms.get(a.area_id);
+      [x, y, r, where] = [room.centre[0], room.centre[1], room.radius, "room"];
+    }
+    const shown = where !== undefined && state.state === "home";
+    const kind = where === "room" ? " in-room" : "";
+    drawn.group.setAttribute("class", `asset${shown ? "" : " hidden"}${kind}`);
+    drawn.group.dataset.where = shown ? where : "none";
+    if (!shown) return;
+    drawn.group.dataset.x = x;
+    drawn.group.dataset.y = y;
+    for (const el of [drawn.spread, drawn.dot]) {
+      el.setAttribute("cx", x);
+      el.setAttribute("cy", y);
+    }
+    drawn.spread.setAttribute("r", r);
+    drawn.label.setAttribute("x", x);
+    drawn.label.setAttribute("y", y);
+  }
+}
+
+if (!customElements.get("asset-tracker-floor-plan")) {
+  customElements.define("asset-tracker-floor-plan", AssetTrackerFloorPlan);
+  window.customCards = window.customCards || [];
+  window.customCards.push({
+    type: "asset-tracker-floor-plan",
+    name: "Asset Tracker floor plan",
+    description: "A floor plan with its rooms, nodes and the assets where they are.",
+  });
+}
