@@ -1,5 +1,7 @@
-"""`make demo`: a local mosquitto, an edge node with simulated tags and a real Home Assistant with
-the integration, its dashboard and an anomaly-alert automation set up; prints the URL and a login.
+"""`make demo`: a local mosquitto, three edge nodes in three rooms with simulated tags (and three
+tags heard that are no asset yet: Settings > Devices & services > Asset Tracker > Add asset offers
+them) and a real Home Assistant with the integration, its dashboard and an anomaly-alert
+automation set up; prints the URL and a login.
 
 Everything listens on 127.0.0.1 only and lives under build/demo/ (delete it for a fresh start).
 Stops everything it started on Ctrl-C or SIGTERM.
@@ -22,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "edge_addon")]
 
-from e2e.demo_scenario import ALERT_AUTOMATION, NODE, scenario_edge_config  # noqa: E402
+from e2e.demo_scenario import ALERT_AUTOMATION, NODES, scenario_edge_configs  # noqa: E402
 from e2e.edge_process import EdgeProcess  # noqa: E402
 from e2e.hass_process import (  # noqa: E402
     HassProcess,
@@ -48,8 +50,7 @@ async def run(stop: asyncio.Event) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(WORK / "mosquitto", port=MQTT_PORT)
     hass = HassProcess(WORK / "ha", HTTP_PORT)
-    config = scenario_edge_config(WORK / "edge", "127.0.0.1", MQTT_PORT, start_ms=0)
-    edge = EdgeProcess(WORK / "edge", config)
+    edges: dict[str, EdgeProcess] = {}
     started: list[str] = []
     try:
         broker.start()
@@ -67,22 +68,27 @@ async def run(stop: asyncio.Event) -> int:
         )
         await ensure_integration(client)
         await client.close()
-        # the scenario's 10-minute cycle starts with the node: the freezer's door opens after 4
+        # the scenario's 10-minute cycle starts with the nodes: the freezer's door opens after 4
         # minutes and alerts within 2 more (tests/e2e/test_demo_scenario.py checks the scenario)
-        config["simulator"]["start_ms"] = time.time_ns() // 1_000_000
-        edge.start()
-        started.append("edge")
-        say(f"edge node '{NODE}' simulating tags (log: {edge.log_path})")
+        start_ms = time.time_ns() // 1_000_000
+        configs = scenario_edge_configs(WORK / "edge", "127.0.0.1", MQTT_PORT, start_ms=start_ms)
+        for node, config in configs.items():
+            edges[node] = edge = EdgeProcess(WORK / "edge" / node, config)
+            edge.start()
+            say(f"edge node '{node}' in the {NODES[node]} (log: {edge.log_path})")
+        started.append("edges")
         print(
             "\n"
             f"  Home Assistant: http://127.0.0.1:{HTTP_PORT}/asset-tracker\n"
             f"  login:          {USER} / {PASSWORD}\n"
             f"  MQTT broker:    127.0.0.1:{MQTT_PORT} (root topic asset_tracker)\n"
+            "  Add a heard tag: Settings > Devices & services > Asset Tracker > Add asset\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
         while not stop.is_set():
-            for name, proc in (("hass", hass.proc), ("edge", edge.proc)):
+            procs = [("hass", hass.proc)] + [(f"edge {n}", e.proc) for n, e in edges.items()]
+            for name, proc in procs:
                 if proc is not None and proc.poll() is not None:
                     say(f"{name} exited with {proc.returncode}; stopping")
                     return 1
@@ -91,7 +97,8 @@ async def run(stop: asyncio.Event) -> int:
         return 0
     finally:
         say("stopping " + ", ".join(reversed(started)) if started else "nothing to stop")
-        edge.stop()
+        for edge in edges.values():
+            edge.stop()
         hass.stop()
         broker.stop()
 

@@ -150,6 +150,8 @@ SIMULATOR = _section(
     {
         _opt("tags", 4): _int(0, 5000),
         _opt("sensors", 2): _int(0, 5000),
+        # iBeacon tags that are no asset (major 2): what a node offers for adoption
+        _opt("unlisted", 0): _int(0, 5000),
         _opt("rate_per_s", 20.0): _float(0.1, 20000),
         _opt("anomalies", True): bool,
         _opt("seed", 1): int,

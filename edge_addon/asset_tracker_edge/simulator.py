@@ -13,6 +13,10 @@ same fractions of the cycle however long it is:
 - the last tag drops out for the last fifth: it goes away and comes back, a presence change
   that is no alert (it is not missing for long).
 `incidents` lists the incidents of a span of time, so a test can hold the alerts against them.
+
+With several nodes, each sensor tag sits beside one node (sensor k beside node k mod n) and only
+that node hears it, so a reading and its alert come from one place. `simulator.unlisted` more
+iBeacon tags (major 2) move like the others but are no asset: what a node offers for adoption.
 """
 
 from __future__ import annotations
@@ -73,19 +77,23 @@ class Simulator:
     def __init__(self, config: dict[str, Any], node_id: str) -> None:
         sim = config["simulator"]
         self.tags, self.sensors = sim["tags"], sim["sensors"]
+        self.unlisted = int(sim.get("unlisted", 0))
         self.rate = float(sim["rate_per_s"])
         self.anomalies = sim["anomalies"]
         self.cycle_s = float(sim.get("cycle_s", CYCLE_S))
         self.start_ms = int(sim.get("start_ms", 0))
         nodes: list[str] = sim.get("nodes") or [node_id]
-        self.position = NODE_SPACING_M * (nodes.index(node_id) if node_id in nodes else 0)
+        self.index = nodes.index(node_id) if node_id in nodes else 0
+        self.node_count = len(nodes)
+        self.position = NODE_SPACING_M * self.index
         self.span = NODE_SPACING_M * max(1, len(nodes) - 1)
         rng = random.Random(sim["seed"])
         self._phases = [rng.uniform(0, 2 * math.pi) for _ in range(self.tags)]
         self._periods = [rng.uniform(120, 360) for _ in range(self.tags)]
-        self._noise = random.Random(
-            sim["seed"] * 7919 + (nodes.index(node_id) if node_id in nodes else 0)
-        )
+        # drawn after the listed tags' so adding unlisted tags moves none of them
+        self._phases += [rng.uniform(0, 2 * math.pi) for _ in range(self.unlisted)]
+        self._periods += [rng.uniform(120, 360) for _ in range(self.unlisted)]
+        self._noise = random.Random(sim["seed"] * 7919 + self.index)
         self._next = 0
 
     def assets(self) -> list[dict[str, Any]]:
@@ -112,6 +120,14 @@ class Simulator:
             for i in range(self.sensors)
         ]
         return tags + sensors
+
+    def hears_sensor(self, k: int) -> bool:
+        """Sensor k sits beside node k mod n; only that node hears it."""
+        return k % self.node_count == self.index
+
+    @staticmethod
+    def unlisted_address(j: int) -> str:
+        return f"5c:f3:70:01:{(j + 1) // 256:02x}:{(j + 1) % 256:02x}"
 
     @staticmethod
     def sensor_mac(i: int) -> str:
@@ -150,7 +166,7 @@ class Simulator:
 
     def next_advert(self, now_ms: int) -> Advert | None:
         """The next advert in round-robin order; None when that tag is out of range."""
-        total = self.tags + self.sensors
+        total = self.tags + self.sensors + self.unlisted
         if total == 0:
             return None
         i, self._next = self._next, (self._next + 1) % total
@@ -158,16 +174,27 @@ class Simulator:
         if i < self.tags:
             if self.dropped_out(i, t):
                 return None
-            distance = abs(self.tag_position(i, t) - self.position) + 1.0
-            if distance > 30:
-                return None
-            return Advert(
-                address=f"5c:f3:70:00:{(i + 1) // 256:02x}:{(i + 1) % 256:02x}",
-                rssi=self.rssi_at(distance),
-                received_ms=now_ms,
-                manufacturer_data={0x004C: ibeacon_data(1, i + 1)},
+            return self._tag_advert(
+                i, now_ms, f"5c:f3:70:00:{(i + 1) // 256:02x}:{(i + 1) % 256:02x}", 1, i + 1
             )
-        return self._sensor_advert(i - self.tags, now_ms)
+        if i < self.tags + self.sensors:
+            k = i - self.tags
+            return self._sensor_advert(k, now_ms) if self.hears_sensor(k) else None
+        j = i - self.tags - self.sensors
+        return self._tag_advert(self.tags + j, now_ms, self.unlisted_address(j), 2, j + 1)
+
+    def _tag_advert(
+        self, i: int, now_ms: int, address: str, major: int, minor: int
+    ) -> Advert | None:
+        distance = abs(self.tag_position(i, now_ms / 1000) - self.position) + 1.0
+        if distance > 30:
+            return None
+        return Advert(
+            address=address,
+            rssi=self.rssi_at(distance),
+            received_ms=now_ms,
+            manufacturer_data={0x004C: ibeacon_data(major, minor)},
+        )
 
     def _sensor_advert(self, k: int, now_ms: int) -> Advert:
         t = now_ms / 1000

@@ -1,10 +1,10 @@
 """`make demo`'s scenario end to end: after it ran, the notifications equal the incidents the
 simulator injected, none else, and neither the demo nor the integration raised a repair.
 
-The same parts as `make demo` (mosquitto, the edge node simulating tags as its own process, a real
-`hass` with the demo's alert automation), on a stack of their own: the other end-to-end tests
-raise limits on purpose. By default one 2-minute cycle of the compressed scenario runs (see
-demo_scenario.py); `make demo-check` runs the demo's own 10 minutes
+The same parts as `make demo` (mosquitto, the three edge nodes simulating tags, each its own
+process, a real `hass` with the demo's alert automation), on a stack of their own: the other
+end-to-end tests raise limits on purpose. By default one 2-minute cycle of the compressed scenario
+runs (see demo_scenario.py); `make demo-check` runs the demo's own 10 minutes
 (ASSET_TRACKER_DEMO_MINUTES=10). Counts, not timings, are asserted; the report is written to
 build/e2e-demo/demo_scenario.json.
 """
@@ -29,10 +29,10 @@ from mosquitto_broker import Mosquitto
 
 from e2e.demo_scenario import (
     ALERT_AUTOMATION,
-    NODE,
+    NODES,
     asset_names,
     injected,
-    scenario_edge_config,
+    scenario_edge_configs,
 )
 from e2e.edge_process import EdgeProcess
 from e2e.hass_process import (
@@ -100,43 +100,51 @@ async def test_the_demo_notifies_once_per_injected_incident_and_raises_no_repair
     demo: Demo,
 ) -> None:
     start_ms = time.time_ns() // 1_000_000
-    config = scenario_edge_config(
+    configs = scenario_edge_configs(
         WORK / "edge", demo.broker.host, demo.broker.port, start_ms=start_ms, cycle_s=CYCLE_S
     )
-    edge = EdgeProcess(WORK / "edge", config)
+    edges = {node: EdgeProcess(WORK / "edge" / node, c) for node, c in configs.items()}
     client = demo.client()
     end_ms = start_ms + int(RUN_S * 1000)
     try:
         async with websocket(client) as ws:
             anomalies = await ws.subscribe("subscribe_events", event_type="asset_tracker_anomaly")
-            edge.start()
+            for edge in edges.values():
+                edge.start()
 
             async def scenario_over() -> bool:
-                assert edge.proc is not None and edge.proc.poll() is None, edge.tail()
+                for edge in edges.values():
+                    assert edge.proc is not None and edge.proc.poll() is None, edge.tail()
                 assert demo.hass.proc is not None and demo.hass.proc.poll() is None
                 return time.time_ns() // 1_000_000 >= end_ms
 
             await wait_for(scenario_over, RUN_S + 60, 1.0, "the end of the scenario")
-            # everything the node made up to the end is applied, and the automation is done
-            high = _edge_high_seq(Path(config["storage"]["path"]))
-            await wait_for(
-                lambda: _watermark_at_least(client, demo.entry_id, high),
-                180,
-                0.5,
-                f"watermark {high}\n{demo.hass.tail(20)}\n{edge.tail(20)}",
-            )
+            # everything the nodes made up to the end is applied, and the automation is done
+            for node, edge in edges.items():
+                high = _edge_high_seq(Path(configs[node]["storage"]["path"]))
+                await wait_for(
+                    lambda node=node, high=high: _watermark_at_least(
+                        client, demo.entry_id, node, high
+                    ),
+                    180,
+                    0.5,
+                    f"{node} watermark {high}\n{demo.hass.tail(20)}\n{edge.tail(20)}",
+                )
             await wait_for(lambda: _automation_idle(client), 60, 0.5, "the automation idle")
             notifications = list(await ws.call("persistent_notification/get"))
             issues = (await ws.call("repairs/list_issues"))["issues"]
         events = _drain(anomalies)
     finally:
-        edge.stop()
+        for edge in edges.values():
+            edge.stop()
         await client.close()
 
+    config = configs[next(iter(NODES))]  # the nodes share the incidents and the assets
     incidents = injected(config, start_ms, end_ms)
     names = asset_names(config)
     report = {
         "minutes": round(RUN_S / 60, 1),
+        "nodes": list(NODES),
         "cycle_s": CYCLE_S,
         "injected": [
             {"asset": i.asset, "kind": i.kind, "at_s": _s(i.start_ms, start_ms)} for i in incidents
@@ -188,9 +196,9 @@ def _edge_high_seq(data: Path) -> int:
         )
 
 
-async def _watermark_at_least(client: HassClient, entry_id: str, seq: int) -> bool:
+async def _watermark_at_least(client: HassClient, entry_id: str, node: str, seq: int) -> bool:
     diag = (await client.get(f"/api/diagnostics/config_entry/{entry_id}"))["data"]
-    return any(int(e["watermark"]) >= seq for e in diag["dedupe"].get(NODE, {}).values())
+    return any(int(e["watermark"]) >= seq for e in diag["dedupe"].get(node, {}).values())
 
 
 async def _automation_idle(client: HassClient) -> bool:

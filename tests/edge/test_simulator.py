@@ -185,3 +185,25 @@ async def test_run_emits_through_async_and_plain_callbacks() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert all(a.received_ms == T0 for a in plain)
+
+
+def test_each_sensor_is_heard_by_its_own_node_only() -> None:
+    shared = {"tags": 0, "sensors": 3, "nodes": ["a", "b", "c"], "anomalies": False}
+    heard = {
+        node: {ad.address for ad in adverts(Simulator(config(**shared), node), T0, 30) if ad}
+        for node in ("a", "b", "c")
+    }
+    assert heard == {node: {Simulator.sensor_mac(k)} for k, node in enumerate(("a", "b", "c"))}
+
+
+def test_unlisted_tags_are_heard_but_no_asset_and_move_no_listed_tag() -> None:
+    listed = Simulator(config(tags=2, sensors=0, anomalies=False), "a")
+    sim = Simulator(config(tags=2, sensors=0, unlisted=2, anomalies=False), "a")
+    assert sim.assets() == listed.assets()
+    for t in (0.0, 100.0, 250.0):
+        assert [sim.tag_position(i, t) for i in range(2)] == [
+            listed.tag_position(i, t) for i in range(2)
+        ]
+    addresses = {ad.address for ad in adverts(sim, T0, 40) if ad}
+    assert {Simulator.unlisted_address(0), Simulator.unlisted_address(1)} <= addresses
+    assert not any(a["match"].get("ibeacon", {}).get("major") == 2 for a in sim.assets())
