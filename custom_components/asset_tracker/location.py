@@ -80,6 +80,9 @@ class LocatorSettings:
     calibrate: bool = True  # learn each node's radio bias from what it hears
     offset_quantile: float = 0.9
     offset_after: int = 300  # samples per node before its bias is trusted
+    # on a floor plan, learn node biases from the map's residuals: off, as model errors (wall
+    # losses, exponent) end up in them too (-0.4 points in the harness); a calibration sets them
+    map_calibrate: bool = False
     tx_sigma_min_db: float = 1.0  # how firmly a tag's learned transmit power is held
     map_weight: float = 1.0  # with a floor plan: dB of score per unit of log-likelihood, per dB
 
@@ -407,7 +410,7 @@ class Locator:
         """On a floor plan: the node's bias against the map, relative to the others' (a common
         shift of every node is a tag's transmit power, not a bias)."""
         s = self.settings
-        if not s.calibrate or state is None or state.map_samples < s.offset_after:
+        if not s.map_calibrate or state is None or state.map_samples < s.offset_after:
             return 0.0
         trusted = [n.map_bias for n in self._nodes.values() if n.map_samples >= s.offset_after]
         if len(trusted) < 2:

@@ -189,8 +189,8 @@ class RadioMap:
         self, heard: Mapping[str, float], online: Mapping[str, bool], prior: TagOffset
     ) -> tuple[Array, Array]:
         """Every spot's fit, -inf where the loudest node could not sound as loud as it did (so
-        far rooms cost nothing); the last answer is kept for the position that follows (the
-        prior may have learned from this very fit meanwhile: the same report is not fitted again)."""
+        far rooms cost nothing). The last answer is kept for the position that follows; the
+        prior may have learned from this very fit meanwhile, the same report is not refitted."""
         key = (tuple(sorted(heard.items())), tuple(sorted(online.items())))
         if self._last is not None and self._last[0] == key:
             return self._last[1]

@@ -185,3 +185,21 @@ def test_a_calibrated_node_offset_shifts_what_it_should_hear() -> None:
         [3.0] * len(base.spots["hall"])
     )
     assert (shifted.means["hall"][:, k] == base.means["hall"][:, k]).all()
+
+
+def test_on_a_plan_a_loud_receiver_is_learned_when_asked(radio_map: RadioMap) -> None:
+    locator = locator_on_plan(map_calibrate=True, offset_after=50)
+    spots = [(1.0, 1.0), (4.0, 3.0), (1.0, 6.0), (4.0, 7.0), (6.0, 2.0), (6.0, 6.0)]
+    t = 0
+    for x, y in spots * 60:
+        heard = expected(radio_map, x, y, "ground")
+        heard = {n: v + (5 if n == "h" else 0) for n, v in heard.items()}
+        for _ in range(4):  # the asset stays: its estimate settles, its fits are trusted
+            t += 1000
+            for node, rssi in heard.items():
+                locator.observe("tag", node, rssi + (t % 3000) / 1000, t)
+            locator.locate("tag", t)
+    assert locator.offset("h") == pytest.approx(5 * 3 / 4, abs=1.5)  # against the others' mean
+    assert abs(locator.offset("k")) < abs(locator.offset("h"))
+    # off by default: model errors would be learned as biases too
+    assert locator_on_plan().offset("h") == 0.0
