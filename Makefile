@@ -59,12 +59,16 @@ demo-check:
 e2e:
 	$(PY314) python -m pytest tests/e2e -p no:cacheprovider -p no:homeassistant
 
-# the README's pictures, refreshed on purpose: the end-to-end dashboard test takes them under
-# build/e2e/ (tests never write into the tracked tree), this copies them to docs/
+# the README's pictures, refreshed on purpose: the end-to-end dashboard and adoption tests take
+# them under build/e2e/ and build/e2e-demo/ (tests never write into the tracked tree), this
+# copies them to docs/
 screenshots:
 	$(PY314) python -m pytest tests/e2e/test_end_to_end.py -p no:cacheprovider -p no:homeassistant \
 		-k test_dashboard_renders_the_asset_cards_in_chromium
 	cp build/e2e/dashboard.png docs/dashboard.png
+	$(PY314) python -m pytest tests/e2e/test_demo_scenario.py -p no:cacheprovider -p no:homeassistant \
+		-k test_adding_a_heard_tag_takes_two_clicks_and_reaches_every_node
+	cp build/e2e-demo/screenshots/add_asset_picked.png docs/add_asset.png
 
 faults:
 	$(PY314) python -m pytest tests/faults -p no:cacheprovider -p no:homeassistant

@@ -37,8 +37,8 @@ class Candidate:
         return self.match is None
 
     def label(self, node_name: str) -> str:
-        name = self.name or self.format
-        return f"{name} · {self.format} · {self.address} · {self.rssi:.0f} dBm ({node_name})"
+        heard = f"{self.format} · {self.address} · {self.rssi:.0f} dBm ({node_name})"
+        return f"{self.name} · {heard}" if self.name else heard
 
 
 def _match(raw: dict[str, Any] | None) -> dict[str, Any] | None:

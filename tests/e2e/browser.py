@@ -216,3 +216,57 @@ async def wait_rendered(
         await asyncio.sleep(0.5)
     console = "\n".join(page.console[-30:])
     raise TimeoutError(f"{count} x {tags} not rendered, found {found}; console:\n{console}")
+
+
+# The centre of the last element of a tag name (through every open shadow root) whose text has
+# the needle, scrolled into view; null when none is rendered with a size yet.
+FIND_CENTRE = """
+((tag, needle) => {
+  const found = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.localName === tag) {
+        const text = (el.textContent || '') + ' ' + (el.shadowRoot ? el.shadowRoot.textContent : '');
+        if (text.replace(/\\s+/g, ' ').includes(needle)) found.push(el);
+      }
+      if (el.shadowRoot) walk(el.shadowRoot);
+    }
+  };
+  walk(document);
+  const el = found[found.length - 1];
+  if (!el) return null;
+  el.scrollIntoView({block: 'center'});
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) return null;
+  return {x: r.left + r.width / 2, y: r.top + r.height / 2};
+})(%s, %s)
+"""
+
+
+async def find_centre(
+    page: Page, tag: str, needle: str, timeout: float = 60.0
+) -> tuple[float, float]:
+    """Where to click the `tag` element showing `needle`, once it is rendered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        spot = await page.evaluate(FIND_CENTRE % (json.dumps(tag), json.dumps(needle)))
+        if spot:
+            return float(spot["x"]), float(spot["y"])
+        await asyncio.sleep(0.3)
+    console = "\n".join(page.console[-30:])
+    raise TimeoutError(f"no {tag} showing {needle!r} rendered; console:\n{console}")
+
+
+async def click_at(page: Page, spot: tuple[float, float]) -> None:
+    """A real left click at a point of the viewport, as a person's mouse makes it."""
+    x, y = spot
+    await page.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+    for kind in ("mousePressed", "mouseReleased"):
+        await page.send(
+            "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
+        )
+
+
+async def click(page: Page, tag: str, needle: str, timeout: float = 60.0) -> None:
+    """Clicks the `tag` element showing `needle` once it is rendered."""
+    await click_at(page, await find_centre(page, tag, needle, timeout))

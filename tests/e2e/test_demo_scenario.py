@@ -24,9 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import aiomqtt
 import pytest
+from asset_tracker_edge.simulator import Simulator
 from mosquitto_broker import Mosquitto
 
+from e2e.browser import chromium, click, click_at, find_centre, logged_in_page
 from e2e.demo_scenario import (
     ALERT_AUTOMATION,
     NODES,
@@ -37,6 +41,7 @@ from e2e.demo_scenario import (
 from e2e.edge_process import EdgeProcess
 from e2e.hass_process import (
     REPO,
+    HassApiError,
     HassClient,
     HassProcess,
     Tokens,
@@ -49,6 +54,8 @@ from e2e.hass_process import (
 )
 
 WORK = REPO / "build" / "e2e-demo"
+# the adoption flow's pictures (`make screenshots` copies the README's to docs/)
+SHOTS = WORK / "screenshots"
 LOGIN = ("Demo", "demo", "demo-password")
 MINUTES = float(os.environ.get("ASSET_TRACKER_DEMO_MINUTES") or 0)
 # the short form: one cycle of the scenario compressed to 2 minutes; a run is whole cycles, so
@@ -169,6 +176,110 @@ async def test_the_demo_notifies_once_per_injected_incident_and_raises_no_repair
     assert titles == sorted(names[i.asset] for i in incidents), summary
     assert report["repairs"] == [], summary
     assert set(report["repairs_ignored"]) <= {"homeassistant.deprecated_method"}, summary
+
+
+@pytest.mark.timeout(900)
+async def test_adding_a_heard_tag_takes_two_clicks_and_reaches_every_node(demo: Demo) -> None:
+    """Settings > Devices & services > Asset Tracker > Add asset in Chromium: the tags the nodes
+    hear are offered; picking one and submitting (two clicks) adds it, and every node confirms
+    the new list. The time from the submit to the last node's confirmation is reported (in
+    adoption.json), not asserted."""
+    configs = scenario_edge_configs(
+        WORK / "edge", demo.broker.host, demo.broker.port, start_ms=0, cycle_s=CYCLE_S
+    )
+    edges = {node: EdgeProcess(WORK / "edge" / node, c) for node, c in configs.items()}
+    tag = Simulator.unlisted_address(0)
+    client = demo.client()
+    confirmed: dict[str, list[tuple[float, dict[str, Any]]]] = {node: [] for node in NODES}
+    try:
+        async with aiomqtt.Client(demo.broker.host, demo.broker.port) as mqtt:
+            await mqtt.subscribe("asset_tracker/+/assets/result")
+
+            async def collect() -> None:
+                async for message in mqtt.messages:
+                    node = str(message.topic).split("/")[1]
+                    if node in confirmed and isinstance(message.payload, bytes):
+                        confirmed[node].append((time.monotonic(), json.loads(message.payload)))
+
+            reader = asyncio.create_task(collect())
+            for edge in edges.values():
+                edge.start()
+
+            async def ready() -> dict[str, Any] | None:
+                for edge in edges.values():
+                    assert edge.proc is not None and edge.proc.poll() is None, edge.tail()
+                try:
+                    diag = (await client.get(f"/api/diagnostics/config_entry/{demo.entry_id}"))[
+                        "data"
+                    ]
+                except HassApiError:  # 404 until the diagnostics integration is set up
+                    return None
+                lists, heard = diag["asset_list"], diag["adoption"]
+                settled = all(
+                    lists["nodes"].get(node, {}).get("applied") == lists["version"]
+                    and heard.get(node, {}).get("tags", 0) >= 1
+                    for node in NODES
+                )
+                return lists if settled else None
+
+            # every node online, applying the current list and reporting the tags it hears
+            before = await wait_for(ready, 240, 0.5, f"nodes ready\n{demo.hass.tail(20)}")
+            async with (
+                chromium(WORK / "browser") as endpoint,
+                aiohttp.ClientSession() as session,
+                logged_in_page(session, endpoint, demo.tokens) as page,
+            ):
+                url = f"{demo.hass.url}/config/integrations/integration/asset_tracker"
+                await page.send("Page.navigate", url=url)
+                await click(page, "ha-button", "Add asset", timeout=120)
+                # the offered tags, strongest first
+                await find_centre(page, "ha-radio-option", tag, timeout=60)
+                await page.screenshot(SHOTS / "add_asset_offered.png")
+                await click(page, "ha-radio-option", tag)  # click 1: the tag
+                submit = await find_centre(page, "ha-button", "Submit")
+                await page.screenshot(SHOTS / "add_asset_picked.png")
+                submitted = time.monotonic()
+                await click_at(page, submit)  # click 2: submit
+
+                async def all_confirmed() -> dict[str, float] | None:
+                    firsts = {
+                        node: next((at, r) for at, r in results if r["applied"] > before["version"])
+                        for node, results in confirmed.items()
+                        if any(r["applied"] > before["version"] for _, r in results)
+                    }
+                    if len(firsts) < len(NODES):
+                        return None
+                    return {node: at for node, (at, _r) in firsts.items()}
+
+                at = await wait_for(all_confirmed, 60, 0.05, f"every node confirmed\n{confirmed}")
+                with contextlib.suppress(TimeoutError):
+                    await find_centre(page, "ha-dialog", "Success", timeout=10)
+                await page.screenshot(SHOTS / "add_asset_done.png")
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        diag = (await client.get(f"/api/diagnostics/config_entry/{demo.entry_id}"))["data"]
+    finally:
+        for edge in edges.values():
+            edge.stop()
+        await client.close()
+    lists = diag["asset_list"]
+    report = {
+        "tag": tag,
+        "nodes": list(NODES),
+        "version_before": before["version"],
+        "version_after": lists["version"],
+        "submit_to_node_confirmed_s": {n: round(t - submitted, 3) for n, t in at.items()},
+        "submit_to_last_node_confirmed_s": round(max(at.values()) - submitted, 3),
+    }
+    (WORK / "adoption.json").write_text(json.dumps(report, indent=2))
+    summary = json.dumps(report, indent=1)
+    assert lists["version"] > before["version"], summary
+    added = [a for a in lists["assets"] if a["match"].get("ibeacon", {}).get("major") == 2]
+    assert len(added) == 1, (summary, lists["assets"])
+    for node in NODES:
+        last = confirmed[node][-1][1]
+        assert last["ok"] and last["applied"] == lists["version"], (node, last)
 
 
 def _s(ms: int, start_ms: int) -> float:
