@@ -64,8 +64,9 @@ e2e:
 # copies them to docs/
 screenshots:
 	$(PY314) python -m pytest tests/e2e/test_end_to_end.py -p no:cacheprovider -p no:homeassistant \
-		-k test_dashboard_renders_the_asset_cards_in_chromium
+		-k "test_dashboard_renders_the_asset_cards_in_chromium or test_floor_plan_view"
 	cp build/e2e/dashboard.png docs/dashboard.png
+	cp build/e2e/floor-plan.png docs/floor-plan.png
 	$(PY314) python -m pytest tests/e2e/test_demo_scenario.py -p no:cacheprovider -p no:homeassistant \
 		-k test_adding_a_heard_tag_takes_two_clicks_and_reaches_every_node
 	cp build/e2e-demo/screenshots/add_asset_picked.png docs/add_asset.png

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import sqlite3
 import time
@@ -275,6 +276,202 @@ async def _node_area(client: HassClient) -> str | None:
     async with websocket(client) as ws:
         areas = await ws.call("config/area_registry/list")
     return next((a["name"] for a in areas if a["area_id"] == node["area_id"]), None)
+
+
+# The floor-plan view: a plan uploaded the way the UI does it (Home Assistant's image upload),
+# a floor, two rooms and the node placed by the actions; the card draws them in Chromium.
+FLOOR_PLAN_QUERY = """
+(() => {
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.localName === 'asset-tracker-floor-plan' && el.shadowRoot) return el;
+      const inner = el.shadowRoot ? walk(el.shadowRoot) : null;
+      if (inner) return inner;
+    }
+    return null;
+  };
+  const card = walk(document);
+  if (!card) return null;
+  const root = card.shadowRoot;
+  const img = root.querySelector('img');
+  return {
+    image: img ? img.complete && img.naturalWidth > 0 : false,
+    rooms: [...root.querySelectorAll('polygon.room')].map((p) => p.dataset.area),
+    nodes: [...root.querySelectorAll('rect.node')].map((n) => [n.dataset.node, n.dataset.health]),
+    assets: [...root.querySelectorAll('g.asset')].map((g) => ({
+      name: g.dataset.asset, where: g.dataset.where, x: g.dataset.x, y: g.dataset.y,
+    })),
+  };
+})()
+"""
+
+
+def _plan_png() -> bytes:
+    """A 10 x 6 m plan at 100 px a metre: a workshop and a hallway."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (1000, 600), "white")
+    draw = ImageDraw.Draw(image)
+    for x in range(0, 1000, 50):
+        draw.line([(x, 0), (x, 600)], fill=(236, 239, 241))
+    for y in range(0, 600, 50):
+        draw.line([(0, y), (1000, y)], fill=(236, 239, 241))
+    draw.rectangle([4, 4, 995, 595], outline=(69, 90, 100), width=8)
+    draw.line([(650, 4), (650, 250)], fill=(69, 90, 100), width=8)
+    draw.line([(650, 350), (650, 595)], fill=(69, 90, 100), width=8)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def _upload(client: HassClient, png: bytes) -> str:
+    form = aiohttp.FormData()
+    form.add_field("file", png, filename="ground-floor.png", content_type="image/png")
+    async with client.session.post(
+        f"{client.url}/api/image/upload",
+        data=form,
+        headers={"Authorization": f"Bearer {client.token}"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["id"])
+
+
+async def _draw_plan(client: HassClient) -> dict[str, Any]:
+    """Floor, areas, plan, outlines and the node's position, as a user would set them."""
+    async with websocket(client) as ws:
+        floor = await ws.call("config/floor_registry/create", name="Ground floor", level=0)
+        areas = await ws.call("config/area_registry/list")
+        workshop = next(a for a in areas if a["name"] == NODE_AREA)
+        await ws.call(
+            "config/area_registry/update", area_id=workshop["area_id"], floor_id=floor["floor_id"]
+        )
+        hallway = await ws.call(
+            "config/area_registry/create", name="Hallway", floor_id=floor["floor_id"]
+        )
+    image = await _upload(client, _plan_png())
+    service = f"/api/services/{DOMAIN}"
+    await client.post(
+        f"{service}/set_floor_plan",
+        {
+            "floor_id": floor["floor_id"],
+            "image": {
+                "media_content_id": f"media-source://image_upload/{image}",
+                "media_content_type": "image/png",
+            },
+            "width_m": 10,
+            "height_m": 6,
+        },
+    )
+    await client.post(
+        f"{service}/set_room_outline",
+        {"area_id": workshop["area_id"], "outline": [[0, 0], [6.5, 0], [6.5, 6], [0, 6]]},
+    )
+    await client.post(
+        f"{service}/set_room_outline",
+        {"area_id": hallway["area_id"], "outline": [[6.5, 0], [10, 0], [10, 6], [6.5, 6]]},
+    )
+    await client.post(
+        f"{service}/set_node_position",
+        {"node_id": NODE, "floor_id": floor["floor_id"], "x": 1.0, "y": 1.0},
+    )
+    return {"floor": floor["floor_id"], "workshop": workshop["area_id"]}
+
+
+async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(stack: Stack) -> None:
+    client = stack.client()
+    try:
+        entities, devices = await wait_for(
+            lambda: _present_assets(client), 90, 0.5, f"present assets\n{stack.logs()}"
+        )
+        plan = await _draw_plan(client)
+        trackers = {_entity(entities, f"{ROOT}:asset:{a}:tracker"): a for a in _asset_ids(devices)}
+        async with (
+            chromium(WORK / "browser") as endpoint,
+            aiohttp.ClientSession() as session,
+            logged_in_page(session, endpoint, stack.tokens) as page,
+        ):
+            await page.send("Page.navigate", url=f"{stack.hass.url}/asset-tracker/floor-plan")
+
+            seen: list[Any] = []
+
+            async def drawn() -> Any:
+                found = await page.evaluate(FLOOR_PLAN_QUERY)
+                seen[:] = [found]
+                ready = (
+                    found and found["image"] and any(a["where"] == "room" for a in found["assets"])
+                )
+                return found if ready else None
+
+            try:
+                found = await wait_for(drawn, 90, 0.5, "the floor plan drawn")
+            except TimeoutError as err:
+                debug = await page.evaluate(
+                    "(() => { const tags = new Set(); const walk = (r) => { for (const el of"
+                    " r.querySelectorAll('*')) { if (el.localName.includes('-')) tags.add(el.localName);"
+                    " if (el.shadowRoot) walk(el.shadowRoot); } }; walk(document);"
+                    " return [location.pathname, !!customElements.get('asset-tracker-floor-plan'),"
+                    " [...tags].filter((t) => t.startsWith('hui-')).join(' ')]; })()"
+                )
+                raise AssertionError((seen, debug, page.console[-20:])) from err
+            assert plan["workshop"] in found["rooms"] and len(found["rooms"]) == 2
+            assert [health for _name, health in found["nodes"]] == ["online"]
+            # one node on the plan gives no position: the assets sit in their room
+            in_room = [a for a in found["assets"] if a["where"] == "room"]
+            assert in_room and all(0 <= float(a["x"]) <= 6.5 for a in in_room)
+            # live: a tracker that gains a position moves without reloading the page
+            entity = next(iter(trackers))
+            state = (await client.states())[entity]
+            moved = {**state["attributes"], "floor": plan["floor"], "x": 8.5, "y": 4.5}
+            moved["position_accuracy_m"] = 0.8
+
+            async def followed() -> Any:
+                await client.post(f"/api/states/{entity}", {"state": "home", "attributes": moved})
+                found = await page.evaluate(FLOOR_PLAN_QUERY)
+                asset = next(
+                    a for a in found["assets"] if a["name"] in _names(devices, trackers[entity])
+                )
+                return asset if asset["where"] == "position" else None
+
+            asset = await wait_for(followed, 30, 0.5, "the asset drawn at its position")
+            assert (float(asset["x"]), float(asset["y"])) == (8.5, 4.5)
+            shot = WORK / "floor-plan.png"
+            await page.screenshot(shot)
+            # a tap opens the asset's drill-down
+            await page.evaluate(
+                "(() => { const walk = (root) => { for (const el of root.querySelectorAll('*')) {"
+                " if (el.localName === 'asset-tracker-floor-plan') return el;"
+                " const inner = el.shadowRoot ? walk(el.shadowRoot) : null; if (inner) return inner; }"
+                " return null; };"
+                " const g = [...walk(document).shadowRoot.querySelectorAll('g.asset')]"
+                ".find((g) => g.dataset.where === 'position');"
+                " g.dispatchEvent(new MouseEvent('click', {bubbles: true})); })()"
+            )
+
+            async def opened() -> Any:
+                path = await page.evaluate("location.pathname")
+                return path if path.startswith("/asset-tracker/asset-") else None
+
+            await wait_for(opened, 30, 0.5, "the asset's drill-down")
+        assert shot.stat().st_size > 10_000
+    finally:
+        await client.close()
+
+
+def _names(devices: list[dict[str, Any]], asset: str) -> set[str]:
+    ident = f"{ROOT}:asset:{asset}"
+    return {
+        d.get("name_by_user") or d["name"]
+        for d in devices
+        if any(i[1] == ident for i in d["identifiers"])
+    }
+
+
+async def _present_assets(client: HassClient) -> Any:
+    entities, devices = await _registry(client)
+    states = await client.states()
+    trackers = [_entity(entities, f"{ROOT}:asset:{a}:tracker") for a in _asset_ids(devices)]
+    present = [t for t in trackers if t and states.get(t, {}).get("state") == "home"]
+    return (entities, devices) if present else None
 
 
 async def test_edge_kill9_and_hass_restart_lose_and_duplicate_nothing(stack: Stack) -> None:

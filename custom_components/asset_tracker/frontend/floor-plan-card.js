@@ -2,8 +2,8 @@
 // the assets where they are, live. The dashboard generates the card's configuration (metres from
 // the image's top-left corner); this only draws it and moves the assets as their trackers change.
 // An asset with a position (tracker attributes x, y, position_accuracy_m on this floor) is drawn
-// there with its uncertainty; one without is drawn at its room's centre with the room as its
-// uncertainty. A tap opens the asset's drill-down view.
+// there with its uncertainty as a circle; one without is drawn near its room's centre and the
+// room, its uncertainty, is highlighted. A tap opens the asset's drill-down view.
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(tag, attrs) {
@@ -44,7 +44,7 @@ class AssetTrackerFloorPlan extends HTMLElement {
         .asset { cursor: pointer; }
         .asset .dot { fill: var(--accent-color, #ff9800); stroke: white; }
         .asset .spread { fill: rgba(255, 152, 0, 0.15); stroke: rgba(255, 152, 0, 0.6); }
-        .asset.in-room .spread { stroke-dasharray: 0.2 0.15; }
+        .room.holds { fill: rgba(255, 152, 0, 0.12); stroke-dasharray: 0.3 0.15; }
         .asset text { font-family: sans-serif; fill: var(--primary-text-color, #212121); }
         .asset.hidden { display: none; }
       </style>
@@ -61,14 +61,17 @@ class AssetTrackerFloorPlan extends HTMLElement {
     const unit = Math.max(c.width_m, c.height_m) / 60; // marks scale with the plan
     this._unit = unit;
     this._rooms = new Map();
+    this._polygons = new Map();
     for (const room of c.rooms || []) {
       const points = room.outline.map((p) => p.join(",")).join(" ");
       const poly = svg("polygon", { points, class: "room", "stroke-width": unit / 6 });
       poly.dataset.area = room.area_id;
       layer.append(poly);
+      this._polygons.set(room.area_id, poly);
+      const top = Math.min(...room.outline.map((p) => p[1]));
       const label = svg("text", {
         x: room.centre[0],
-        y: room.centre[1],
+        y: top + unit * 2,
         "font-size": unit * 1.4,
         "text-anchor": "middle",
         class: "room-name",
@@ -113,7 +116,8 @@ class AssetTrackerFloorPlan extends HTMLElement {
       window.dispatchEvent(new CustomEvent("location-changed", { detail: { replace: false } }));
     });
     this._assetLayer.append(group);
-    this._drawn.set(asset.entity, { group, spread, dot, label, state: undefined });
+    const turn = (this._drawn.size * 2.4) % (2 * Math.PI); // golden angle: spread evenly
+    this._drawn.set(asset.entity, { group, spread, dot, label, turn, state: undefined });
   }
 
   set hass(hass) {
@@ -127,11 +131,23 @@ class AssetTrackerFloorPlan extends HTMLElement {
       node.mark.setAttribute("class", `node ${health}`);
       node.mark.dataset.health = health;
     }
+    let moved = false;
     for (const [entity, drawn] of this._drawn) {
       const state = hass.states[entity];
       if (state === drawn.state) continue;
       drawn.state = state;
       this._place(drawn, state);
+      moved = true;
+    }
+    if (moved) this._markRooms();
+  }
+
+  // a room holding assets without a position is their uncertainty: it is highlighted
+  _markRooms() {
+    const holding = new Set();
+    for (const drawn of this._drawn.values()) if (drawn.room) holding.add(drawn.room);
+    for (const [area, poly] of this._polygons) {
+      poly.setAttribute("class", holding.has(area) ? "room holds" : "room");
     }
   }
 
@@ -143,12 +159,18 @@ class AssetTrackerFloorPlan extends HTMLElement {
       [x, y, r, where] = [a.x, a.y, a.position_accuracy_m || 0, "position"];
     } else if (a.area_id && this._rooms.has(a.area_id)) {
       const room = this._rooms.get(a.area_id);
-      [x, y, r, where] = [room.centre[0], room.centre[1], room.radius, "room"];
+      // several assets in one room: each on its own spot of a small ring round the centre
+      const turn = drawn.turn;
+      const ring = Math.min(room.radius / 2, this._unit * 6);
+      x = room.centre[0] + ring * Math.cos(turn);
+      y = room.centre[1] + ring * Math.sin(turn);
+      [r, where] = [0, "room"];
     }
     const shown = where !== undefined && state.state === "home";
     const kind = where === "room" ? " in-room" : "";
     drawn.group.setAttribute("class", `asset${shown ? "" : " hidden"}${kind}`);
     drawn.group.dataset.where = shown ? where : "none";
+    drawn.room = shown && where === "room" ? a.area_id : undefined;
     if (!shown) return;
     drawn.group.dataset.x = x;
     drawn.group.dataset.y = y;
