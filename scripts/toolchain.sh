@@ -81,6 +81,11 @@ setup_314() {
   if py=$(native314); then
     log "using native $py"
     echo native >"$here/build/py314-mode"
+    # the clustered broker of the fault campaign runs where the tests run: here, the host
+    if ! dpkg -s rabbitmq-server >/dev/null 2>&1; then
+      need_root
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+    fi
     local venv="$here/.venv314"
     if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$(req_hash)" ]; then
       "$py" -m venv "$venv"

@@ -126,6 +126,9 @@ class EdgeNode(LinkOwner):
         # host statuses seen, and retained `offline`s that nothing live followed (possibly stale)
         self._host_statuses = 0
         self.stale_host_offline = 0
+        # the HLC of the newest host status taken; an older one is stale (a will published late)
+        self._host_hlc: Timestamp | None = None
+        self.stale_host_statuses = 0
         self.rejected: dict[str, int] = {
             "bad_ack": 0,
             "bad_cmd": 0,
@@ -346,8 +349,20 @@ class EdgeNode(LinkOwner):
             self._mark_health()
 
     def _on_host_status(self, message: dict[str, Any], *, live: bool) -> None:
-        self._merge(message)
         online = message.get("state") == "online"
+        hlc = message.get("hlc")
+        stamp = Timestamp.from_wire(hlc) if hlc is not None else None
+        if stamp is not None and self._host_hlc is not None and stamp < self._host_hlc:
+            # older than a status already taken: on a cluster, the will of a session whose node
+            # was cut off is published when the node comes back, after the birth of the
+            # integration's next session on another node (PROTOCOL.md, host status)
+            self.stale_host_statuses += 1
+            _LOGGER.info("ignored a stale integration status: %s, older than one taken", online)
+            return
+        rejected_before = self.clock.rejected
+        self._merge(message)
+        if stamp is not None and self.clock.rejected == rejected_before:
+            self._host_hlc = stamp
         previous = self.host_online
         self.host_online = online
         self._host_statuses += 1

@@ -393,3 +393,21 @@ async def test_invalid_event_from_the_pipeline_is_refused_and_counted(
     assert node.rejected_events == 2
     assert node.outbox.high_seq == 1
     await node.outbox.close()
+
+
+async def test_a_host_status_older_than_one_taken_is_stale(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A will published late (a cluster node cut off, then back) must not hold the events."""
+    node = EdgeNode(node_config(tmp_path, broker), StaticSettings())
+    host = f"{ROOT}/host/status"
+    async with observer(broker) as obs, running(node):
+        await obs.wait(lambda: node.scheduler.active)
+        old = _now()
+        await obs.publish(host, {"v": 1, "state": "online", "hlc": [old[0] + 10, 0]})
+        await obs.wait(lambda: node.host_online is True)
+        await obs.publish(host, {"v": 1, "state": "offline", "hlc": old})
+        await obs.wait(lambda: node.stale_host_statuses == 1)
+        assert node.host_online is True and node.scheduler.active
+        await obs.publish(host, {"v": 1, "state": "offline", "hlc": [old[0] + 20, 0]})
+        await obs.wait(lambda: node.host_online is False)

@@ -2,18 +2,19 @@
 separate process and the consumer playing the integration's delivery side, connected to
 different cluster nodes, each with the other nodes as fallbacks.
 
-- a cluster node killed (SIGKILL) during delivery and restarted, in turn every node, the ones the
-  edge and the consumer are on included;
+- a cluster node killed (SIGKILL) during delivery and restarted, in turn the nodes the
+  integration is not on (the edge's among them), and separately the integration's own node;
 - a partition between cluster nodes: a node's VM paused (SIGSTOP) longer than the cluster's
   net_ticktime, so the others declare it down while its sockets stay open, then resumed;
 - the integration restarting on another cluster node than before while a node's retained
   messages still say it is offline (retained messages are node-local in RabbitMQ).
 
 Every test ends with the whole numbered stream delivered and counts what was lost, duplicated or
-out of order: all must be 0. Resume times (from a node's death until everything committed before
+out of order: all must be 0 (out of order is counted, not asserted, when the integration's own
+node dies: see that test). Resume times (from a node's death until everything committed before
 it and one event after it is applied) go to build/faults-cluster/report.{json,md}; no test
 asserts a time. Short form by default; ASSET_TRACKER_FAULTS=long (`make faults-cluster`) kills a
-node 21 times.
+node 21 + 7 times.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from typing import Any
 
 import pytest
 from faults.campaign import LONG, Consumer, EdgeProcess, FaultResult, tally, write_report
-from rabbitmq_cluster import MQTT_CONF, RabbitCluster, RabbitNode
+from rabbitmq_cluster import MQTT_CONF, RabbitCluster
 
 RATE = 200.0
 DRAIN_TIMEOUT_S = 120.0
 RECOVER_TIMEOUT_S = 60.0
 REPORT_DIR = Path(__file__).resolve().parent.parent.parent / "build" / "faults-cluster"
+# the long form's streams run for minutes (21 kills, each waiting for its node to restart)
+LONG_TIMEOUT = pytest.mark.timeout(1800 if LONG else 300)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,10 @@ class ClusterRig:
 
     async def resumed(self, before: int, since: float) -> float:
         """Seconds from `since` (a node's death) until everything committed before it and one
-        event after it is applied."""
+        event after it is applied. The edge reports its highest seq a few times a second, so the
+        first report after `since` stands for what was committed then (an upper bound)."""
+        after = await self.edge.wait_for(lambda _s: True, 30, "an edge status after the fault")
+        before = max(before, int(after.get("high_seq", 0)))
         target = min(before + 1, self.edge.total)
         try:
             await self.consumer.wait_watermark(target, RECOVER_TIMEOUT_S)
@@ -144,7 +150,12 @@ async def rig_factory(
 
 
 async def finish(
-    rig: ClusterRig, campaign: list[FaultResult], kind: str, notes: str
+    rig: ClusterRig,
+    campaign: list[FaultResult],
+    kind: str,
+    notes: str,
+    *,
+    check_order: bool = True,
 ) -> FaultResult:
     total = rig.edge.total
     try:
@@ -159,33 +170,35 @@ async def finish(
     assert rig.consumer.malformed == 0
     assert counted.lost == 0, f"lost events, first: {counted.lost_sample}"
     assert counted.duplicated == 0
-    assert counted.out_of_order == 0
+    if check_order:
+        assert counted.out_of_order == 0
     assert counted.hlc_order_violations == 0
     assert counted.purged == 0
     assert rig.injected > 0
     return result
 
 
-def _where(rig: ClusterRig, node: RabbitNode) -> str:
-    on = []
-    if rig.consumer.sessions and rig.consumer.sessions[-1] == node.port:
-        on.append("integration")
-    return "+".join(on) or "-"
+def _consumer_node(rig: ClusterRig) -> int:
+    """The index of the cluster node the consumer's current session is on."""
+    port = rig.consumer.sessions[-1]
+    return next(n.index for n in rig.cluster.nodes if n.port == port)
 
 
-async def test_cluster_node_killed_and_restarted_during_delivery(
-    rig_factory: Callable[..., Awaitable[ClusterRig]], cluster_campaign: list[FaultResult]
-) -> None:
-    kills = 21 if LONG else 3
-    rig = await rig_factory(seed=61, total=int(RATE * (9 * kills + 4)))
+async def kill_rounds(rig: ClusterRig, kills: int, *, integrations_node: bool) -> None:
+    """Kills a node `kills` times, restarting it after delivery resumed: the integration's node
+    each time, or in turn the others (the edge's among them)."""
     cluster = rig.cluster
     kills_by_node: dict[str, int] = {}
     rounds: list[dict[str, Any]] = []
     for i in range(kills):
         await rig.pause(0.5, 1.5)
-        node = cluster.nodes[i % len(cluster.nodes)]
+        theirs = _consumer_node(rig)
+        if integrations_node:
+            node = cluster.nodes[theirs]
+        else:
+            others = [n for n in cluster.nodes if n.index != theirs]
+            node = others[i % len(others)]
         before = rig.high_seq()
-        where = _where(rig, node)
         died = time.monotonic()
         await rig.in_thread(cluster.kill, node)
         rig.injected += 1
@@ -196,23 +209,56 @@ async def test_cluster_node_killed_and_restarted_during_delivery(
         await rig.in_thread(cluster.restart, node)
         rounds.append(
             {
-                "node": i % len(cluster.nodes) + 1,
-                "clients_on_it": where,
+                "node": node.index + 1,
                 "resume_s": round(took, 3),
                 "node_restart_s": round(time.monotonic() - started, 3),
             }
         )
     rig.extra["kills_by_node"] = kills_by_node
     rig.extra["rounds"] = rounds
+
+
+@LONG_TIMEOUT
+async def test_cluster_node_killed_and_restarted_during_delivery(
+    rig_factory: Callable[..., Awaitable[ClusterRig]], cluster_campaign: list[FaultResult]
+) -> None:
+    kills = 21 if LONG else 3
+    rig = await rig_factory(seed=61, total=int(RATE * (8 * kills + 4)))
+    await kill_rounds(rig, kills, integrations_node=False)
     await finish(
         rig,
         cluster_campaign,
         "cluster node kill -9",
-        "SIGKILL of one RabbitMQ node in turn (the edge's and the integration's included), "
-        "restarted at once; clients fail over to the other nodes",
+        "SIGKILL of a RabbitMQ node other than the integration's, in turn (the edge's among "
+        "them), restarted once delivery resumed; the edge fails over to the other nodes",
     )
 
 
+@LONG_TIMEOUT
+async def test_the_integrations_cluster_node_killed_during_delivery(
+    rig_factory: Callable[..., Awaitable[ClusterRig]], cluster_campaign: list[FaultResult]
+) -> None:
+    """Its session dies with its node and no last will is published: the edge keeps sending
+    until its ack timeout, into no subscription. Nothing is lost or applied twice; the events
+    sent into the void are replayed after newer ones may already have reached the integration's
+    next session, so they can arrive out of order by number (counted in the report; the
+    integration places them per asset by HLC, a late replay never overwrites a newer state).
+    The real integration has no will at all (PROTOCOL.md), so a crash of Home Assistant does the
+    same on any broker: docs/large-sites.md."""
+    kills = 7 if LONG else 2
+    rig = await rig_factory(seed=63, total=int(RATE * (8 * kills + 4)))
+    await kill_rounds(rig, kills, integrations_node=True)
+    await finish(
+        rig,
+        cluster_campaign,
+        "integration's cluster node kill -9",
+        "SIGKILL of the RabbitMQ node the integration is on, restarted once delivery resumed; "
+        "no will: out of order by number is counted, not asserted",
+        check_order=False,
+    )
+
+
+@LONG_TIMEOUT
 async def test_partition_between_cluster_nodes(
     rig_factory: Callable[..., Awaitable[ClusterRig]], cluster_campaign: list[FaultResult]
 ) -> None:
@@ -240,6 +286,7 @@ async def test_partition_between_cluster_nodes(
     )
 
 
+@LONG_TIMEOUT
 async def test_integration_moves_to_another_node_over_a_stale_retained_offline(
     rig_factory: Callable[..., Awaitable[ClusterRig]], cluster_campaign: list[FaultResult]
 ) -> None:
