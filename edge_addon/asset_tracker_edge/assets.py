@@ -97,6 +97,8 @@ class AssetList:
         self._parts: dict[int, list[dict[str, Any]]] = {}
         self._parts_of: tuple[int, int] = (0, 0)  # (version, parts) being collected
         self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        self._merged_for: list[dict[str, Any]] | None = None
+        self._merged_cache: tuple[list[str], list[dict[str, Any]]] = ([], [])
         self._load()
 
     def _load(self) -> None:
@@ -118,16 +120,29 @@ class AssetList:
 
     def effective(self) -> list[dict[str, Any]]:
         """Home Assistant's assets, then every YAML asset none of them shadows."""
-        shadowed = set(self.shadowed())
-        return [*self.remote, *(a for a in self._yaml if a["id"] not in shadowed)]
+        return list(self._merged()[1])
 
     def shadowed(self) -> list[str]:
         """The YAML assets Home Assistant's list replaces (same id, or a match it uses)."""
-        ids = {a["id"] for a in self.remote}
-        keys = set().union(*(match_keys(a["match"]) for a in self.remote))
-        return [
-            a["id"] for a in self._yaml if a["id"] in ids or match_keys(a.get("match") or {}) & keys
-        ]
+        return list(self._merged()[0])
+
+    def _merged(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """(shadowed, effective), worked out once per list: a list of 1,000 assets is asked for
+        them several times while it is applied and confirmed."""
+        if self._merged_for is not self.remote:
+            shadowed: list[str] = []
+            if self._yaml:
+                ids = {a["id"] for a in self.remote}
+                keys = set().union(*(match_keys(a["match"]) for a in self.remote))
+                shadowed = [
+                    a["id"]
+                    for a in self._yaml
+                    if a["id"] in ids or match_keys(a.get("match") or {}) & keys
+                ]
+            hidden = set(shadowed)
+            effective = [*self.remote, *(a for a in self._yaml if a["id"] not in hidden)]
+            self._merged_for, self._merged_cache = self.remote, (shadowed, effective)
+        return self._merged_cache
 
     def subscribe(self, callback: Callable[[list[dict[str, Any]]], None]) -> None:
         self._listeners.append(callback)
