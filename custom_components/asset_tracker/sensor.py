@@ -182,6 +182,14 @@ NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
         value_fn=lambda n: n.clock_offset_ms,
     ),
     NodeSensorDescription(
+        key="asset_list_version",
+        translation_key="asset_list_version",
+        entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
+        # unknown until the node has answered a list (0: it applies none, its YAML assets alone)
+        value_fn=lambda n: n.assets_version if n.assets_result is not None else None,
+    ),
+    NodeSensorDescription(
         key="events_per_minute",
         translation_key="events_per_minute",
         native_unit_of_measurement="events/min",

@@ -4,14 +4,17 @@ repairs and diagnostics (MQTT mock; the real broker and edge node are in test_as
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, PropertyMock, patch
 
 import pytest
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
+from homeassistant.const import STATE_UNKNOWN, EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from mqtt_edge import ROOT, Edge
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -19,6 +22,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.asset_tracker.assets import split
 from custom_components.asset_tracker.const import DOMAIN
 from custom_components.asset_tracker.diagnostics import async_get_config_entry_diagnostics
+from custom_components.asset_tracker.sensor import NODE_SENSORS
 
 IRK = "0123456789abcdef0123456789abcdef"
 STRINGS = Path(__file__).parents[2] / "custom_components/asset_tracker/strings.json"
@@ -462,3 +466,42 @@ async def test_no_asset_flow_while_the_fleet_is_not_loaded(
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "entry_not_loaded"
+
+
+@pytest.fixture
+def enabled_by_default() -> Iterator[None]:
+    """Every entity enabled, those disabled by default too."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        return_value=True,
+        new_callable=PropertyMock,
+    ):
+        yield
+
+
+async def test_each_node_shows_the_list_version_it_applies_on_a_diagnostic_sensor(
+    hass: HomeAssistant,
+    enabled_by_default: None,
+    mqtt_mock: MagicMock,
+    setup_entry: MockConfigEntry,
+    online: Edge,
+) -> None:
+    (description,) = [d for d in NODE_SENSORS if d.key == "asset_list_version"]
+    assert description.entity_registry_enabled_default is False
+    assert description.entity_category is EntityCategory.DIAGNOSTIC
+    await hass.async_block_till_done()
+    registry = er.async_get(hass)
+    entity_id = registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{ROOT}:node:garage:asset_list_version"
+    )
+    assert entity_id is not None
+    state = hass.states.get(entity_id)
+    assert state is not None and state.state == STATE_UNKNOWN  # no answer from the node yet
+    await add(hass, setup_entry, {"name": "Dog collar", "mac": "aa:bb:cc:dd:ee:ff"})
+    online.send(
+        "assets/result", {"id": "abc", "ok": True, "version": 1, "applied": 1, "hlc": [1, 0]}
+    )
+    await hass.async_block_till_done()
+    state = hass.states.get(entity_id)
+    assert state is not None and state.state == "1"
+    assert state.name.endswith("Asset list version")
