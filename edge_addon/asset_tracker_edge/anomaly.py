@@ -1,12 +1,18 @@
 """Local anomaly rules, each switched and tuned live from the runtime settings.
 
 Every rule decides from more than one reading: a threshold holds for `rules.threshold.hold_s`
-before it counts and clears only `rules.threshold.hysteresis` inside its limit; the rate of change
-is the slope of a least-squares fit over `rules.rate.window_s`, and counts only when the lower
-bound of its confidence interval exceeds the limit; the z-score compares the last minute with a
-robust baseline (median and MAD of the last day's 10-minute means, so it takes in the daily
-cycle); movement comes from an accelerometer reading (`acceleration`), from the RSSI distance only
-when `rules.movement.rssi` is on.
+before it counts and clears only `rules.threshold.hysteresis` plus the metric's usual swing in an
+hour (the median of its last day's hourly ranges: a freezer's compressor cycle) inside its limit,
+so a cycle riding over the limit is one episode; the rate of change is the slope of a
+least-squares fit over `rules.rate.window_s`, and counts only when the lower bound of its
+confidence interval exceeds the limit; the z-score compares the last hour's mean (a compressor
+cycle, an open window or door average out: short events are the threshold's and the rate's) with
+a robust baseline (median and MAD of the last day's 10-minute means, so it takes in the daily
+cycle; it speaks once it has a whole day); the baselines and swings of a metric learn what is
+usual: not while a rule of that metric is in the asset's episode, nor while its z-score is past
+half its limit (a slow drift would otherwise become the usual); movement comes from an
+accelerometer reading (`acceleration`), from the RSSI distance only when `rules.movement.rssi`
+is on.
 
 Data quality comes first: a reading no sensor can give (outside `PLAUSIBLE`, or outside the
 protocol's range, which the decoder sets aside), a value stuck for hours on a sensor that
@@ -37,7 +43,10 @@ SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 BUCKET_MS = 10_000  # the rate fit's points: 10 s means
 BASELINE_BUCKET_MS = 600_000  # the z-score baseline's points: 10 min means
 BASELINE_SIZE = 144  # a day of them
-BASELINE_MIN = 36  # six hours before the z-score speaks
+BASELINE_MIN = 144  # a whole day (its night, its afternoon sun) before the z-score speaks
+ZSCORE_POINTS = 6  # the z-score's statistic: the mean of the last hour, in 10 min parts
+SWING_MS = 3_600_000  # the threshold's hysteresis takes in the metric's usual swing in an hour
+SWING_DAYS = 24  # the median of the last day's hourly swings
 SLOTS_PER_DAY = 144  # the baseline's 10 min points by time of day
 SLOT_DAYS = 7  # a week of each time of day
 SLOT_SPAN = 3  # the same time of day is +- 30 min
@@ -126,6 +135,16 @@ class Series:
     long_start: int | None = None
     long_sum: float = 0.0
     long_n: int = 0
+    # the last completed 10 min parts of the hour the z-score tests: (sum, n)
+    hour: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=ZSCORE_POINTS - 1))
+    # the metric's range in each hour, and the median of the last day's: its usual swing
+    swing_start: int | None = None
+    swing_low: float = math.inf
+    swing_high: float = -math.inf
+    swings: deque[float] = field(default_factory=lambda: deque(maxlen=SWING_DAYS))
+    swing: float = 0.0
+    swing_clean: bool = False
+    z: float = 0.0  # the last z-score: a departure is not learned as the usual
 
     def add(self, now: int, value: float, window_ms: int, learn: bool) -> bool:
         """Adds a reading; True when it started a new 10 s bucket (the fit may have changed)."""
@@ -138,10 +157,12 @@ class Series:
             self.buckets[-1] = (t, total + value, n + 1)
         while self.buckets and self.buckets[0][0] < now - window_ms:
             self.buckets.popleft()
+        self._swing(now, value, learn)
         long_key = now - now % BASELINE_BUCKET_MS
         if self.long_start != long_key:
             if self.long_n and self.long_start is not None:
                 mean = self.long_sum / self.long_n
+                self.hour.append((self.long_sum, self.long_n))
                 if learn:
                     self.baseline.append(mean)
                 # the time of day learns through episodes too: a median of days shrugs one off,
@@ -154,6 +175,27 @@ class Series:
         self.long_sum += value
         self.long_n += 1
         return new
+
+    def _swing(self, now: int, value: float, learn: bool) -> None:
+        key = now - now % SWING_MS
+        if self.swing_start != key:
+            # whole hours learned outside episodes (a door left open is not a usual swing)
+            if self.swing_clean and self.swing_high >= self.swing_low:
+                self.swings.append(self.swing_high - self.swing_low)
+                self.swing = statistics.median(self.swings)
+            # the first hour of a metric is a part of one
+            self.swing_clean = self.swing_start is not None
+            self.swing_start, self.swing_low, self.swing_high = key, math.inf, -math.inf
+        if not learn:
+            self.swing_clean = False
+        self.swing_low = min(self.swing_low, value)
+        self.swing_high = max(self.swing_high, value)
+
+    def hour_mean(self) -> float:
+        """The mean of the last hour: the 10 min parts before and the current one."""
+        total = self.long_sum + sum(part for part, _ in self.hour)
+        n = self.long_n + sum(count for _, count in self.hour)
+        return total / n
 
     def slope(self, window_ms: int) -> tuple[float, float] | None:
         """Least-squares slope per minute over the window and its standard error, or None."""
@@ -176,9 +218,11 @@ class Series:
         return sum(total for _, total, _ in last) / sum(n for _, _, n in last)
 
     def zscore(self) -> tuple[float, float, float] | None:
-        """(z, median, spread) of the last minute against the baseline, or None while learning.
+        """(z, median, spread) of the last hour's mean against the baseline, or None while
+        learning.
 
-        The centre is the median of the same time of day (+- 30 min) on previous days once there
+        The centre is the median of the same time of day (the hour the statistic averages,
+        +- 30 min) on previous days once there
         are two of them, so a room the sun warms every afternoon is compared with its afternoons,
         else the last day's median; the spread (from the median absolute deviation) is the
         larger of the last day's and that of the same time of day.
@@ -193,12 +237,13 @@ class Series:
             median = statistics.median(same_time)
             mad = statistics.median(abs(x - median) for x in same_time)
             spread = max(spread, 1.4826 * mad)
-        return (self.recent() - median) / spread, median, spread
+        return (self.hour_mean() - median) / spread, median, spread
 
     def _same_time_of_day(self) -> list[float]:
         if self.long_start is None or self.by_slot is None:
             return []
-        now = _slot(self.long_start)
+        # the middle of the hour the statistic averages, +- 30 min
+        now = _slot(self.long_start) - ZSCORE_POINTS // 2
         points: list[float] = []
         for d in range(-SLOT_SPAN, SLOT_SPAN + 1):
             at = (now + d) % SLOTS_PER_DAY * SLOT_DAYS
@@ -358,7 +403,10 @@ class AssetRules:
         for metric, value in readings.items():
             series = self.series.setdefault(metric, Series())
             window_ms = int(setting("rules.rate.window_s")) * 1000
-            learning = self.episode is None
+            # the baselines learn what is usual: not while this metric is in the episode, nor
+            # while it departs by half the z-score's limit (a slow drift would become the usual)
+            z_limit = float(setting("rules.zscore.z"))
+            learning = not self._in_episode(metric) and abs(series.z) < z_limit / 2
             new_bucket = series.add(now_ms, value, window_ms, learning)
             found += self._threshold(metric, value, now_ms, setting)
             if new_bucket:
@@ -368,6 +416,12 @@ class AssetRules:
                 found += self._accelerometer(value, now_ms, setting)
             self.last[metric] = (now_ms, value)
         return found
+
+    def _in_episode(self, metric: str) -> bool:
+        """A rule of this metric is in the asset's episode (its baseline learns nothing)."""
+        if self.episode is None:
+            return False
+        return any(key.endswith(f":{metric}") for key in self.episode.active)
 
     def _hold(self, key: str) -> Held:
         held = self.held.get(key)
@@ -384,6 +438,9 @@ class AssetRules:
         if low is None and high is None:
             return []
         margin = float(setting("rules.threshold.hysteresis"))
+        series = self.series.get(metric)
+        if series is not None:
+            margin += series.swing  # its usual swing cannot bring it back over the limit
         out = (low is not None and value < low) or (high is not None and value > high)
         inside = (low is None or value >= low + margin) and (high is None or value <= high - margin)
         hold_ms = int(setting("rules.threshold.hold_s")) * 1000
@@ -424,15 +481,20 @@ class AssetRules:
     def _zscore(self, metric: str, series: Series, now: int, setting: Setting) -> list[Finding]:
         key = f"zscore:{metric}"
         if not setting("rules.zscore.enabled"):
+            series.z = 0.0  # switched off: it keeps no baseline from learning
             return self._off(key)
         scored = series.zscore()
         if scored is None:
             return []
         z, median, _ = scored
+        series.z = z
         limit = float(setting("rules.zscore.z"))
         on = self._hold(key).update(now, abs(z) > limit, abs(z) < limit / 2, ZSCORE_HOLD_MS)
-        value = series.recent()
-        message = f"{_about(metric)} {value:.3g} is {z:+.1f} spreads from its usual {median:.3g}"
+        value = series.hour_mean()
+        message = (
+            f"{_about(metric)} {value:.3g} over the last hour is {z:+.1f} spreads "
+            f"from its usual {median:.3g}"
+        )
         return self._set(key, on, Finding("zscore", "warning", message, metric, value))
 
     def _accelerometer(self, value: float, now: int, setting: Setting) -> list[Finding]:

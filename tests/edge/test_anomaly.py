@@ -132,9 +132,11 @@ def test_zscore_learns_a_baseline_and_fires_on_a_lasting_departure_only() -> Non
     day = [50 + 3 * math.sin(i / 360 * math.pi) + noise.gauss(0, 0.5) for i in range(8640)]
     assert feed(r, s, day, metric="humidity") == []  # a day of a daily cycle: nothing
     t0 = 8640 * 10_000
-    # a spike of one minute is not an anomaly
-    assert feed(r, s, [80.0] * 6 + [50.0] * 60, t0=t0, metric="humidity") == []
-    found = feed(r, s, [80.0] * 60, t0=t0 + 700_000, metric="humidity")
+    # a spike of one minute is not an anomaly, nor is ten minutes of it (a window opened)
+    assert feed(r, s, [80.0] * 6 + [50.0] * 360, t0=t0, metric="humidity") == []
+    assert feed(r, s, [80.0] * 60 + [50.0] * 360, t0=t0 + 3_660_000, metric="humidity") == []
+    # lasting: it moves the hour's mean
+    found = feed(r, s, [80.0] * 360, t0=t0 + 7_860_000, metric="humidity")
     assert [(f.rule, f.phase, f.metric) for f in found] == [("zscore", "start", "humidity")]
 
 
@@ -158,8 +160,9 @@ def test_zscore_compares_with_the_same_time_of_previous_days() -> None:
     for day in range(4):
         found = feed(r, s, [room(m) for m in range(1440)], t0=day * day_ms, step=MIN)
         per_day.append(starts(found))
-    # the first two afternoons are news; from the third day they are the room's usual
-    assert per_day == [["zscore"], ["zscore"], [], []]
+    # the first day is learned whole before the z-score speaks; the second afternoon is news;
+    # from the third day they are the room's usual
+    assert per_day == [[], ["zscore"], [], []]
     # a warm morning is not usual: it still alerts
     morning = 4 * day_ms + 9 * 60 * MIN
     warm = feed(r, s, [28 + noise.gauss(0, 0.2) for _ in range(30)], t0=morning, step=MIN)
@@ -428,3 +431,64 @@ async def test_pipeline_sets_bad_input_aside_and_counts_it(tmp_path: Any) -> Non
     assert [(e.data["rule"], e.data["phase"]) for e in anomalies] == [("data_quality", "start")]
     assert pipeline.assets["fridge"].readings == {"temperature": 4.0}
     assert pipeline.health()["data_quality"] == 4
+
+
+# episodes a person keeps: one per incident, none from the daily routine
+
+
+def freezer(hours: float, drift_per_h: float = 0.0, t0: int = 0, seed: int = 4) -> list[float]:
+    """A chest freezer every 10 s: a compressor cycle of -21 .. -18.5 °C every 70 min, plus a
+    drift from t0 on (a failing compressor)."""
+    noise = random.Random(seed)
+    out = []
+    for i in range(int(hours * 360)):
+        t = t0 + i * 10_000
+        x = (t / (70 * MIN)) % 1.0
+        cycle = -21 + 2.5 * (x / 0.7 if x < 0.7 else (1 - x) / 0.3)
+        out.append(round(cycle + drift_per_h * i / 360 + noise.gauss(0, 0.03), 2))
+    return out
+
+
+def test_a_cycle_riding_over_the_limit_is_one_episode() -> None:
+    """The threshold clears its usual hourly swing (and its hysteresis) inside the limit: a
+    compressor cycle whose peaks cross the limit does not end and restart the episode."""
+    s = only_threshold()
+    day = 24 * 60 * MIN
+    drift = freezer(20, drift_per_h=0.5, t0=day)  # peaks over -12 after about 13 h
+    r = rules(temperature_max=-12.0)
+    assert feed(r, s, freezer(24)) == []  # a day of the usual cycle: its swing is learned
+    found = feed(r, s, drift, t0=day)
+    assert phases(found) == ["start"]
+    # back to the usual cycle: one end
+    assert phases(feed(r, s, freezer(3, t0=day + 20 * 60 * MIN), t0=day + 20 * 60 * MIN)) == ["end"]
+    # the same drift on rules that never saw the cycle: the troughs end it and peaks restart it
+    late = int(13.9 * 360)  # from just before the crossing: no whole hour of the cycle seen
+    fresh = feed(rules(temperature_max=-12.0), s, drift[late:], t0=day + late * 10_000)
+    assert starts(fresh).count("threshold") > 1
+
+
+def test_zscore_learns_no_slow_drift_and_holds_one_episode() -> None:
+    s = runtime()
+    s.apply({"rules.rate.enabled": False, "rules.threshold.enabled": False}, None)
+    r = rules()
+    day = 24 * 60 * MIN
+    assert feed(r, s, freezer(24)) == []
+    # 0.5 °C per hour: once it departs by half the limit, the baseline stops taking it in,
+    # so the departure keeps growing until the z-score counts it, and the episode holds
+    found = feed(r, s, freezer(14, drift_per_h=0.5, t0=day), t0=day)
+    assert phases(found) == ["start"] and found[0].rule == "zscore"
+
+
+def test_an_episode_of_one_metric_leaves_the_others_learning() -> None:
+    s = only_threshold()
+    s.apply({"rules.threshold.hold_s": 0}, None)
+    r = rules(temperature_max=30.0)
+    for i in range(360):  # an hour: humidity learns
+        r.readings(i * 10_000, {"temperature": 20.0, "humidity": 50.0 + i % 3}, s.get)
+    learned = len(r.series["humidity"].baseline)
+    assert starts(r.readings(3_600_000, {"temperature": 35.0}, s.get)) == ["threshold"]
+    for i in range(1, 361):  # an hour in a temperature episode
+        r.readings(3_600_000 + i * 10_000, {"temperature": 35.0, "humidity": 50.0}, s.get)
+    series = r.series
+    assert len(series["humidity"].baseline) >= learned + 5  # humidity went on learning
+    assert len(series["temperature"].baseline) <= learned + 1  # temperature did not
