@@ -64,7 +64,7 @@ e2e:
 # copies them to docs/
 screenshots:
 	$(PY314) python -m pytest tests/e2e/test_end_to_end.py -p no:cacheprovider -p no:homeassistant \
-		-k "test_dashboard_renders_the_asset_cards_in_chromium or test_floor_plan_view"
+		-k "test_assets_appear_with_their_areas or test_dashboard_renders_the_asset_cards_in_chromium or test_floor_plan_view"
 	cp build/e2e/dashboard.png docs/dashboard.png
 	cp build/e2e/floor-plan.png docs/floor-plan.png
 	$(PY314) python -m pytest tests/e2e/test_demo_scenario.py -p no:cacheprovider -p no:homeassistant \

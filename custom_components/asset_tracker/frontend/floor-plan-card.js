@@ -184,7 +184,11 @@ class AssetTrackerFloorPlan extends HTMLElement {
   }
 }
 
-if (!customElements.get("asset-tracker-floor-plan")) {
+// Loaded early, as an extra module of the frontend: the element is defined once the frontend's own
+// elements are, so it lands in the registry the frontend looks cards up in (defined earlier, it
+// was at times missing from it and the card showed as an error).
+function define() {
+  if (customElements.get("asset-tracker-floor-plan")) return;
   customElements.define("asset-tracker-floor-plan", AssetTrackerFloorPlan);
   window.customCards = window.customCards || [];
   window.customCards.push({
@@ -193,3 +197,5 @@ if (!customElements.get("asset-tracker-floor-plan")) {
     description: "A floor plan with its rooms, nodes and the assets where they are.",
   });
 }
+
+customElements.whenDefined("home-assistant").then(define);
