@@ -51,6 +51,9 @@ def main() -> int:
                     note=note,
                 )
             )
+            error = loc.get("position_error_median_m")
+            if error is not None:
+                metrics.append(metric(f"{name}_{locator}_position_error_median_m", error, "m"))
             latency = loc["room_change_latency_p50_s"]
             if latency is not None:
                 metrics.append(metric(f"{name}_{locator}_room_change_latency_p50_s", latency, "s"))
