@@ -9,6 +9,7 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, SupportsResponse, callback
 from homeassistant.helpers import config_validation as cv
 
+from .calibration import calibrate, spot_room
 from .const import DOMAIN
 from .floorplan import MAX_SIZE_M, NodePosition, invalid
 from .hub import AssetTrackerHub
@@ -17,6 +18,7 @@ from .services import ATTR_AREA_ID, ATTR_DEVICE_ID, _resolve
 SERVICE_SET_FLOOR_PLAN = "set_floor_plan"
 SERVICE_SET_ROOM_OUTLINE = "set_room_outline"
 SERVICE_SET_NODE_POSITION = "set_node_position"
+SERVICE_CALIBRATE = "calibrate"
 ATTR_ENTRY = "config_entry_id"
 ATTR_FLOOR_ID = "floor_id"
 ATTR_IMAGE = "image"
@@ -27,6 +29,8 @@ ATTR_OUTLINE = "outline"
 ATTR_NODE_ID = "node_id"
 ATTR_X, ATTR_Y, ATTR_NODE_HEIGHT = "x", "y", "height"
 ATTR_REMOVE = "remove"
+ATTR_DURATION = "duration"
+ATTR_APPLY = "apply"
 
 _METRES = vol.All(vol.Coerce(float), vol.Range(min=0.0, max=MAX_SIZE_M))
 _SIZE = vol.All(vol.Coerce(float), vol.Range(min=1.0, max=MAX_SIZE_M))
@@ -83,6 +87,19 @@ SET_NODE_POSITION_SCHEMA = vol.All(
     cv.has_at_least_one_key(ATTR_DEVICE_ID, ATTR_NODE_ID),
 )
 
+CALIBRATE_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_DEVICE_ID): cv.string,
+        vol.Required(ATTR_FLOOR_ID): cv.string,
+        vol.Required(ATTR_X): _METRES,
+        vol.Required(ATTR_Y): _METRES,
+        vol.Optional(ATTR_DURATION, default=60): vol.All(
+            vol.Coerce(int), vol.Range(min=10, max=600)
+        ),
+        vol.Optional(ATTR_APPLY, default=True): cv.boolean,
+    }
+)
+
 
 def _hub(hass: HomeAssistant, entry_id: str | None) -> AssetTrackerHub:
     """The fleet an action is about: the one named, or the only one loaded."""
@@ -132,6 +149,39 @@ async def _set_node_position(call: ServiceCall) -> None:
     await hub.floor_plans.async_set_node(node_id, name, position)
 
 
+async def _calibrate(call: ServiceCall) -> dict[str, Any]:
+    data = call.data
+    hub, asset_id = _resolve(call.hass, data[ATTR_DEVICE_ID], "asset")
+    plans, spot = hub.floor_plans, (data[ATTR_FLOOR_ID], data[ATTR_X], data[ATTR_Y])
+    plan = plans.plans.get(spot[0])
+    if plan is None:
+        raise invalid("no_floor_plan", hub.rejected, name=spot[0])
+    if not plan.inside(spot[1], spot[2]):
+        raise invalid("outside_plan", hub.rejected, name=f"({spot[1]}, {spot[2]})")
+    radio_plan = plans.radio_plan()
+    if radio_plan is None:
+        raise invalid("no_radio_map", hub.rejected)
+    if spot_room(radio_plan, *spot) is None:
+        raise invalid("spot_not_in_a_room", hub.rejected, x=spot[1], y=spot[2])
+    samples = await hub.placement.async_collect(asset_id, data[ATTR_DURATION])
+    try:
+        result = calibrate(plans, samples, hub.placement.online(), spot)
+    except ValueError as err:
+        raise invalid(
+            "too_few_calibration_samples", hub.rejected, asset=hub.assets[asset_id].name
+        ) from err
+    applied = data[ATTR_APPLY] and result.error_after_m <= result.error_before_m
+    if applied:
+        await plans.async_set_offsets(result.offsets_db)
+    return {
+        "samples": result.samples,
+        "error_before_m": result.error_before_m,
+        "error_after_m": result.error_after_m,
+        "offsets_db": result.offsets_db,
+        "applied": applied,
+    }
+
+
 @callback
 def async_setup_floorplan_actions(hass: HomeAssistant) -> None:
     """Register the floor-plan actions (once, in async_setup)."""
@@ -147,4 +197,11 @@ def async_setup_floorplan_actions(hass: HomeAssistant) -> None:
     )
     hass.services.async_register(
         DOMAIN, SERVICE_SET_NODE_POSITION, _set_node_position, SET_NODE_POSITION_SCHEMA
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_CALIBRATE,
+        _calibrate,
+        CALIBRATE_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
     )

@@ -190,6 +190,10 @@ class Placement:
             elif sighting.rssi is not None:
                 self.locator.observe(asset.asset_id, node_id, sighting.rssi, sighting.wall_ms)
 
+    def online(self) -> dict[str, bool]:
+        """Each node's and scanner's last known connectivity, as the estimator was told."""
+        return dict(self._online)
+
     def live_online(self, source: str, online: bool) -> None:
         """A live source came or went: a room whose sources are all gone keeps its claim."""
         if self._online.get(source) != online:

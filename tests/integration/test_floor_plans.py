@@ -3,6 +3,7 @@ with translated errors; the placement's radio map built from them, and positions
 
 from __future__ import annotations
 
+import asyncio
 import math
 import pathlib
 from datetime import timedelta
@@ -28,9 +29,10 @@ from test_features import device, now_ms
 from test_rooms import area_state, tracker
 
 from custom_components.asset_tracker import dashboard
+from custom_components.asset_tracker.calibration import predicted
 from custom_components.asset_tracker.const import DOMAIN
 from custom_components.asset_tracker.diagnostics import async_get_config_entry_diagnostics
-from custom_components.asset_tracker.radio_map import _inside
+from custom_components.asset_tracker.radio_map import RadioMap, _inside
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 KITCHEN = [[0.0, 0.0], [5.0, 0.0], [5.0, 6.0], [0.0, 6.0]]
@@ -386,3 +388,147 @@ async def lovelace(hass: HomeAssistant, hass_ws_client: WebSocketGenerator) -> d
     msg = await client.receive_json()
     assert msg["success"], msg
     return dict(msg["result"])
+
+
+async def _calibrate(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    edges: dict[str, Edge],
+    heard: dict[str, float],
+    **call: Any,
+) -> Any:
+    """Runs the calibrate action while the nodes report the cat every second."""
+    task = asyncio.ensure_future(
+        hass.services.async_call(DOMAIN, "calibrate", call, blocking=True, return_response=True)
+    )
+    await hass.async_block_till_done()
+    for i in range(call.get("duration", 60) + 2):
+        freezer.tick(timedelta(seconds=1))
+        for node, rssi in heard.items():
+            edges[node].event("telemetry", "cat", {"rssi": rssi + (i % 3) - 1}, (now_ms(), 0))
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+        if task.done():
+            break
+    return await task
+
+
+async def test_calibration_fits_a_loud_receiver_and_applies_it(
+    hass: HomeAssistant,
+    house: dict[str, Edge],
+    setup_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    floor, _kitchen, _living = ids(hass)
+    await draw(hass)
+    hub_ = hub(setup_entry)
+    plan = hub_.floor_plans.radio_plan()
+    assert plan is not None
+    kitchen = ids(hass)[1]
+    # what the plan predicts at the spot, with the cooker's receiver 8 dB too loud
+    expected = predicted(RadioMap(plan), kitchen, 2.0, 2.0)
+    heard = {n: round(v, 1) for n, v in expected.items()} | {
+        "cooker": round(expected["cooker"] + 8, 1)
+    }
+    await heard_at(hass, house, heard)
+    cat = device(hass, "asset", "cat").id
+    response = await _calibrate(
+        hass, freezer, house, heard, device_id=cat, floor_id=floor, x=2.0, y=2.0, duration=20
+    )
+    assert response["samples"] >= 15
+    offsets = response["offsets_db"]
+    assert offsets["cooker"] - offsets["sofa"] == pytest.approx(8.0, abs=0.7)
+    assert offsets["door"] - offsets["sofa"] == pytest.approx(0.0, abs=0.7)
+    assert response["error_after_m"] <= response["error_before_m"]
+    assert response["applied"] is True
+    stored = hass_storage[f"{DOMAIN}.{setup_entry.entry_id}.floor_plans"]["data"]["nodes"]
+    assert stored["cooker"]["offset_db"] == offsets["cooker"]
+    # the map is rebuilt with them once the rooms are asked for again
+    await heard_at(hass, house, heard)
+    radio_map = hub_.placement.locator.radio_map
+    assert radio_map is not None
+    assert {n.node_id: n.offset_db for n in radio_map.plan.nodes}["cooker"] == offsets["cooker"]
+    # moved, a node keeps its calibration
+    await call(hass, "set_node_position", node_id="cooker", floor_id=floor, x=1.5, y=3.0)
+    assert hub_.floor_plans.nodes["cooker"].offset_db == offsets["cooker"]
+    diagnostics = await async_get_config_entry_diagnostics(hass, setup_entry)
+    assert diagnostics["floor_plans"]["calibrated_nodes"] == 3
+
+
+async def heard_at(hass: HomeAssistant, edges: dict[str, Edge], rssi: dict[str, float]) -> None:
+    t = now_ms()
+    for node, value in rssi.items():
+        edges[node].event("presence", "cat", {"state": "present", "rssi": value}, (t, 0))
+    await hass.async_block_till_done()
+
+
+async def test_calibration_shows_the_fit_without_applying_it(
+    hass: HomeAssistant,
+    house: dict[str, Edge],
+    setup_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    floor, kitchen, _living = ids(hass)
+    await draw(hass)
+    plan = hub(setup_entry).floor_plans.radio_plan()
+    assert plan is not None
+    heard = {n: round(v, 1) for n, v in predicted(RadioMap(plan), kitchen, 2.0, 2.0).items()}
+    await heard_at(hass, house, heard)
+    cat = device(hass, "asset", "cat").id
+    response = await _calibrate(
+        hass,
+        freezer,
+        house,
+        heard,
+        device_id=cat,
+        floor_id=floor,
+        x=2.0,
+        y=2.0,
+        duration=10,
+        apply=False,
+    )
+    assert response["applied"] is False
+    assert all(abs(v) < 1.0 for v in response["offsets_db"].values())
+    assert all(n.offset_db == 0.0 for n in hub(setup_entry).floor_plans.nodes.values())
+
+
+@pytest.mark.parametrize(
+    ("spot", "key"),
+    [
+        ({"floor_id": "nowhere", "x": 1, "y": 1}, "no_floor_plan"),
+        ({"x": 50, "y": 1}, "outside_plan"),
+        ({"x": 11, "y": 1}, "spot_not_in_a_room"),
+        ({"x": 2, "y": 2, "unplace": True}, "no_radio_map"),
+        ({"x": 2, "y": 2, "node": True}, "not_an_asset"),
+        ({"x": 2, "y": 2}, "too_few_calibration_samples"),
+    ],
+)
+async def test_calibration_refuses_what_it_cannot_do(
+    hass: HomeAssistant,
+    house: dict[str, Edge],
+    setup_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+    spot: dict[str, Any],
+    key: str,
+) -> None:
+    floor, _kitchen, _living = ids(hass)
+    await draw(hass)
+    # the plan is wider than its rooms: x 10-12 m is in no room
+    await call(
+        hass, "set_floor_plan", floor_id=floor, image="/local/ground.png", width_m=12, height_m=6
+    )
+    if spot.pop("unplace", False):
+        await call(hass, "set_node_position", node_id="door", remove=True)
+    await heard_at(hass, house, {"cooker": -60.0})
+    target = device(
+        hass,
+        "node" if spot.pop("node", False) else "asset",
+        "cooker" if key == "not_an_asset" else "cat",
+    )
+    data = {"device_id": target.id, "floor_id": floor, "duration": 10, **spot}
+    with pytest.raises(ServiceValidationError) as err:
+        # only the cooker hears it: too few nodes for a fit
+        await _calibrate(hass, freezer, house, {"cooker": -60.0}, **data)
+    assert err.value.translation_key == key
+    assert all(n.offset_db == 0.0 for n in hub(setup_entry).floor_plans.nodes.values())
