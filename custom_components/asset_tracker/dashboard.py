@@ -278,10 +278,22 @@ def fleet_view(
     return {"title": "Fleet", "path": "fleet", "icon": ICON, "cards": view_cards}
 
 
-def _floor_plans(hass: HomeAssistant, entry_id: str) -> Any:
+def _hub(hass: HomeAssistant, entry_id: str) -> Any:
     entry = hass.config_entries.async_get_entry(entry_id)
     data = getattr(entry, "runtime_data", None) if entry else None
-    return getattr(getattr(data, "hub", None), "floor_plans", None)
+    return getattr(data, "hub", None)
+
+
+def _floor_plans(hass: HomeAssistant, entry_id: str) -> Any:
+    return getattr(_hub(hass, entry_id), "floor_plans", None)
+
+
+def _placeable(hub: Any) -> list[dict[str, str]]:
+    """Every edge node and Home Assistant scanner the card's editor can place."""
+    found = [{"node_id": n, "name": node.name} for n, node in sorted(hub.nodes.items())]
+    scanners = hub.scanners.scanners.values() if hub.scanners else ()
+    found += [{"node_id": s.source_id, "name": s.name} for s in scanners]
+    return found
 
 
 def _node_key(node: DeviceEntities) -> str | None:
@@ -341,10 +353,16 @@ def floor_plan_view(
             for node_id, p in sorted(plans.nodes.items())
             if p.floor == floor_id
         ]
+        on_floor = [
+            {"area_id": a.id, "name": a.name}
+            for a in sorted(areas.async_list_areas(), key=lambda a: a.name.lower())
+            if a.floor_id == floor_id
+        ]
         cards.append(
             {
                 "type": CARD_TYPE,
                 "title": floor.name if floor else floor_id,
+                "entry_id": entry_id,
                 "floor": floor_id,
                 "image": plan.image,
                 "width_m": plan.width_m,
@@ -352,6 +370,8 @@ def floor_plan_view(
                 "rooms": rooms,
                 "nodes": placed,
                 "assets": trackers,
+                "placeable": _placeable(_hub(hass, entry_id)),
+                "areas": on_floor,
             }
         )
     return {

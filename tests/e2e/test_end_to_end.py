@@ -374,7 +374,11 @@ async def _draw_plan(client: HassClient) -> dict[str, Any]:
         f"{service}/set_node_position",
         {"node_id": NODE, "floor_id": floor["floor_id"], "x": 1.0, "y": 1.0},
     )
-    return {"floor": floor["floor_id"], "workshop": workshop["area_id"]}
+    return {
+        "floor": floor["floor_id"],
+        "workshop": workshop["area_id"],
+        "hallway": hallway["area_id"],
+    }
 
 
 async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(stack: Stack) -> None:
@@ -436,6 +440,7 @@ async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(sta
             assert (float(asset["x"]), float(asset["y"])) == (8.5, 4.5)
             shot = WORK / "floor-plan.png"
             await page.screenshot(shot)
+            await _edit_by_clicking(stack, page, plan)
             # a tap opens the asset's drill-down
             await page.evaluate(
                 "(() => { const walk = (root) => { for (const el of root.querySelectorAll('*')) {"
@@ -455,6 +460,77 @@ async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(sta
         assert shot.stat().st_size > 10_000
     finally:
         await client.close()
+
+
+CARD = (
+    "(() => { const walk = (root) => { for (const el of root.querySelectorAll('*')) {"
+    " if (el.localName === 'asset-tracker-floor-plan') return el;"
+    " const inner = el.shadowRoot ? walk(el.shadowRoot) : null; if (inner) return inner; }"
+    " return null; }; const card = walk(document); return (%s)(card.shadowRoot); })()"
+)
+
+
+async def _click_at(page: Any, x_m: float, y_m: float) -> None:
+    """A real mouse click on the plan at (x, y) metres."""
+    box = await page.evaluate(
+        CARD % "(root) => { const b = root.querySelector('svg').getBoundingClientRect();"
+        " return [b.left, b.top, b.width, b.height]; }"
+    )
+    x, y = box[0] + box[2] * x_m / 10, box[1] + box[3] * y_m / 6
+    for kind in ("mousePressed", "mouseReleased"):
+        await page.send(
+            "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
+        )
+
+
+def _stored_plans(stack: Stack) -> dict[str, Any]:
+    path = stack.hass.config_dir / ".storage" / f"{DOMAIN}.{stack.entry_id}.floor_plans"
+    return dict(json.loads(path.read_text())["data"])
+
+
+async def _edit_by_clicking(stack: Stack, page: Any, plan: dict[str, Any]) -> None:
+    """The card's editor: the node placed by a click, the hallway outlined by four and saved."""
+
+    async def choose(value: str) -> None:
+        await page.evaluate(
+            CARD % f"(root) => {{ const s = root.querySelector('select.what'); s.value = "
+            f"{json.dumps(value)}; s.dispatchEvent(new Event('change')); }}"
+        )
+
+    async def saved(service: str) -> Any:
+        return await page.evaluate(
+            CARD % f"(root) => root.querySelector('.note').dataset.saved === '{service}'"
+        )
+
+    await choose(f"node:{NODE}")
+    await _click_at(page, 3.0, 2.0)
+    await wait_for(lambda: saved("set_node_position"), 30, 0.2, "the node placed")
+    node = _stored_plans(stack)["nodes"][NODE]
+    assert abs(node["x"] - 3.0) < 0.15 and abs(node["y"] - 2.0) < 0.15, node
+
+    async def redrawn() -> Any:  # the dashboard is generated again with the node moved
+        return await page.evaluate(
+            CARD % "(root) => { const r = root.querySelector('rect.node');"
+            " return Math.abs(+r.getAttribute('x') + +r.getAttribute('width') / 2 - 3) < 0.2; }"
+        )
+
+    await wait_for(redrawn, 30, 0.5, "the plan drawn again with the node moved")
+    hallway = plan["hallway"]
+    await choose(f"room:{hallway}")
+    for x, y in ((7.0, 0.5), (9.5, 0.5), (9.5, 5.5), (7.0, 5.5)):
+        await _click_at(page, x, y)
+    await page.evaluate(CARD % "(root) => root.querySelector('button.save').click()")
+    await wait_for(lambda: saved("set_room_outline"), 30, 0.2, "the outline saved")
+    outline = _stored_plans(stack)["floors"][plan["floor"]]["rooms"][hallway]
+    assert len(outline) == 4 and abs(outline[1][0] - 9.5) < 0.15, outline
+
+    async def outlined() -> Any:  # and drawn again, the editor closed
+        return await page.evaluate(
+            CARD % f"(root) => root.querySelector('polygon.room[data-area=\"{hallway}\"]')"
+            ".getAttribute('points').startsWith('7')"
+        )
+
+    await wait_for(outlined, 30, 0.5, "the plan drawn again with the new outline")
 
 
 def _names(devices: list[dict[str, Any]], asset: str) -> set[str]:

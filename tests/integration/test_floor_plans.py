@@ -368,6 +368,10 @@ async def test_the_dashboard_draws_each_floor_with_its_rooms_nodes_and_assets(
     assert room["centre"] == [2.5, 3.0] and room["radius"] == pytest.approx(3.91, abs=0.01)
     sofa = next(n for n in card["nodes"] if n["x"] == 9.0)
     assert sofa["entity"].startswith("binary_sensor.") and hass.states.get(sofa["entity"])
+    # what its editor offers: every node to place, every area of the floor to outline
+    assert card["entry_id"] == setup_entry.entry_id
+    assert {p["node_id"] for p in card["placeable"]} == set(NODES)
+    assert [a["name"] for a in card["areas"]] == ["Kitchen", "Living room"]
     (cat,) = card["assets"]
     assert cat["entity"].startswith("device_tracker.") and cat["path"].startswith(
         "/asset-tracker/asset-"

@@ -47,9 +47,19 @@ class AssetTrackerFloorPlan extends HTMLElement {
         .room.holds { fill: rgba(255, 152, 0, 0.12); stroke-dasharray: 0.3 0.15; }
         .asset text { font-family: sans-serif; fill: var(--primary-text-color, #212121); }
         .asset.hidden { display: none; }
+        .draft { fill: rgba(3, 169, 244, 0.15); stroke: var(--primary-color, #03a9f4); }
+        .edit { display: flex; gap: 8px; align-items: center; padding: 8px 16px; flex-wrap: wrap; }
+        .edit[hidden] { display: none; }
+        .plan.editing svg { cursor: crosshair; }
       </style>
       <ha-card>
         <div class="plan"><img alt=""></div>
+        <div class="edit" hidden>
+          <select class="what"><option value="">Edit the plan…</option></select>
+          <button class="save" hidden>Save outline</button>
+          <button class="undo" hidden>Undo point</button>
+          <span class="note"></span>
+        </div>
       </ha-card>`;
     root.querySelector("ha-card").header = c.title || "";
     const plan = root.querySelector(".plan");
@@ -98,8 +108,109 @@ class AssetTrackerFloorPlan extends HTMLElement {
     this._assetLayer = svg("g", {});
     layer.append(this._assetLayer);
     for (const asset of c.assets || []) this._drawAsset(asset);
+    this._draft = svg("polygon", { class: "draft", points: "", "stroke-width": unit / 6 });
+    layer.append(this._draft);
     plan.append(layer);
+    this._layer = layer;
+    this._buildEditor(root, plan, layer);
     if (this._hass) this.hass = this._hass;
+  }
+
+  // editing (administrators): pick a node and click where it stands, or a room and click its
+  // corners, then save; the integration's actions validate and store it, and the dashboard
+  // is generated again with it
+  _buildEditor(root, plan, layer) {
+    const c = this._config;
+    const select = root.querySelector(".what");
+    const groups = [
+      ["Place a node", "node", c.placeable || []],
+      ["Outline a room", "room", c.areas || []],
+    ];
+    for (const [label, kind, items] of groups) {
+      if (!items.length) continue;
+      const group = document.createElement("optgroup");
+      group.label = label;
+      for (const item of items) {
+        const option = document.createElement("option");
+        option.value = `${kind}:${kind === "node" ? item.node_id : item.area_id}`;
+        option.textContent = item.name;
+        group.append(option);
+      }
+      select.append(group);
+    }
+    this._editor = root.querySelector(".edit");
+    this._note = root.querySelector(".note");
+    this._mode = "";
+    this._points = [];
+    select.addEventListener("change", () => {
+      this._mode = select.value;
+      this._points = [];
+      this._drawDraft();
+      const outlining = this._mode.startsWith("room:");
+      root.querySelector(".save").hidden = !outlining;
+      root.querySelector(".undo").hidden = !outlining;
+      plan.classList.toggle("editing", this._mode !== "");
+      this._note.textContent = !this._mode
+        ? ""
+        : outlining
+          ? "Click the room's corners in order, then save."
+          : "Click where the node stands.";
+    });
+    root.querySelector(".undo").addEventListener("click", () => {
+      this._points.pop();
+      this._drawDraft();
+    });
+    root.querySelector(".save").addEventListener("click", () => {
+      this._call("set_room_outline", {
+        area_id: this._mode.slice(5),
+        outline: this._points,
+      });
+    });
+    layer.addEventListener("click", (ev) => this._clicked(ev));
+  }
+
+  _metres(ev) {
+    const box = this._layer.getBoundingClientRect();
+    const round = (v) => Math.round(v * 20) / 20; // 5 cm
+    return [
+      round(((ev.clientX - box.left) / box.width) * this._config.width_m),
+      round(((ev.clientY - box.top) / box.height) * this._config.height_m),
+    ];
+  }
+
+  _clicked(ev) {
+    if (!this._mode) return;
+    const [x, y] = this._metres(ev);
+    if (this._mode.startsWith("node:")) {
+      this._call("set_node_position", {
+        node_id: this._mode.slice(5),
+        floor_id: this._config.floor,
+        x,
+        y,
+      });
+    } else {
+      this._points.push([x, y]);
+      this._drawDraft();
+      this._note.textContent = `${this._points.length} corners`;
+    }
+  }
+
+  _drawDraft() {
+    this._draft.setAttribute("points", this._points.map((p) => p.join(",")).join(" "));
+  }
+
+  async _call(service, data) {
+    const entry = this._config.entry_id ? { config_entry_id: this._config.entry_id } : {};
+    try {
+      await this._hass.callService("asset_tracker", service, { ...data, ...entry });
+      this._note.textContent = "Saved.";
+      this._note.dataset.saved = service;
+      this._points = [];
+      this._drawDraft();
+    } catch (err) {
+      this._note.textContent = err && err.message ? err.message : String(err);
+      this._note.dataset.saved = "";
+    }
   }
 
   _drawAsset(asset) {
@@ -111,7 +222,9 @@ class AssetTrackerFloorPlan extends HTMLElement {
     const label = svg("text", { "font-size": unit * 1.1, dx: unit * 0.8, dy: unit * 0.4 });
     label.textContent = asset.name;
     group.append(spread, dot, label);
-    group.addEventListener("click", () => {
+    group.addEventListener("click", (ev) => {
+      if (this._mode) return; // editing: the click places a point
+      ev.stopPropagation();
       history.pushState(null, "", asset.path);
       window.dispatchEvent(new CustomEvent("location-changed", { detail: { replace: false } }));
     });
@@ -123,6 +236,7 @@ class AssetTrackerFloorPlan extends HTMLElement {
   set hass(hass) {
     this._hass = hass;
     if (!this._config) return;
+    if (this._editor) this._editor.hidden = !(hass.user && hass.user.is_admin);
     for (const [entity, node] of this._nodes) {
       const state = hass.states[entity];
       if (state === node.state) continue; // unchanged object: nothing to redraw
