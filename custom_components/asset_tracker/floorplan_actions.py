@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import probatio as vol
@@ -32,8 +33,19 @@ ATTR_REMOVE = "remove"
 ATTR_DURATION = "duration"
 ATTR_APPLY = "apply"
 
-_METRES = vol.All(vol.Coerce(float), vol.Range(min=0.0, max=MAX_SIZE_M))
-_SIZE = vol.All(vol.Coerce(float), vol.Range(min=1.0, max=MAX_SIZE_M))
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):  # NaN passes a range check
+        raise vol.Invalid("not a finite number")
+    return value
+
+
+def _number(low: float, high: float) -> vol.All[float]:
+    return vol.All(vol.Coerce(float), _finite, vol.Range(min=low, max=high))
+
+
+_METRES = _number(0.0, MAX_SIZE_M)
+_SIZE = _number(1.0, MAX_SIZE_M)
 
 
 def _image(value: Any) -> str:
@@ -59,7 +71,7 @@ SET_FLOOR_PLAN_SCHEMA = vol.Schema(
         vol.Required(ATTR_IMAGE): _image,
         vol.Required(ATTR_WIDTH): _SIZE,
         vol.Required(ATTR_HEIGHT): _SIZE,
-        vol.Optional(ATTR_ELEVATION): vol.All(vol.Coerce(float), vol.Range(min=-50, max=500)),
+        vol.Optional(ATTR_ELEVATION): _number(-50.0, 500.0),
     }
 )
 SET_ROOM_OUTLINE_SCHEMA = vol.Schema(
@@ -78,9 +90,7 @@ SET_NODE_POSITION_SCHEMA = vol.All(
             vol.Optional(ATTR_FLOOR_ID): cv.string,
             vol.Optional(ATTR_X): _METRES,
             vol.Optional(ATTR_Y): _METRES,
-            vol.Optional(ATTR_NODE_HEIGHT, default=1.5): vol.All(
-                vol.Coerce(float), vol.Range(min=0.0, max=20.0)
-            ),
+            vol.Optional(ATTR_NODE_HEIGHT, default=1.5): _number(0.0, 20.0),
             vol.Optional(ATTR_REMOVE, default=False): cv.boolean,
         }
     ),
