@@ -134,6 +134,7 @@ class FloorPlans:
         except KeyError, TypeError, ValueError:
             _LOGGER.warning("The stored floor plans are unreadable and were set aside")
             self.plans, self.nodes = {}, {}
+        self.prune()  # floors or areas removed while the integration was not running
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +151,37 @@ class FloorPlans:
         await self._store.async_save(self.as_dict())
         for listener in list(self._listeners):
             listener()
+
+    @callback
+    def async_listen(self) -> list[Callable[[], None]]:
+        """Plans follow the registries: a floor or area removed, an area moved to another floor."""
+        bus = self.hass.bus
+        return [
+            bus.async_listen(fr.EVENT_FLOOR_REGISTRY_UPDATED, self._registries_changed),
+            bus.async_listen(ar.EVENT_AREA_REGISTRY_UPDATED, self._registries_changed),
+        ]
+
+    @callback
+    def _registries_changed(self, _event: Any) -> None:
+        if self.prune():
+            self.hass.async_create_task(self._async_changed(), eager_start=True)
+
+    def prune(self) -> bool:
+        """Drops the plans of removed floors (and the nodes on them) and the outlines of areas
+        removed or now on another floor; True when something was dropped."""
+        floors, areas = fr.async_get(self.hass), ar.async_get(self.hass)
+        changed = False
+        for floor_id in [f for f in self.plans if floors.async_get_floor(f) is None]:
+            del self.plans[floor_id]
+            self.nodes = {n: p for n, p in self.nodes.items() if p.floor != floor_id}
+            changed = True
+        for floor_id, plan in self.plans.items():
+            for area_id in list(plan.rooms):
+                area = areas.async_get_area(area_id)
+                if area is None or area.floor_id != floor_id:
+                    del plan.rooms[area_id]
+                    changed = True
+        return changed
 
     # the edits
 

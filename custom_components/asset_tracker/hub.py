@@ -125,6 +125,7 @@ class AssetTrackerHub:
             async_track_time_interval(self.hass, self._housekeeping, HOUSEKEEPING_INTERVAL)
         )
         self._unsubscribers.extend(self.placement.async_listen())
+        self._unsubscribers.extend(self.floor_plans.async_listen())
         self._unsubscribers.append(
             self.hass.bus.async_listen_once(
                 EVENT_HOMEASSISTANT_STOP, self.applier.on_home_assistant_stop

@@ -536,3 +536,44 @@ async def test_calibration_refuses_what_it_cannot_do(
         await _calibrate(hass, freezer, house, {"cooker": -60.0}, **data)
     assert err.value.translation_key == key
     assert all(n.offset_db == 0.0 for n in hub(setup_entry).floor_plans.nodes.values())
+
+
+async def test_plans_follow_floors_and_areas_removed_or_moved(
+    hass: HomeAssistant,
+    house: dict[str, Edge],
+    setup_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    floor, kitchen, living = ids(hass)
+    await draw(hass)
+    plans = hub(setup_entry).floor_plans
+    storage_key = f"{DOMAIN}.{setup_entry.entry_id}.floor_plans"
+    # the living room moved upstairs: its outline on the ground floor is gone
+    upstairs = fr.async_get(hass).async_create("First floor", level=1)
+    ar.async_get(hass).async_update(living, floor_id=upstairs.floor_id)
+    await hass.async_block_till_done()
+    assert set(plans.plans[floor].rooms) == {kitchen}
+    assert set(hass_storage[storage_key]["data"]["floors"][floor]["rooms"]) == {kitchen}
+    # the kitchen deleted
+    ar.async_get(hass).async_delete(kitchen)
+    await hass.async_block_till_done()
+    assert plans.plans[floor].rooms == {}
+    assert plans.radio_plan() is None
+    # the floor deleted: its plan and the nodes on it
+    fr.async_get(hass).async_delete(floor)
+    await hass.async_block_till_done()
+    assert plans.plans == {} and plans.nodes == {}
+    assert hass_storage[storage_key]["data"] == {"floors": {}, "nodes": {}}
+
+
+async def test_what_changed_while_stopped_is_pruned_at_start(
+    hass: HomeAssistant, house: dict[str, Edge], setup_entry: MockConfigEntry
+) -> None:
+    floor, kitchen, _living = ids(hass)
+    await draw(hass)
+    assert await hass.config_entries.async_unload(setup_entry.entry_id)
+    ar.async_get(hass).async_delete(kitchen)
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_setup(setup_entry.entry_id)
+    await hass.async_block_till_done()
+    assert kitchen not in hub(setup_entry).floor_plans.plans[floor].rooms
