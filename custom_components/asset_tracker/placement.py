@@ -175,7 +175,16 @@ class Placement:
             estimate, nearest = Estimate(None, None, 0.0, now), None
         self._track_settling(asset.asset_id, estimate)
         moved = self._move(asset, estimate, nearest, now)
-        return _place(asset, estimate.position) or moved
+        return _place(asset, self._position(asset.asset_id, estimate, now)) or moved
+
+    def _position(self, asset_id: str, estimate: Estimate, now: int) -> Position | None:
+        """The estimate's position, but only while a node on the plan hears the asset: heard by
+        unplaced nodes alone, the map knows nothing of where it is (its room stands)."""
+        radio_map = self.locator.radio_map
+        if estimate.position is None or radio_map is None:
+            return None
+        placed = set(radio_map.nodes)
+        return estimate.position if placed & self.locator.heard(asset_id, now).keys() else None
 
     def _feed(self, asset: AssetState) -> None:
         for node_id, node in self._fleet.nodes.items():

@@ -577,3 +577,31 @@ async def test_what_changed_while_stopped_is_pruned_at_start(
     assert await hass.config_entries.async_setup(setup_entry.entry_id)
     await hass.async_block_till_done()
     assert kitchen not in hub(setup_entry).floor_plans.plans[floor].rooms
+
+
+async def test_no_position_while_only_unplaced_nodes_hear_it(
+    hass: HomeAssistant,
+    house: dict[str, Edge],
+    setup_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    await draw(hass)
+    fridge = house["fridge"] = Edge(hass, "fridge")  # in the kitchen, not on the plan
+    fridge.birth()
+    fridge.announce([])
+    await hass.async_block_till_done()
+    kitchen = ar.async_get(hass).async_get_area_by_name("Kitchen")
+    assert kitchen is not None
+    dr.async_get(hass).async_update_device(device(hass, "node", "fridge").id, area_id=kitchen.id)
+    await hass.async_block_till_done()
+    await heard(hass, house, cooker=-52.0, door=-63.0, sofa=-80.0)
+    assert tracker(hass, "cat")["x"] is not None
+    # the placed nodes hear it no more (their reports age out); only the fridge does
+    for i in range(60):
+        freezer.tick(timedelta(seconds=2))
+        fridge.event("telemetry", "cat", {"rssi": -60.0}, (now_ms(), i + 1))
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+    attributes = tracker(hass, "cat")
+    assert attributes["area"] == "Kitchen"
+    assert attributes["x"] is None and attributes["position_accuracy_m"] is None
