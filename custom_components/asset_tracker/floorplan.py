@@ -257,8 +257,9 @@ class FloorPlans:
             if collection is None or image_id not in getattr(collection, "data", {}):
                 raise invalid("invalid_image", self._rejected, image=image)
             return f"/api/image/serve/{image_id}/original"
-        if image.startswith(LOCAL) and ".." not in image.split("/"):
-            path = pathlib.Path(self.hass.config.path("www", image.removeprefix(LOCAL)))
+        name = image.removeprefix(LOCAL)
+        if image.startswith(LOCAL) and _plain(name):
+            path = pathlib.Path(self.hass.config.path("www", name))
             problem = await self.hass.async_add_executor_job(_image_problem, path)
             if problem is not None:
                 raise invalid(problem, self._rejected, image=image, cap_mb=MAX_IMAGE_BYTES >> 20)
@@ -316,6 +317,12 @@ class FloorPlans:
             "calibrated_nodes": sum(1 for n in self.nodes.values() if n.offset_db),
             "usable": self.radio_plan() is not None,
         }
+
+
+def _plain(name: str) -> bool:
+    """A path inside /config/www: relative, without `..` or backslashes."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and ".." not in parts
 
 
 def _image_problem(path: pathlib.Path) -> str | None:

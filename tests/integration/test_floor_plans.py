@@ -54,6 +54,7 @@ def www(hass: HomeAssistant, tmp_path: pathlib.Path) -> pathlib.Path:
     (folder / "ground.png").write_bytes(PNG)
     (folder / "notes.png").write_bytes(b"just some text, not an image")
     (folder / "huge.png").write_bytes(PNG + b"\0" * (10 * 1024 * 1024))
+    (tmp_path / "outside.png").write_bytes(PNG)  # an image, but not under www
     return folder
 
 
@@ -205,6 +206,8 @@ async def test_fewer_than_three_placed_nodes_give_rooms_only(
         ("set_floor_plan", {"image": "/local/notes.png"}, "invalid_image"),
         ("set_floor_plan", {"image": "/local/missing.png"}, "invalid_image"),
         ("set_floor_plan", {"image": "/local/../secrets.yaml"}, "invalid_image"),
+        ("set_floor_plan", {"image": "/local/{config}/outside.png"}, "invalid_image"),
+        ("set_floor_plan", {"image": "/local/..\\ground.png"}, "invalid_image"),
         ("set_floor_plan", {"image": "https://example.com/plan.png"}, "invalid_image"),
         ("set_floor_plan", {"image": "media-source://image_upload/nope"}, "invalid_image"),
         ("set_floor_plan", {"image": "/local/huge.png"}, "image_too_large"),
@@ -257,6 +260,8 @@ async def test_bad_input_is_refused_counted_and_changes_nothing(
     if data.get("device_id") == "cat":
         await heard(hass, house, cooker=-60.0)
         data["device_id"] = device(hass, "asset", "cat").id
+    if "{config}" in data.get("image", ""):
+        data["image"] = data["image"].format(config=hass.config.config_dir)
     data = {k: v for k, v in data.items() if v is not None}
     with pytest.raises(ServiceValidationError) as err:
         await call(hass, service, **data)
