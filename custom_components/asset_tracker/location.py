@@ -387,14 +387,15 @@ class Locator:
         """Each room's evidence in dB, 0 for a perfect fit; more negative is less likely."""
         top = sorted(heard.values(), reverse=True)
         gap = top[0] - (top[1] if len(top) > 1 else UNHEARD_DBM)
-        mapped = self._map.covers if self._map is not None else None
+        on_map = self._map if self._map is not None and self._map.hears(heard) else None
+        mapped = on_map.covers if on_map is not None else None
         scores = {
             room: self._score(room, heard, top[0], gap)
             for room in self.rooms
             if mapped is None or not mapped(room)
         }
-        if self._map is not None:
-            fit = self._map.fit(heard, self._online_map(), self._tx(state))
+        if on_map is not None:
+            fit = on_map.fit(heard, self._online_map(), self._tx(state))
             known = {r: v for r, v in fit.rooms.items() if r in self.rooms}
             if known:
                 best = max(known.values())

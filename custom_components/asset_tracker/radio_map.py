@@ -120,6 +120,10 @@ class RadioMap:
     def covers(self, room: str) -> bool:
         return room in self.means
 
+    def hears(self, heard: Mapping[str, float]) -> bool:
+        """Whether a node on the plan heard the asset: silence alone places nothing."""
+        return any(node in self._index for node in heard)
+
     def fit(
         self,
         heard: Mapping[str, float],
@@ -151,7 +155,7 @@ class RadioMap:
         offset: TagOffset = NO_OFFSET,
     ) -> Position | None:
         """Where in `room` the report fits best, as a weighted mean of its spots."""
-        if room not in self.means or not heard:
+        if room not in self.means or not self.hears(heard):
             return None
         ll = self._all_fits(heard, online, offset)[0][self._slices[room]]
         if not np.isfinite(ll.max()):

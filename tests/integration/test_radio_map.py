@@ -203,3 +203,22 @@ def test_on_a_plan_a_loud_receiver_is_learned_when_asked(radio_map: RadioMap) ->
     assert abs(locator.offset("k")) < abs(locator.offset("h"))
     # off by default: model errors would be learned as biases too
     assert locator_on_plan().offset("h") == 0.0
+
+
+def test_an_asset_heard_only_off_the_plan_gets_no_position() -> None:
+    rooms = [
+        Room("kitchen", "ground", ("k",)),
+        Room("living", "ground", ("l",)),
+        Room("hall", "ground", ("h",)),
+        Room("garage", "ground", ("g",)),  # its node is not on the plan
+    ]
+    locator = Locator(rooms, LocatorSettings(calibrate=False))
+    radio_map = RadioMap(PLAN)
+    locator.set_map(radio_map)
+    assert not radio_map.hears({"g": -60.0})
+    assert radio_map.position("kitchen", {"g": -60.0}, ONLINE) is None
+    for t in range(0, 20_000, 1000):
+        locator.observe("car", "g", -60.0, t)
+        estimate = locator.locate("car", t)
+    assert estimate.room == "garage"  # the nodes' silence on the plan places nothing
+    assert estimate.position is None
