@@ -268,6 +268,33 @@ async def test_anomaly_alert_burst_for_one_asset_is_one_notification(
     assert len(notify) == 2
 
 
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        ({}, ["start"]),  # one episode, one alert
+        ({"notify_escalations": True}, ["start", "escalate"]),
+        ({"severities": ["critical"]}, ["escalate"]),  # its start was not alerted
+    ],
+)
+async def test_anomaly_alert_an_escalation_alerts_once_per_episode(
+    hass: HomeAssistant, notify: list[ServiceCall], inputs: dict[str, Any], expected: list[str]
+) -> None:
+    await _automation(
+        hass,
+        "anomaly_alert.yaml",
+        {"notify_action": "notify.test_phone", "cooldown_minutes": 0} | inputs,
+    )
+    # the episode starts with the rate rule (a warning) and the threshold joins it (critical)
+    await _anomaly(hass, "warning", rule="rate", phase="start", metric="temperature")
+    await _anomaly(hass, "critical", rule="threshold", phase="escalate", metric="temperature")
+    await _anomaly(hass, "info", rule="rate", phase="end", metric="temperature")
+    titles = {
+        "start": "Freezer: Temperature rising fast",
+        "escalate": "Freezer: Temperature outside its limit",
+    }
+    assert [call.data["title"] for call in notify] == [titles[phase] for phase in expected]
+
+
 async def test_anomaly_alert_skips_late_anomalies_unless_asked(
     hass: HomeAssistant, notify: list[ServiceCall]
 ) -> None:
