@@ -28,7 +28,7 @@ lint:
 	$(PY311) -m mypy --config-file pyproject.toml edge_addon/asset_tracker_edge
 
 clean:
-	rm -rf build .venv311 .venv314
+	rm -rf build .venv311 .venv314 .venv-ha-*
 
 # Targets whose scripts are owned by the parts they exercise.
 bench:

@@ -7,6 +7,10 @@ cd "$here"
 mkdir -p build/test-results
 passed=0; failed=0; status=0
 
+# the core end-to-end tests the version matrix runs (entities from discovery, a setting to the edge and
+# its anomaly through the blueprint) on every Home Assistant release it covers
+HA_MATRIX_TESTS="test_the_home_assistant_under_test_has_every_imported_name or test_assets_appear_with_their_areas or test_setting_from_an_entity_reaches_the_edge"
+
 run_suite() {
   local name=$1; shift
   local xml="build/test-results/$name.xml"
@@ -37,6 +41,14 @@ run_suite integration-py314 scripts/py314 python -m pytest tests/integration -p 
   --cov=custom_components/asset_tracker --cov-report=term-missing:skip-covered --cov-fail-under=95
 if [ -d tests/e2e ] && [ "${ASSET_TRACKER_SKIP_E2E:-0}" != 1 ]; then
   run_suite e2e-py314 scripts/py314 python -m pytest tests/e2e -p no:cacheprovider -p no:homeassistant
+  # the version matrix: the core end-to-end test with `hass` from each release's environment (the
+  # declared minimum and the newest release, tests/e2e/ha-versions.txt; `make setup` builds them)
+  for v in $(cat tests/e2e/ha-versions.txt); do
+    venv=/opt/venv-ha-$v
+    [ "$(cat build/py314-mode 2>/dev/null)" = native ] && venv=$here/.venv-ha-$v
+    run_suite "e2e-ha-$v" env ASSET_TRACKER_HASS_VENV="$venv" scripts/py314 python -m pytest \
+      tests/e2e -p no:cacheprovider -p no:homeassistant -k "$HA_MATRIX_TESTS"
+  done
 fi
 
 printf '\ntotal: %d passed, %d failed\n' "$passed" "$failed"

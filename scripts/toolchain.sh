@@ -118,6 +118,23 @@ setup_314() {
   fi
 }
 
+# the end-to-end version matrix: one environment per Home Assistant release it runs the core test on
+# (tests/e2e/ha-versions.txt: the declared minimum and the newest release), next to the 3.14 one
+setup_ha_versions() {
+  local v
+  for v in $(cat "$here/tests/e2e/ha-versions.txt"); do
+    if [ "$(cat "$here/build/py314-mode")" = native ]; then
+      [ "$(cat "$here/.venv-ha-$v/.stamp" 2>/dev/null)" = "ha-$v-v2" ] && continue
+      log "installing Home Assistant $v for the end-to-end matrix in $here/.venv-ha-$v"
+      PY314=$(native314) bash "$here/scripts/ha-venv.sh" "$v" "$here/.venv-ha-$v"
+    else
+      [ "$(cat "$root/opt/venv-ha-$v/.stamp" 2>/dev/null)" = "ha-$v-v2" ] && continue
+      log "installing Home Assistant $v for the end-to-end matrix in the sid root (/opt/venv-ha-$v)"
+      "$here/scripts/py314" --no-venv bash scripts/ha-venv.sh "$v" "/opt/venv-ha-$v"
+    fi
+  done
+}
+
 setup_311() {
   local py venv="$here/.venv311"
   py=$(command -v python3.11 || true)
@@ -134,5 +151,6 @@ setup_311() {
 
 apt_install_host
 setup_314
+setup_ha_versions
 setup_311
 log "done"

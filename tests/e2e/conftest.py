@@ -19,6 +19,7 @@ from mosquitto_broker import Mosquitto
 
 from e2e.edge_process import EdgeProcess, demo_edge_config
 from e2e.hass_process import (
+    HASS_VENV,
     REPO,
     HassClient,
     HassProcess,
@@ -29,7 +30,8 @@ from e2e.hass_process import (
     write_config,
 )
 
-WORK = REPO / "build" / "e2e"
+# a run on another Home Assistant (ASSET_TRACKER_HASS_VENV) keeps its own folder
+WORK = REPO / "build" / (f"e2e-{Path(HASS_VENV).name}" if HASS_VENV else "e2e")
 LOGIN = ("E2E", "e2e", "e2e-password")
 NODE_AREA = "Workshop"
 ALERT_EVENT = "asset_tracker_e2e_alert"

@@ -29,6 +29,10 @@ import yaml
 from homeassistant.const import __version__ as HA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
+# ASSET_TRACKER_HASS_VENV: the `hass` process runs from this Python environment (one of the
+# end-to-end version matrix, tests/e2e/ha-versions.txt) instead of the one running the tests
+HASS_VENV = os.environ.get("ASSET_TRACKER_HASS_VENV", "")
+HASS_PYTHON = str(Path(HASS_VENV) / "bin" / "python") if HASS_VENV else sys.executable
 INTEGRATION = REPO / "custom_components" / "asset_tracker"
 BLUEPRINTS = REPO / "blueprints" / "automation" / "asset_tracker"
 CLIENT_NAME = "asset-tracker"
@@ -38,6 +42,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def hass_version() -> str:
+    """The version of the Home Assistant the `hass` process runs."""
+    if not HASS_VENV:
+        return HA_VERSION
+    code = "from homeassistant.const import __version__; print(__version__)"
+    return subprocess.run(
+        [HASS_PYTHON, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def write_config(
@@ -145,7 +159,7 @@ def dismiss_the_installation_method_notice(config_dir: Path) -> None:
         issues.append(mine)
     if mine.get("dismissed_version"):
         return
-    mine["dismissed_version"] = HA_VERSION
+    mine["dismissed_version"] = hass_version()
     path.write_text(json.dumps(store))
 
 
@@ -184,7 +198,7 @@ class HassProcess:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable,
+                    HASS_PYTHON,
                     "-m",
                     "homeassistant",
                     "-c",
