@@ -11,8 +11,10 @@ set -euo pipefail
 unset PYTHONPATH  # the checkout's packages are not part of this environment
 here=$(cd "$(dirname "$0")/.." && pwd)
 version=$1; venv=$2
-stamp="ha-$version-v2"
+# rebuilt when this script changes (what it installs) or a build stopped half-way
+stamp="ha-$version-$(sha256sum "$0" | cut -c1-16)"
 [ "$(cat "$venv/.stamp" 2>/dev/null)" = "$stamp" ] && exit 0
+echo "[setup] installing Home Assistant $version for the end-to-end version matrix in $venv"
 rm -rf "$venv"
 "${PY314:-python3.14}" -m venv "$venv"
 pip=("$venv/bin/pip" install -q --disable-pip-version-check)

@@ -124,12 +124,8 @@ setup_ha_versions() {
   local v
   for v in $(cat "$here/tests/e2e/ha-versions.txt"); do
     if [ "$(cat "$here/build/py314-mode")" = native ]; then
-      [ "$(cat "$here/.venv-ha-$v/.stamp" 2>/dev/null)" = "ha-$v-v2" ] && continue
-      log "installing Home Assistant $v for the end-to-end matrix in $here/.venv-ha-$v"
       PY314=$(native314) bash "$here/scripts/ha-venv.sh" "$v" "$here/.venv-ha-$v"
     else
-      [ "$(cat "$root/opt/venv-ha-$v/.stamp" 2>/dev/null)" = "ha-$v-v2" ] && continue
-      log "installing Home Assistant $v for the end-to-end matrix in the sid root (/opt/venv-ha-$v)"
       "$here/scripts/py314" --no-venv bash scripts/ha-venv.sh "$v" "/opt/venv-ha-$v"
     fi
   done
