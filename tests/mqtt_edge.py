@@ -14,9 +14,10 @@ ROOT = "asset_tracker"
 class Edge:
     """Publishes what an edge node would, through the MQTT mock."""
 
-    def __init__(self, hass: HomeAssistant, node: str = "garage") -> None:
+    def __init__(self, hass: HomeAssistant, node: str = "garage", root: str = ROOT) -> None:
         self.hass = hass
         self.node = node
+        self.root = root
         self.epoch = 1764374400123
         self.seq = 0
         self.run: int | None = None  # the run that creates events (None: events do not say)
@@ -24,7 +25,7 @@ class Edge:
     def send(self, kind: str, message: dict[str, Any], node: str | None = None) -> None:
         node = node or self.node
         async_fire_mqtt_message(
-            self.hass, f"{ROOT}/{node}/{kind}", json.dumps({"v": 1, "node": node, **message})
+            self.hass, f"{self.root}/{node}/{kind}", json.dumps({"v": 1, "node": node, **message})
         )
 
     def birth(self, boot: int = 1) -> None:

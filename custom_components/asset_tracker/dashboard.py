@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -187,12 +188,28 @@ def asset_path(asset: DeviceEntities) -> str:
     return f"asset-{slugify(asset.name, separator='-') or asset.device.id}"
 
 
-def build_dashboard(hass: HomeAssistant, entry_id: str) -> dict[str, Any]:
-    """The whole dashboard configuration for the devices of one config entry."""
-    devices = collect(hass, entry_id)
+def build_dashboard(hass: HomeAssistant, entry_ids: str | Sequence[str]) -> dict[str, Any]:
+    """The whole dashboard configuration for the devices of the fleets' config entries (a site
+    too large for one entry is split across several, by base topic: one dashboard shows all)."""
+    ids = [entry_ids] if isinstance(entry_ids, str) else list(entry_ids)
+    per_entry = {entry_id: collect(hass, entry_id) for entry_id in ids}
+    devices = sorted(
+        (d for found in per_entry.values() for d in found), key=lambda d: d.name.lower()
+    )
     assets = [d for d in devices if d.is_asset]
     nodes = [d for d in devices if d.is_node]
-    plans = floor_plan_view(hass, entry_id, assets, nodes)
+    plans = floor_plan_view(
+        [
+            card
+            for entry_id, found in per_entry.items()
+            for card in floor_plan_cards(
+                hass,
+                entry_id,
+                [d for d in found if d.is_asset],
+                [d for d in found if d.is_node],
+            )
+        ]
+    )
     return {
         "title": TITLE,
         "views": [
@@ -304,16 +321,16 @@ def _node_key(node: DeviceEntities) -> str | None:
     return None
 
 
-def floor_plan_view(
+def floor_plan_cards(
     hass: HomeAssistant,
     entry_id: str,
     assets: list[DeviceEntities],
     nodes: list[DeviceEntities],
-) -> dict[str, Any] | None:
-    """One floor-plan card per floor with a plan; None without plans."""
+) -> list[dict[str, Any]]:
+    """One floor-plan card per floor with a plan of the entry."""
     plans = _floor_plans(hass, entry_id)
     if plans is None or not plans.plans:
-        return None
+        return []
     floors, areas = fr.async_get(hass), ar.async_get(hass)
     health = {_node_key(n): n.roles["connectivity"] for n in nodes}
     trackers = [
@@ -374,6 +391,13 @@ def floor_plan_view(
                 "areas": on_floor,
             }
         )
+    return cards
+
+
+def floor_plan_view(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The floor plans of every entry in one view; None without plans."""
+    if not cards:
+        return None
     return {
         "title": "Floor plan",
         "path": "floor-plan",
@@ -561,7 +585,7 @@ class GeneratedDashboard(LovelaceStorage):
     """Storage-mode dashboard that falls back to the generated configuration while the user has
     saved none."""
 
-    def __init__(self, hass: HomeAssistant, entry_id: str) -> None:
+    def __init__(self, hass: HomeAssistant, entry_ids: list[str]) -> None:
         super().__init__(
             hass,
             {
@@ -574,7 +598,7 @@ class GeneratedDashboard(LovelaceStorage):
                 "show_in_sidebar": True,
             },
         )
-        self.entry_id = entry_id
+        self.entry_ids = entry_ids  # every fleet entry set up, in the order they were
 
     async def user_config(self) -> dict[str, Any] | None:
         try:
@@ -583,12 +607,12 @@ class GeneratedDashboard(LovelaceStorage):
             return None
 
     async def async_load(self, force: bool) -> dict[str, Any]:
-        return await self.user_config() or build_dashboard(self.hass, self.entry_id)
+        return await self.user_config() or build_dashboard(self.hass, self.entry_ids)
 
     async def async_json(self, force: bool) -> json_fragment:
         if (saved := await self.user_config()) is not None:
             return json_fragment(json_bytes(saved))
-        return json_fragment(json_bytes(build_dashboard(self.hass, self.entry_id)))
+        return json_fragment(json_bytes(build_dashboard(self.hass, self.entry_ids)))
 
 
 async def _async_serve_card(hass: HomeAssistant) -> None:
@@ -604,25 +628,38 @@ async def _async_serve_card(hass: HomeAssistant) -> None:
 
 
 async def async_setup_dashboard(hass: HomeAssistant, entry: ConfigEntry) -> None:
-    """Registers the dashboard for the entry (the first entry wins when there are several)."""
+    """Registers the dashboard with the first fleet entry; later entries join it, so a site split
+    across entries (by base topic) has one dashboard for all of them."""
     lovelace = hass.data.get(LOVELACE_DATA)
     if lovelace is None:  # no frontend in this instance: nothing to show
         return
-    if URL_PATH in lovelace.dashboards:
+    dashboard = lovelace.dashboards.get(URL_PATH)
+    if dashboard is not None and not isinstance(dashboard, GeneratedDashboard):
         _LOGGER.debug("Dashboard %s already registered", URL_PATH)
         return
-    await _async_serve_card(hass)
-    dashboard = GeneratedDashboard(hass, entry.entry_id)
-    lovelace.dashboards[URL_PATH] = dashboard
-    frontend.async_register_built_in_panel(
-        hass,
-        "lovelace",
-        sidebar_title=TITLE,
-        sidebar_icon=ICON,
-        frontend_url_path=URL_PATH,
-        config={"mode": "storage"},
-        require_admin=False,
-    )
+    if dashboard is None:
+        await _async_serve_card(hass)
+        dashboard = GeneratedDashboard(hass, [])
+        lovelace.dashboards[URL_PATH] = dashboard
+        frontend.async_register_built_in_panel(
+            hass,
+            "lovelace",
+            sidebar_title=TITLE,
+            sidebar_icon=ICON,
+            frontend_url_path=URL_PATH,
+            config={"mode": "storage"},
+            require_admin=False,
+        )
+    dashboard.entry_ids.append(entry.entry_id)
+    _follow(hass, entry, lovelace, dashboard)
+    if len(dashboard.entry_ids) > 1 and await dashboard.user_config() is None:
+        hass.bus.async_fire(EVENT_LOVELACE_UPDATED, {"url_path": URL_PATH})
+
+
+def _follow(
+    hass: HomeAssistant, entry: ConfigEntry, lovelace: Any, dashboard: GeneratedDashboard
+) -> None:
+    """Open dashboards refresh when the entry's entities or floor plans change."""
 
     async def refresh() -> None:
         if await dashboard.user_config() is None:
@@ -645,8 +682,20 @@ async def async_setup_dashboard(hass: HomeAssistant, entry: ConfigEntry) -> None
         if unlisten_plans is not None:
             unlisten_plans()
         debouncer.async_cancel()
-        if lovelace.dashboards.get(URL_PATH) is dashboard:
-            lovelace.dashboards.pop(URL_PATH)
-            frontend.async_remove_panel(hass, URL_PATH, warn_if_unknown=False)
+        _leave(hass, lovelace, dashboard, entry.entry_id)
 
     entry.async_on_unload(remove)
+
+
+@callback
+def _leave(
+    hass: HomeAssistant, lovelace: Any, dashboard: GeneratedDashboard, entry_id: str
+) -> None:
+    """An entry unloads: the dashboard shows the others, and goes with the last."""
+    if entry_id in dashboard.entry_ids:
+        dashboard.entry_ids.remove(entry_id)
+    if dashboard.entry_ids:
+        hass.bus.async_fire(EVENT_LOVELACE_UPDATED, {"url_path": URL_PATH})
+    elif lovelace.dashboards.get(URL_PATH) is dashboard:
+        lovelace.dashboards.pop(URL_PATH)
+        frontend.async_remove_panel(hass, URL_PATH, warn_if_unknown=False)

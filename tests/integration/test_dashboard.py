@@ -277,6 +277,53 @@ async def test_a_second_entry_keeps_the_first_dashboard(
     assert len(_view(config, "fleet")["cards"][1]["cards"]) == 2
 
 
+async def test_a_site_split_across_entries_has_one_dashboard(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    config_entry: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """A fleet too large for one entry is split by base topic: one dashboard shows every entry's
+    assets and nodes, and stays while any entry is loaded."""
+    assert await async_setup_component(hass, "lovelace", {})
+    second = MockConfigEntry(
+        domain=DOMAIN,
+        title="Asset Tracker (site_b)",
+        data={"root_topic": "site_b"},
+        unique_id="site_b",
+    )
+    for entry in (config_entry, second):
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    for root, node, asset in (
+        ("asset_tracker", "garage", "Freezer"),
+        ("site_b", "barn", "Tractor"),
+    ):
+        edge = Edge(hass, node=node, root=root)
+        ident = asset.lower()
+        edge.announce([{"id": ident, "name": asset, "type": "tag"}], area=node.title(), settings={})
+        edge.birth()
+        edge.event("presence", ident, {"state": "present", "rssi": -60}, (1, 0))
+    await hass.async_block_till_done()
+
+    def tiles(config: dict[str, Any]) -> list[str]:
+        grid = next(c for c in _view(config, "fleet")["cards"] if c["type"] == "grid")
+        return sorted(t["entity"] for t in grid["cards"])
+
+    both = tiles(await _load(hass_ws_client, hass))
+    assert len(both) == 2
+    assert any("freezer" in e for e in both) and any("tractor" in e for e in both)
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    left = tiles(await _load(hass_ws_client, hass))
+    assert len(left) == 1 and "tractor" in left[0]
+    assert "asset-tracker" in hass.data[DATA_PANELS]
+    assert await hass.config_entries.async_unload(second.entry_id)
+    await hass.async_block_till_done()
+    assert "asset-tracker" not in hass.data[DATA_PANELS]
+
+
 async def test_no_lovelace_no_dashboard(hass: HomeAssistant) -> None:
     entry = MockConfigEntry(domain=DOMAIN)
     entry.add_to_hass(hass)
