@@ -9,7 +9,9 @@ against (`verified_minimum`, which hacs.json must not undercut).
 
 Run as a script with a Home Assistant environment's Python to check that environment: it prints
 the names that do not resolve and exits 1 when there are any (the end-to-end suite's version
-matrix runs it with each version's Python).
+matrix runs it with each version's Python). With `--record` it first rewrites the record's names
+from the source (then check them with the declared minimum's environment:
+`scripts/py314 /opt/venv-ha-2026.10.0/bin/python tests/ha_names.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 INTEGRATION = REPO / "custom_components" / "asset_tracker"
@@ -75,15 +78,23 @@ def missing(names: list[str]) -> list[str]:
     return [name for name in names if why_missing(name) is not None]
 
 
-def recorded() -> dict[str, object]:
-    data: dict[str, object] = json.loads(RECORD.read_text())
+def recorded() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(RECORD.read_text())
     return data
+
+
+def record(names: list[str]) -> None:
+    data = recorded()
+    data["names"] = names
+    RECORD.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def main() -> int:
     from homeassistant.const import __version__
 
     names = imported_names()
+    if "--record" in sys.argv[1:]:
+        record(names)
     absent = missing(names)
     for name in absent:
         print(f"missing in Home Assistant {__version__}: {name} ({why_missing(name)})")

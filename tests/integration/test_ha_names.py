@@ -28,9 +28,12 @@ def _declared_minimum() -> str:
 
 
 def test_the_recorded_names_are_the_imported_ones() -> None:
-    assert ha_names.imported_names() == ha_names.recorded()["names"], (
-        "the integration imports other Home Assistant names than tests/ha_names.json records: "
-        "check the new ones against the declared minimum and update the record"
+    now, before = set(ha_names.imported_names()), set(ha_names.recorded()["names"])
+    assert now == before, (
+        f"new: {sorted(now - before)}, gone: {sorted(before - now)}. The integration imports other "
+        "Home Assistant names than tests/ha_names.json records: update it with "
+        "`scripts/py314 python tests/ha_names.py --record` and check the names with the declared "
+        "minimum's environment (`scripts/py314 /opt/venv-ha-<minimum>/bin/python tests/ha_names.py`)"
     )
 
 
