@@ -192,12 +192,16 @@ SENSOR_FORMATS: Final = ("bthome", "ruuvi", "xiaomi", "govee")
 
 
 class Heard(Protocol):
-    """A tag a node hears (adoption.Candidate), as the form needs it."""
+    """A tag a node hears (adoption.Candidate, frozen), as the form needs it."""
 
-    address: str
-    format: str
-    name: str | None
-    match: dict[str, Any] | None
+    @property
+    def address(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def match(self) -> dict[str, Any] | None: ...
 
 
 def adopted_form(tag: Heard) -> dict[str, Any]:

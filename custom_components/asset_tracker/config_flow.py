@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import probatio as vol
@@ -16,7 +18,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.core import callback
 from homeassistant.data_entry_flow import section
-from homeassistant.helpers import selector
+from homeassistant.helpers import selector, translation
 from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 
@@ -59,7 +61,10 @@ from .const import (
 )
 
 if TYPE_CHECKING:  # the hub (and MQTT) is loaded with the entry, not with a flow
+    from .adoption import Candidate
     from .hub import AssetTrackerConfigEntry
+
+type StepHandler = Callable[[dict[str, Any] | None], Coroutine[Any, Any, SubentryFlowResult]]
 
 ROOT_PATTERN = re.compile(r"[^/+#\x00\s]+(?:/[^/+#\x00\s]+)*")
 CONFIG_TOPIC = re.compile(r"(?P<root>.+)/(?P<node>[a-z0-9][a-z0-9_-]{0,31})/config")
@@ -221,8 +226,8 @@ def _text(
     return selector.TextSelector(selector.TextSelectorConfig(type=kind))
 
 
-CONF_TAG = "tag"
-MANUAL = "manual"
+# the menu's step ids of the offered tags: tag_0, tag_1, ... (no address: a MAC has colons)
+OFFERED = "tag_"
 
 
 def _beacon_number() -> selector.NumberSelector:
@@ -262,6 +267,25 @@ def _asset_schema() -> vol.Schema:
 class AssetSubentryFlow(ConfigSubentryFlow):
     """Add or edit one asset: its name, how nodes recognise it, its type and thresholds."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # the tags of the menu last shown, in its order: a click adds the one the user saw there
+        self._offered: list[Candidate] = []
+
+    def __getattr__(self, name: str) -> StepHandler:
+        """`async_step_tag_<n>`: the step of the n-th tag of the menu last shown."""
+        index = name.removeprefix(f"async_step_{OFFERED}")
+        offered: list[Candidate] = self.__dict__.get("_offered", [])
+        if (
+            index != name
+            and index.isascii()
+            and index.isdigit()
+            and str(int(index)) == index
+            and int(index) < len(offered)
+        ):
+            return partial(self._async_adopt, offered[int(index)])
+        raise AttributeError(name)
+
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         """A new asset: picked from what the nodes hear, when they report it, else typed."""
         entry = self._get_entry()
@@ -272,49 +296,45 @@ class AssetSubentryFlow(ConfigSubentryFlow):
         return await self.async_step_details(user_input)
 
     async def async_step_pick(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """The tags the nodes hear that are no asset yet, strongest first: one pick adds it."""
+        """The tags the nodes hear that are no asset yet, strongest first, as a menu: one click
+        on a tag adds it; the last option leads to the typed form."""
         entry = self._get_entry()
         hub = entry.runtime_data.hub
-        assets = entry_assets(entry)
-        candidates = {c.address: c for c in hub.adoption.candidates(assets)}
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            picked = candidates.get(user_input[CONF_TAG])
-            if picked is None:
-                return await self.async_step_details()
-            if picked.rotating:
-                errors[CONF_TAG] = "rotating_address"
-            else:
-                form = adopted_form(picked)
-                asset_id = new_asset_id(form[CONF_NAME], {a["id"] for a in assets})
-                try:
-                    asset = asset_from_form(form, asset_id, assets)
-                except FormError as err:
-                    errors[CONF_TAG] = err.key
-                else:
-                    return self.async_create_entry(
-                        title=asset["name"], data=asset, unique_id=asset_id
-                    )
-        options = [
-            selector.SelectOptionDict(
-                value=c.address,
-                label=c.label(hub.nodes[c.node].name if c.node in hub.nodes else c.node),
-            )
-            for c in candidates.values()
-        ]
-        options.append(selector.SelectOptionDict(value=MANUAL, label=MANUAL))
-        schema = vol.Schema(
-            {
-                vol.Required(CONF_TAG): selector.SelectSelector(
-                    selector.SelectSelectorConfig(
-                        options=options,
-                        mode=selector.SelectSelectorMode.LIST,
-                        translation_key=CONF_TAG,
-                    )
-                )
-            }
+        self._offered = hub.adoption.candidates(entry_assets(entry))
+        options = {
+            f"{OFFERED}{i}": c.label(hub.nodes[c.node].name if c.node in hub.nodes else c.node)
+            for i, c in enumerate(self._offered)
+        }
+        options["details"] = await self._manual_label()
+        return self.async_show_menu(step_id="pick", menu_options=options)
+
+    async def _manual_label(self) -> str:
+        """The label of the typed form's option, in Home Assistant's language: the frontend
+        shows a mapping's labels untranslated."""
+        key = (
+            f"component.{DOMAIN}.config_subentries.{SUBENTRY_ASSET}.step.pick.menu_options.details"
         )
-        return self.async_show_form(step_id="pick", data_schema=schema, errors=errors)
+        strings = await translation.async_get_translations(
+            self.hass, self.hass.config.language, "config_subentries", [DOMAIN]
+        )
+        return strings.get(key) or "Enter manually"
+
+    async def _async_adopt(
+        self, tag: Candidate, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """A tag clicked in the menu: added at once, unless it cannot be (then the typed form,
+        filled in with what is known of it, says why)."""
+        form = adopted_form(tag)
+        if tag.rotating:
+            # no MAC follows a rotating address: only its IRK, which the user has to type
+            return self._details_form(form, {"base": "rotating_address"})
+        assets = entry_assets(self._get_entry())
+        asset_id = new_asset_id(form[CONF_NAME], {a["id"] for a in assets})
+        try:
+            asset = asset_from_form(form, asset_id, assets)
+        except FormError as err:
+            return self._details_form(form, {err.field: err.key})
+        return self.async_create_entry(title=asset["name"], data=asset, unique_id=asset_id)
 
     async def async_step_details(
         self, user_input: dict[str, Any] | None = None
@@ -331,9 +351,12 @@ class AssetSubentryFlow(ConfigSubentryFlow):
                 errors[err.field] = err.key
             else:
                 return self.async_create_entry(title=asset["name"], data=asset, unique_id=asset_id)
+        return self._details_form(user_input or {}, errors)
+
+    def _details_form(self, values: dict[str, Any], errors: dict[str, str]) -> SubentryFlowResult:
         return self.async_show_form(
             step_id="details",
-            data_schema=self.add_suggested_values_to_schema(_asset_schema(), user_input or {}),
+            data_schema=self.add_suggested_values_to_schema(_asset_schema(), values),
             errors=errors,
         )
 

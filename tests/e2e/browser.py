@@ -221,11 +221,11 @@ async def wait_rendered(
 # The centre of the last element of a tag name (through every open shadow root) whose text has
 # the needle, scrolled into view; null when none is rendered with a size yet.
 FIND_CENTRE = """
-((tag, needle) => {
+((tag, needle, enabled) => {
   const found = [];
   const walk = (root) => {
     for (const el of root.querySelectorAll('*')) {
-      if (el.localName === tag) {
+      if (el.localName === tag && !(enabled && (el.disabled || el.hasAttribute('disabled')))) {
         const text = (el.textContent || '') + ' ' + (el.shadowRoot ? el.shadowRoot.textContent : '');
         if (text.replace(/\\s+/g, ' ').includes(needle)) found.push(el);
       }
@@ -239,22 +239,45 @@ FIND_CENTRE = """
   const r = el.getBoundingClientRect();
   if (r.width === 0 || r.height === 0) return null;
   return {x: r.left + r.width / 2, y: r.top + r.height / 2};
-})(%s, %s)
+})(%s, %s, %s)
 """
 
 
 async def find_centre(
-    page: Page, tag: str, needle: str, timeout: float = 60.0
+    page: Page, tag: str, needle: str, timeout: float = 60.0, enabled: bool = False
 ) -> tuple[float, float]:
-    """Where to click the `tag` element showing `needle`, once it is rendered."""
+    """Where to click the `tag` element showing `needle`, once it is rendered (and, with
+    `enabled`, not disabled: a button is drawn before the page's data lets it work)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        spot = await page.evaluate(FIND_CENTRE % (json.dumps(tag), json.dumps(needle)))
+        spot = await page.evaluate(
+            FIND_CENTRE % (json.dumps(tag), json.dumps(needle), json.dumps(enabled))
+        )
         if spot:
             return float(spot["x"]), float(spot["y"])
         await asyncio.sleep(0.3)
     console = "\n".join(page.console[-30:])
     raise TimeoutError(f"no {tag} showing {needle!r} rendered; console:\n{console}")
+
+
+NEXT_FRAMES = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+async def settled_centre(
+    page: Page, tag: str, needle: str, timeout: float = 60.0, enabled: bool = True
+) -> tuple[float, float]:
+    """Where to click the `tag` element showing `needle` once it is enabled and has stopped
+    moving (a dialog that opens, a page still laying out): the same spot two animation frames
+    apart."""
+    deadline = time.monotonic() + timeout
+    spot = await find_centre(page, tag, needle, timeout, enabled)
+    while time.monotonic() < deadline:
+        await page.evaluate(NEXT_FRAMES)
+        remaining = max(1.0, deadline - time.monotonic())
+        last, spot = spot, await find_centre(page, tag, needle, remaining, enabled)
+        if spot == last:
+            return spot
+    raise TimeoutError(f"the {tag} showing {needle!r} kept moving ({spot})")
 
 
 async def click_at(page: Page, spot: tuple[float, float]) -> None:

@@ -4,6 +4,7 @@ repairs and diagnostics (MQTT mock; the real broker and edge node are in test_as
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
 from homeassistant.const import STATE_UNKNOWN, EntityCategory
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.data_entry_flow import FlowResultType, InvalidData
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from mqtt_edge import ROOT, Edge
@@ -41,6 +42,10 @@ async def add(hass: HomeAssistant, entry: MockConfigEntry, form: dict[str, Any])
     result = await hass.config_entries.subentries.async_init(
         (entry.entry_id, "asset"), context={"source": SOURCE_USER}
     )
+    if result["type"] is FlowResultType.MENU:  # tags are offered: "Enter manually"
+        result = await hass.config_entries.subentries.async_configure(
+            result["flow_id"], {"next_step_id": "details"}
+        )
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "details"
     result = await hass.config_entries.subentries.async_configure(
@@ -303,7 +308,7 @@ def test_a_large_list_is_cut_into_parts_under_the_payload_cap() -> None:
     assert split([]) == [[]]
 
 
-def _heard(edge: Edge) -> None:
+def _heard(edge: Edge, drop: str | None = None) -> None:
     tags = [
         {
             "address": "1e:00:00:00:00:01",
@@ -334,6 +339,7 @@ def _heard(edge: Edge) -> None:
             "match": {"mac": "aa:bb:cc:dd:ee:ff"},
         },
     ]
+    tags = [t for t in tags if t["address"] != drop]
     edge.send("heard", {"hlc": [1, 0], "tags": tags})
 
 
@@ -365,31 +371,47 @@ async def test_add_asset_offers_what_the_nodes_hear_strongest_first(
         result = await hass.config_entries.subentries.async_init(
             (setup_entry.entry_id, "asset"), context={"source": SOURCE_USER}
         )
+        assert result["type"] is FlowResultType.MENU
         assert result["step_id"] == "pick"
         return result
 
+    def offered(result: Any) -> dict[str, str]:
+        """The menu's step id of each offered tag, by address (read from its label)."""
+        options: dict[str, str] = result["menu_options"]
+        assert all(re.fullmatch(r"[a-z_0-9]+", step) for step in options)  # no colons
+        return {
+            label.split(" · ")[-2]: step for step, label in options.items() if step != "details"
+        }
+
     result = await start()
-    options = result["data_schema"].schema["tag"].config["options"]
-    # strongest first; the tag that is already an asset is not offered
-    assert [o["value"] for o in options] == [
+    options = result["menu_options"]
+    # strongest first; the tag that is already an asset is not offered; the last option types one
+    assert list(options) == ["tag_0", "tag_1", "tag_2", "details"]
+    assert list(offered(result)) == [
         "4a:00:00:00:00:04",
         "1e:00:00:00:00:01",
         "c4:7c:8d:00:00:03",
-        "manual",
     ]
-    assert "-50 dBm" in options[1]["label"] and "kitchen" in options[1]["label"]
+    assert "-50 dBm" in options["tag_1"] and "kitchen" in options["tag_1"]
+    assert options["details"] == "Enter manually"
 
-    # a rotating address cannot be followed without an IRK: refused, with the reason
+    # a rotating address cannot be followed without an IRK: nothing is added, the typed form
+    # says why, filled in with what is known of the tag
     refused = await hass.config_entries.subentries.async_configure(
-        result["flow_id"], {"tag": "4a:00:00:00:00:04"}
+        result["flow_id"], {"next_step_id": "tag_0"}
     )
-    assert refused["errors"] == {"tag": "rotating_address"}
+    assert refused["type"] is FlowResultType.FORM and refused["step_id"] == "details"
+    assert refused["errors"] == {"base": "rotating_address"}
     assert len(setup_entry.subentries) == 1
 
-    # one pick adds the tag: its name, its match, a sensor for a sensor format
+    # one click adds the tag: its name, its match, a sensor for a sensor format; the click adds
+    # what the menu showed even when the nodes' list changed since
+    result = await start()
+    _heard(online, drop="c4:7c:8d:00:00:03")
+    await hass.async_block_till_done()
     published = len(sent_lists(mqtt_mock))
     created = await hass.config_entries.subentries.async_configure(
-        refused["flow_id"], {"tag": "c4:7c:8d:00:00:03"}
+        result["flow_id"], {"next_step_id": offered(result)["c4:7c:8d:00:00:03"]}
     )
     await hass.async_block_till_done()
     assert created["type"] is FlowResultType.CREATE_ENTRY
@@ -399,17 +421,45 @@ async def test_add_asset_offers_what_the_nodes_hear_strongest_first(
     assert len(sent_lists(mqtt_mock)) == published + 1
     assert sent_lists(mqtt_mock)[-1]["version"] == 2
 
-    # the adopted tag is no longer offered; "manual" leads to the typed form
+    # the adopted tag is no longer offered; an option not in the menu is refused; "Enter
+    # manually" leads to the typed form
+    _heard(online)
+    await hass.async_block_till_done()
     result = await start()
-    values = [o["value"] for o in result["data_schema"].schema["tag"].config["options"]]
-    assert "c4:7c:8d:00:00:03" not in values
+    assert "c4:7c:8d:00:00:03" not in offered(result)
+    with pytest.raises(InvalidData):
+        await hass.config_entries.subentries.async_configure(
+            result["flow_id"], {"next_step_id": "tag_9"}
+        )
+    result = await start()
     manual = await hass.config_entries.subentries.async_configure(
-        result["flow_id"], {"tag": "manual"}
+        result["flow_id"], {"next_step_id": "details"}
     )
-    assert manual["step_id"] == "details"
+    assert manual["step_id"] == "details" and manual["errors"] == {}
     strings = json.loads(STRINGS.read_text(encoding="utf-8"))
-    assert "rotating_address" in strings["config_subentries"]["asset"]["error"]
-    assert strings["selector"]["tag"]["options"]["manual"]
+    asset = strings["config_subentries"]["asset"]
+    assert "rotating_address" in asset["error"]
+    assert asset["step"]["pick"]["menu_options"]["details"] == "Enter manually"
+
+
+async def test_a_tag_added_meanwhile_is_not_added_twice_from_the_menu(
+    hass: HomeAssistant, mqtt_mock: MagicMock, setup_entry: MockConfigEntry, online: Edge
+) -> None:
+    _heard(online)
+    await hass.async_block_till_done()
+    result = await hass.config_entries.subentries.async_init(
+        (setup_entry.entry_id, "asset"), context={"source": SOURCE_USER}
+    )
+    step = next(s for s, label in result["menu_options"].items() if "aa:bb:cc:dd:ee:ff" in label)
+    # the same tag typed in another flow while this menu is open
+    await add(hass, setup_entry, {"name": "Dog collar", "mac": "aa:bb:cc:dd:ee:ff"})
+    assert len(setup_entry.subentries) == 1
+    clicked = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"next_step_id": step}
+    )
+    assert clicked["type"] is FlowResultType.FORM and clicked["step_id"] == "details"
+    assert clicked["errors"] == {"base": "duplicate_match"}
+    assert len(setup_entry.subentries) == 1
 
 
 async def test_edit_refuses_bad_input_and_names_stay_unique(

@@ -194,7 +194,7 @@ async def test_the_list_reaches_a_real_node_which_applies_and_confirms_it(
         await unload_all(hass)
 
 
-async def test_a_tag_a_node_hears_is_added_with_one_pick_and_reaches_the_node(
+async def test_a_tag_a_node_hears_is_added_with_one_click_and_reaches_the_node(
     hass: HomeAssistant,
     socket_enabled: None,
     mock_hass_config: None,
@@ -227,11 +227,11 @@ async def test_a_tag_a_node_hears_is_added_with_one_pick_and_reaches_the_node(
                 (entry.entry_id, "asset"), context={"source": SOURCE_USER}
             )
             assert result["step_id"] == "pick"
-            options = result["data_schema"].schema["tag"].config["options"]
-            assert options[0]["value"] == thermometer
-            assert "Fridge thermometer" in options[0]["label"]
+            # a menu: the strongest tag first, one click adds it
+            label = result["menu_options"]["tag_0"]
+            assert thermometer in label and "Fridge thermometer" in label
             result = await hass.config_entries.subentries.async_configure(
-                result["flow_id"], {"tag": thermometer}
+                result["flow_id"], {"next_step_id": "tag_0"}
             )
             assert result["type"] == "create_entry"
             await wait_for(
