@@ -32,7 +32,7 @@ from homeassistant.components.lovelace.const import LOVELACE_DATA, ConfigNotFoun
 from homeassistant.components.lovelace.dashboard import LovelaceStorage
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import EVENT_LOVELACE_UPDATED
-from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
@@ -651,15 +651,16 @@ async def async_setup_dashboard(hass: HomeAssistant, entry: ConfigEntry) -> None
             require_admin=False,
         )
     dashboard.entry_ids.append(entry.entry_id)
-    _follow(hass, entry, lovelace, dashboard)
+    entry.async_on_unload(_follow(hass, entry.entry_id, lovelace, dashboard))
     if len(dashboard.entry_ids) > 1 and await dashboard.user_config() is None:
         hass.bus.async_fire(EVENT_LOVELACE_UPDATED, {"url_path": URL_PATH})
 
 
 def _follow(
-    hass: HomeAssistant, entry: ConfigEntry, lovelace: Any, dashboard: GeneratedDashboard
-) -> None:
-    """Open dashboards refresh when the entry's entities or floor plans change."""
+    hass: HomeAssistant, entry_id: str, lovelace: Any, dashboard: GeneratedDashboard
+) -> CALLBACK_TYPE:
+    """Open dashboards refresh when the entry's entities or floor plans change; the callback
+    returned stops that when the entry unloads."""
 
     async def refresh() -> None:
         if await dashboard.user_config() is None:
@@ -673,7 +674,7 @@ def _follow(
             debouncer.async_schedule_call()
 
     unlisten = hass.bus.async_listen(er.EVENT_ENTITY_REGISTRY_UPDATED, registry_changed)
-    plans = _floor_plans(hass, entry.entry_id)
+    plans = _floor_plans(hass, entry_id)
     unlisten_plans = plans.add_listener(debouncer.async_schedule_call) if plans else None
 
     @callback
@@ -682,9 +683,9 @@ def _follow(
         if unlisten_plans is not None:
             unlisten_plans()
         debouncer.async_cancel()
-        _leave(hass, lovelace, dashboard, entry.entry_id)
+        _leave(hass, lovelace, dashboard, entry_id)
 
-    entry.async_on_unload(remove)
+    return remove
 
 
 @callback
