@@ -1,10 +1,12 @@
 """Applying what the nodes report to the asset and node state, each asset's events in order.
 
-Critical events (presence, alerting anomalies, node alerts) are applied in the MQTT callback that
-brings them. Routine events wait in a backlog applied in slices of a few milliseconds, each slice
-followed by a return to the event loop, so a burst of telemetry never blocks Home Assistant and
-never delays an alert queued behind it. An event is checked, and claimed in the dedupe state, only
-when it is applied, so an acknowledgement never covers an event still waiting.
+Critical events (presence, alerting anomalies, node alerts) are applied when the message that
+brings them is handled: in the MQTT callback, or in a slice when the callbacks used up their share
+of a turn of the event loop and messages wait in the ingest's inbox. Routine events wait in a
+backlog applied in slices of a few milliseconds, each slice followed by a return to the event
+loop; waiting messages are handled before any routine event, so a burst of telemetry never blocks
+Home Assistant and never delays an alert queued behind it. An event is checked, and claimed in the
+dedupe state, only when it is applied, so an acknowledgement never covers an event still waiting.
 
 Observations are ordered per asset by (HLC, node): a late one lands in history and never
 overwrites a newer state, though it still carries the newest value of the fields it holds.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from homeassistant.core import CoreState, Event, callback
 from homeassistant.helpers import area_registry as ar
@@ -42,6 +44,14 @@ SLICE_S = 0.004
 _STOPPING = frozenset({CoreState.stopping, CoreState.final_write, CoreState.stopped})
 
 
+class Inbox(Protocol):
+    """Messages the MQTT callbacks left for the slices (the ingest)."""
+
+    def __len__(self) -> int: ...
+
+    def handle_waiting(self, deadline: float) -> bool: ...
+
+
 class Applier:
     """Applies node messages at once and events in order, routine ones in slices."""
 
@@ -66,6 +76,7 @@ class Applier:
         self.late = 0
         self.invalid_events = 0
         self._drain_task: asyncio.Task[None] | None = None
+        self.inbox: Inbox | None = None  # handled before the backlog, a slice at a time
         self._counted_nodes: set[str] = set()  # event rates and latencies moved
         # set when Home Assistant starts to stop, and never cleared: after the final write its
         # state is `not_running` again, while slices of the backlog may still run
@@ -205,6 +216,11 @@ class Applier:
         """A node's events arrived: its rate and latency sensors are written with the next slice
         (they are not urgent), and the backlog is drained."""
         self._counted_nodes.add(node_id)
+        self.drain_soon()
+
+    def drain_soon(self) -> None:
+        """Waiting messages, then the backlog, are handled in slices from the next turn of the
+        loop on."""
         if self._drain_task is None:
             # a tracked task: Home Assistant waits for it when it waits for pending work
             self._drain_task = self._fleet.hass.async_create_task(
@@ -270,12 +286,26 @@ class Applier:
 
     async def _drain(self) -> None:
         try:
-            self._apply_slice()
-            while self.backlog:
+            more = self._slice()
+            while more:
                 await asyncio.sleep(0)  # the loop runs everything else that is due
-                self._apply_slice()
+                more = self._slice()
         finally:
             self._drain_task = None
+
+    def _slice(self) -> bool:
+        """One slice: of waiting messages while any wait (their critical events are applied as
+        they are handled), else of the backlog. True while anything is left."""
+        if self.inbox is not None and len(self.inbox):
+            self._inbox_slice()
+            return True
+        self._apply_slice()
+        return bool(self.backlog) or bool(self.inbox is not None and len(self.inbox))
+
+    def _inbox_slice(self) -> None:
+        """Handles waiting messages for about SLICE_S (each writes the entities it changed)."""
+        assert self.inbox is not None
+        self.inbox.handle_waiting(time.perf_counter() + SLICE_S)
 
     def _apply_slice(self) -> None:
         """Applies waiting events for about SLICE_S, then writes the entities they changed.

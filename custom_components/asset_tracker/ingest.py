@@ -4,11 +4,19 @@ A message that does not decode is rejected and counted. An `events` message is l
 event only as far as ordering needs: critical events are applied at once, routine ones wait in the
 backlog unless their identity was already applied (a redelivery), and an identity re-used by
 another run of the edge closes its epoch. Every event is checked in full when it is applied.
+
+Home Assistant's MQTT client hands us up to 500 messages in one turn of its event loop. Our
+callbacks handle messages at once for INLINE_S of a turn; past that, and until they are all
+handled, messages wait in the inbox in the order they came, and the applier handles them first in
+its slices (before any waiting routine event), so a burst never holds the loop and a critical
+event in it is applied within a few slices.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable
 
 from homeassistant.components import mqtt
@@ -26,6 +34,9 @@ from .persistence import Persistence
 
 PROBE_ATTEMPTS = 20
 PROBE_INTERVAL_S = 0.5
+# how long the MQTT callbacks may handle messages in one turn of the event loop before the rest
+# wait in the inbox
+INLINE_S = 0.004
 
 
 class Ingest:
@@ -40,6 +51,10 @@ class Ingest:
         self._persistence = persistence
         self._subscribed = asyncio.Event()
         self._announce_task: asyncio.Task[None] | None = None
+        self._inbox: deque[mqtt.ReceiveMessage] = deque()
+        self._spent = 0.0  # in the MQTT callbacks during this turn of the loop
+        self._turn_open = False
+        applier.inbox = self
         self._routes: dict[str, Callable[[str, protocol.Decoded], None]] = {
             "status": applier.on_status,
             "config": applier.on_config,
@@ -87,6 +102,11 @@ class Ingest:
     def stop(self) -> None:
         if self._announce_task is not None:
             self._announce_task.cancel()
+        self._inbox.clear()  # nothing in it was claimed: the edges send it again
+
+    def __len__(self) -> int:
+        """Messages waiting in the inbox."""
+        return len(self._inbox)
 
     @callback
     def _on_connection(self, connected: bool) -> None:
@@ -124,10 +144,39 @@ class Ingest:
 
     @callback
     def on_message(self, msg: mqtt.ReceiveMessage) -> None:
-        root = self._fleet.root
-        if msg.topic == f"{root}/host/probe":
+        """Handles the message now if this turn of the loop has time left and nothing waits
+        before it; otherwise it waits in the inbox for the applier's next slice."""
+        if msg.topic == f"{self._fleet.root}/host/probe":
             self._subscribed.set()
             return
+        if self._inbox or self._spent >= INLINE_S:
+            self._inbox.append(msg)
+            self._applier.drain_soon()
+            return
+        start = time.perf_counter()
+        try:
+            self._handle(msg)
+        finally:
+            self._spent += time.perf_counter() - start
+            if not self._turn_open:
+                self._turn_open = True
+                self._fleet.hass.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._spent, self._turn_open = 0.0, False
+
+    def handle_waiting(self, deadline: float) -> bool:
+        """Handles waiting messages, oldest first, until `deadline` (perf_counter); True when
+        none is left."""
+        inbox = self._inbox
+        while inbox:
+            self._handle(inbox.popleft())
+            if time.perf_counter() >= deadline:
+                break
+        return not inbox
+
+    def _handle(self, msg: mqtt.ReceiveMessage) -> None:
+        root = self._fleet.root
         try:
             payload = msg.payload
             # events are checked one by one when applied, so a big batch costs little here

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,12 +11,21 @@ from homeassistant.core import HomeAssistant
 from mqtt_edge import ROOT
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 
+from custom_components.asset_tracker import ingest
 from custom_components.asset_tracker.const import CONF_ROOT_TOPIC, DOMAIN
 
 
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Every test here loads the integration from custom_components/."""
+
+
+@pytest.fixture(autouse=True)
+def messages_handled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MQTT callbacks handle every message at once, however long a turn of the loop took
+    (a slow test machine would otherwise decide which messages wait in the inbox); the tests of
+    the inbox set ingest.INLINE_S themselves."""
+    monkeypatch.setattr(ingest, "INLINE_S", math.inf)
 
 
 @pytest.fixture

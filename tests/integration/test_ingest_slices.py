@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from homeassistant.helpers import entity_registry as er
 from mqtt_edge import Edge
 
 from custom_components.asset_tracker import apply as apply_module
+from custom_components.asset_tracker import ingest as ingest_module
 from custom_components.asset_tracker.const import DOMAIN
 from custom_components.asset_tracker.fleet import node_device_identifier
 
@@ -221,3 +223,92 @@ async def test_area_follows_the_node_device_moved_to_another_area(
     send_batch(edge, [("presence", "dog", {"state": "present", "rssi": -55.0}, t + 1)])
     await hass.async_block_till_done()
     assert state(hass, "sensor", "dog", "area") == "Shed"
+
+
+class LoopTurns:
+    """What the hub had done at each turn of the event loop (a callback scheduled again every
+    turn), to see how work was spread over turns without timing anything."""
+
+    def __init__(self, hass: HomeAssistant, hub: Any) -> None:
+        self.hass, self.hub = hass, hub
+        self.turns: list[tuple[int, int, int, str]] = []
+        self._handle = hass.loop.call_soon(self._record)
+
+    def _record(self) -> None:
+        hub = self.hub
+        dog = state(self.hass, "binary_sensor", "dog", "presence")
+        self.turns.append((len(hub.ingest), len(hub.backlog), hub.applied, dog))
+        self._handle = self.hass.loop.call_soon(self._record)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+async def test_messages_past_the_callbacks_share_wait_and_critical_events_go_first(
+    hass: HomeAssistant, fleet: tuple[Edge, Any, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "INLINE_S", 0.0)  # every message waits in the inbox
+    monkeypatch.setattr(apply_module, "SLICE_S", 0.0)  # one message or event per slice
+    edge, hub, t = fleet
+    applied = hub.applied
+    send_batch(edge, [("telemetry", a, {"battery": 61}, t + 1) for a in TAGS])
+    send_batch(edge, [("presence", "dog", {"state": "away"}, t + 2)])
+    # the callbacks only queued: nothing decoded, nothing applied
+    assert len(hub.ingest) == 2
+    assert len(hub.backlog) == 0
+    assert hub.applied == applied
+    assert state(hass, "binary_sensor", "dog", "presence") == "on"
+    turns = LoopTurns(hass, hub)
+    await hass.async_block_till_done()
+    turns.stop()
+    assert len(hub.ingest) == 0 and len(hub.backlog) == 0
+    assert hub.applied == applied + len(TAGS) + 1
+    assert {state(hass, "sensor", a, "battery") for a in TAGS} == {"61"}
+    # the alert was in before any routine event was applied, the routine events came after it
+    # over many turns of the loop, one per slice
+    away = next(i for i, turn in enumerate(turns.turns) if turn[3] == "off")
+    assert turns.turns[away][2] == applied + 1
+    assert turns.turns[away][1] == len(TAGS)
+    progress = [turn[2] for turn in turns.turns[away:]]
+    assert len(set(progress)) == len(TAGS) + 1
+    assert all(b - a <= 1 for a, b in itertools.pairwise(progress))
+
+
+async def test_callbacks_handle_messages_at_once_until_their_share_of_a_turn_is_used(
+    hass: HomeAssistant, fleet: tuple[Edge, Any, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a share smaller than any message takes: the first message of a turn is handled at once,
+    # the next ones wait, in order, until a slice handles them
+    monkeypatch.setattr(ingest_module, "INLINE_S", 1e-12)
+    edge, hub, t = fleet
+    send_batch(edge, [("presence", "dog", {"state": "away"}, t + 1)])
+    assert state(hass, "binary_sensor", "dog", "presence") == "off"
+    send_batch(edge, [("presence", "dog", {"state": "present", "rssi": -55.0}, t + 2)])
+    send_batch(edge, [("presence", "tag_0", {"state": "away"}, t + 3)])
+    assert len(hub.ingest) == 2
+    assert state(hass, "binary_sensor", "dog", "presence") == "off"
+    await hass.async_block_till_done()
+    assert len(hub.ingest) == 0
+    assert state(hass, "binary_sensor", "dog", "presence") == "on"
+    assert state(hass, "binary_sensor", "tag_0", "presence") == "off"
+    # a new turn: the callbacks have their share again
+    send_batch(edge, [("presence", "dog", {"state": "away"}, t + 4)])
+    assert len(hub.ingest) == 0
+    assert state(hass, "binary_sensor", "dog", "presence") == "off"
+
+
+async def test_waiting_messages_are_dropped_unclaimed_on_stop(
+    hass: HomeAssistant,
+    fleet: tuple[Edge, Any, int],
+    mqtt_mock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_module, "INLINE_S", 0.0)
+    edge, hub, t = fleet
+    await hub.async_flush()
+    watermark = hub.dedupe.watermark("garage", edge.epoch)
+    send_batch(edge, [("presence", a, {"state": "away"}, t + 1) for a in TAGS])
+    assert len(hub.ingest) == 1
+    await hub.async_stop()
+    assert len(hub.ingest) == 0
+    assert hub.dedupe.watermark("garage", edge.epoch) == watermark
