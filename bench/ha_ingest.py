@@ -19,10 +19,14 @@ Measured per configuration:
 - saturated: a backlog published as fast as the broker takes it; events/s from the first applied
   to the last, events per CPU-second of the whole Home Assistant process, and the stall (here the
   MQTT client reads up to 500 packets per loop callback, so a backlog arrives in large slices);
-- the acknowledgement of the last event after it was applied (Store save + ack publish).
+- the acknowledgement of the last event after it was applied (Store save + ack publish);
+- in both phases, the integration's own time per turn of the event loop: its MQTT callback and its
+  slices timed around them (time.perf_counter) and summed per turn, the callback alone too, and
+  the garbage collector's pauses (they count in whatever runs when one strikes).
 
 Run: `scripts/py314 python bench/ha_ingest.py` (part of `make bench`). ASSET_TRACKER_BENCH_QUICK=1
-shortens the runs.
+shortens the runs; ASSET_TRACKER_BENCH_PROFILE=path writes a cProfile of the saturated phase to
+path.core and path.recorder.
 """
 
 from __future__ import annotations
