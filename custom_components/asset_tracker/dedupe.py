@@ -137,7 +137,10 @@ class DedupeState:
         self.refused = 0
 
     def window(self, node: str, epoch: int) -> EpochWindow:
-        return self._nodes.setdefault(node, NodeWindows()).window(epoch)
+        windows = self._nodes.get(node)
+        if windows is None:  # not setdefault: that would build a NodeWindows on every call
+            windows = self._nodes[node] = NodeWindows()
+        return windows.window(epoch)
 
     def check(self, node: str, epoch: int, seq: int, run: int | None) -> Verdict:
         """What applying this identity would be; counts duplicates, marks nothing."""
