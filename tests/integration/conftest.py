@@ -61,6 +61,29 @@ async def mqtt_mock(
     await unload_all(hass)
 
 
+async def setup_on_broker(
+    hass: HomeAssistant,
+    port: int,
+    host: str = "127.0.0.1",
+    mqtt_options: dict[str, Any] | None = None,
+) -> MockConfigEntry:
+    """Home Assistant's MQTT integration on a real broker, and the fleet's entry on it."""
+    mqtt_entry = MockConfigEntry(
+        domain="mqtt",
+        data={"broker": host, "port": port},
+        options=mqtt_options or {},
+        version=1,
+        minor_version=2,
+    )
+    mqtt_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
+    entry = MockConfigEntry(domain=DOMAIN, data={CONF_ROOT_TOPIC: ROOT}, unique_id=ROOT)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
 async def unload_all(hass: HomeAssistant) -> None:
     """Unload this integration, then MQTT.
 

@@ -19,13 +19,11 @@ from asset_tracker_edge.config import validate
 from asset_tracker_edge.node import EdgeNode
 from asset_tracker_edge.pipeline import Pipeline
 from asset_tracker_edge.settings import RuntimeSettings, defaults_from
-from conftest import unload_all
+from conftest import setup_on_broker, unload_all
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
 from homeassistant.core import HomeAssistant
 from mosquitto_broker import Mosquitto
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-
-from custom_components.asset_tracker.const import DOMAIN
 
 DEADLINE_S = 20.0
 BTHOME = "0000fcd2-0000-1000-8000-00805f9b34fb"
@@ -80,21 +78,7 @@ class Node:
 
 
 async def _set_up(hass: HomeAssistant, broker: Mosquitto) -> MockConfigEntry:
-    mqtt_entry = MockConfigEntry(
-        domain="mqtt",
-        data={"broker": broker.host, "port": broker.port},
-        version=1,
-        minor_version=2,
-    )
-    mqtt_entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-    entry = MockConfigEntry(
-        domain=DOMAIN, data={"root_topic": "asset_tracker"}, unique_id="asset_tracker"
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    return entry
+    return await setup_on_broker(hass, broker.port, broker.host)
 
 
 async def _flow(

@@ -21,12 +21,9 @@ from typing import Any
 import aiomqtt
 import pytest
 import pytest_socket
-from conftest import unload_all
+from conftest import setup_on_broker, unload_all
 from homeassistant.core import HomeAssistant
-from pytest_homeassistant_custom_component.common import MockConfigEntry
 from rabbitmq_cluster import RabbitCluster
-
-from custom_components.asset_tracker.const import DOMAIN
 
 REPORT = Path(__file__).resolve().parent.parent.parent / "build" / "faults-cluster"
 
@@ -68,24 +65,10 @@ def batch(seqs: range) -> bytes:
 
 
 async def setup_hass(hass: HomeAssistant, port: int) -> Any:
-    mqtt_entry = MockConfigEntry(
-        domain="mqtt",
-        data={"broker": "127.0.0.1", "port": port},
-        # no birth message: Home Assistant's MQTT client publishes it from a task of its own
-        # whose error, when a reconnect to a node still booting is dropped at that moment, is
-        # never retrieved (the test harness fails on it); the integration does not use it
-        options={"birth_message": {}},
-        version=1,
-        minor_version=2,
-    )
-    mqtt_entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-    entry = MockConfigEntry(
-        domain=DOMAIN, data={"root_topic": "asset_tracker"}, unique_id="asset_tracker"
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    # no birth message: Home Assistant's MQTT client publishes it from a task of its own whose
+    # error, when a reconnect to a node still booting is dropped at that moment, is never
+    # retrieved (the test harness fails on it); the integration does not use it
+    entry = await setup_on_broker(hass, port, mqtt_options={"birth_message": {}})
     return entry.runtime_data.hub
 
 

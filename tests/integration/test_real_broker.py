@@ -8,12 +8,9 @@ import time
 from typing import Any
 
 import aiomqtt
-from conftest import unload_all
+from conftest import setup_on_broker, unload_all
 from homeassistant.core import HomeAssistant
 from mosquitto_broker import Mosquitto
-from pytest_homeassistant_custom_component.common import MockConfigEntry
-
-from custom_components.asset_tracker.const import DOMAIN
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
@@ -26,20 +23,7 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
 async def test_events_over_a_real_broker_are_applied_and_acknowledged(
     hass: HomeAssistant, socket_enabled: None, mock_hass_config: None, mosquitto: Mosquitto
 ) -> None:
-    mqtt_entry = MockConfigEntry(
-        domain="mqtt",
-        data={"broker": "127.0.0.1", "port": mosquitto.port},
-        version=1,
-        minor_version=2,
-    )
-    mqtt_entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-    entry = MockConfigEntry(
-        domain=DOMAIN, data={"root_topic": "asset_tracker"}, unique_id="asset_tracker"
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await setup_on_broker(hass, mosquitto.port)
     hub = entry.runtime_data.hub
     try:
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge-garage") as edge:
