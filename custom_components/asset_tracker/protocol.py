@@ -519,6 +519,7 @@ _HOST_STATUS = _obj(
         vol.Required("state"): _one_of("online", "offline"),
         _opt("protocols", lambda: [PROTOCOL_VERSION]): _items(_SAFE, 1, 16),
         _opt("hlc"): _nullable(_hlc),
+        _opt("session"): _nullable(_match(_CMD_ID, "a session id")),
     }
 )
 

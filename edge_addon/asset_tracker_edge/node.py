@@ -126,8 +126,10 @@ class EdgeNode(LinkOwner):
         # host statuses seen, and retained `offline`s that nothing live followed (possibly stale)
         self._host_statuses = 0
         self.stale_host_offline = 0
-        # the HLC of the newest host status taken; an older one is stale (a will published late)
+        # the HLC and session of the newest host status taken; an older one is stale (a will
+        # published late), unless it is the will of that same session
         self._host_hlc: Timestamp | None = None
+        self._host_session: str | None = None
         self.stale_host_statuses = 0
         self.rejected: dict[str, int] = {
             "bad_ack": 0,
@@ -352,7 +354,7 @@ class EdgeNode(LinkOwner):
         online = message.get("state") == "online"
         hlc = message.get("hlc")
         stamp = Timestamp.from_wire(hlc) if hlc is not None else None
-        if stamp is not None and self._host_hlc is not None and stamp < self._host_hlc:
+        if self._stale_host_status(stamp, message.get("session")):
             # older than a status already taken: on a cluster, the will of a session whose node
             # was cut off is published when the node comes back, after the birth of the
             # integration's next session on another node (PROTOCOL.md, host status)
@@ -361,8 +363,10 @@ class EdgeNode(LinkOwner):
             return
         rejected_before = self.clock.rejected
         self._merge(message)
-        if stamp is not None and self.clock.rejected == rejected_before:
+        newer = self._host_hlc is None or (stamp is not None and stamp > self._host_hlc)
+        if stamp is not None and newer and self.clock.rejected == rejected_before:
             self._host_hlc = stamp
+            self._host_session = message.get("session")
         previous = self.host_online
         self.host_online = online
         self._host_statuses += 1
@@ -380,6 +384,13 @@ class EdgeNode(LinkOwner):
             self._spawn(self._rebirth(snapshot=True))
             if previous is False or live or not self.scheduler.active:
                 self.scheduler.start()
+
+    def _stale_host_status(self, stamp: Timestamp | None, session: str | None) -> bool:
+        """Older than the newest status taken and not that session's own will: a will is set
+        before its session's birth, so it is always older than the birth it follows."""
+        if stamp is None or self._host_hlc is None or stamp >= self._host_hlc:
+            return False
+        return session is None or session != self._host_session
 
     async def _doubt_retained_offline(self, seen: int) -> None:
         """Sends again when a retained `offline` is all there is after STALE_OFFLINE_S: acks from

@@ -411,3 +411,24 @@ async def test_a_host_status_older_than_one_taken_is_stale(
         assert node.host_online is True and node.scheduler.active
         await obs.publish(host, {"v": 1, "state": "offline", "hlc": [old[0] + 20, 0]})
         await obs.wait(lambda: node.host_online is False)
+
+
+async def test_the_will_of_the_session_last_heard_is_taken_though_older(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A will is stamped when its session connects, before that session's birth: the shared
+    session id makes it current, while an older will of another session stays stale."""
+    node = EdgeNode(node_config(tmp_path, broker), StaticSettings())
+    host = f"{ROOT}/host/status"
+    async with observer(broker) as obs, running(node):
+        await obs.wait(lambda: node.scheduler.active)
+        will = _now()
+        birth = {"v": 1, "state": "online", "hlc": [will[0] + 10, 0], "session": "s2"}
+        await obs.publish(host, birth)
+        await obs.wait(lambda: node.host_online is True)
+        await obs.publish(host, {"v": 1, "state": "offline", "hlc": will, "session": "s1"})
+        await obs.wait(lambda: node.stale_host_statuses == 1)
+        assert node.host_online is True and node.scheduler.active
+        await obs.publish(host, {"v": 1, "state": "offline", "hlc": will, "session": "s2"})
+        await obs.wait(lambda: node.host_online is False)
+        assert not node.scheduler.active and node.stale_host_statuses == 1

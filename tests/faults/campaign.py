@@ -336,6 +336,7 @@ class Consumer:
     # the broker port of each session, in order
     sessions: list[int] = field(default_factory=list)
     _server: int = 0
+    _attempts: int = 0
     states: dict[int, EpochState] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
     wire_duplicates: int = 0
@@ -395,7 +396,14 @@ class Consumer:
 
     def _host(self, state: str) -> bytes:
         return json.dumps(
-            {"v": 1, "state": state, "protocols": [1], "hlc": [int(time.time() * 1000), 0]}
+            {
+                "v": 1,
+                "state": state,
+                "protocols": [1],
+                "hlc": [int(time.time() * 1000), 0],
+                # the will is stamped before the birth: the session names it as this one's
+                "session": f"consumer-{self._attempts}",
+            }
         ).encode()
 
     async def start(self) -> None:
@@ -428,6 +436,7 @@ class Consumer:
         ports = [self.port, *self.fallbacks]
         while True:
             port = ports[self._server % len(ports)]
+            self._attempts += 1
             try:
                 async with aiomqtt.Client(
                     self.host,
@@ -569,17 +578,23 @@ class Tally:
     purged: int
     wire_duplicates: int
     lost_sample: list[int]
+    # the first few events applied after a later one of their class, each as (the event applied
+    # right before it, it)
+    out_of_order_sample: list[tuple[Applied, Applied]] = field(default_factory=list)
 
 
 def tally(consumer: Consumer, total: int, purged_by_edge: int) -> Tally:
     counts: dict[int, int] = {}
     last_n: dict[str, int] = {}
     out_of_order = 0
-    for item in consumer.applied:
+    sample: list[tuple[Applied, Applied]] = []
+    for i, item in enumerate(consumer.applied):
         counts[item.n] = counts.get(item.n, 0) + 1
         if counts[item.n] == 1:
             if item.n < last_n.get(item.prio, 0):
                 out_of_order += 1
+                if len(sample) < 3:
+                    sample.append((consumer.applied[i - 1], item))
             last_n[item.prio] = max(last_n.get(item.prio, 0), item.n)
     first = {}
     for item in consumer.applied:
@@ -600,6 +615,7 @@ def tally(consumer: Consumer, total: int, purged_by_edge: int) -> Tally:
         purged=purged,
         wire_duplicates=consumer.wire_duplicates,
         lost_sample=missing[:10] if lost else [],
+        out_of_order_sample=sample,
     )
 
 

@@ -105,7 +105,9 @@ async def finish(rig: Rig, campaign: list[FaultResult], kind: str, notes: str) -
     assert rig.consumer.malformed == 0
     assert counted.lost == 0, f"lost events, first: {counted.lost_sample}"
     assert counted.duplicated == 0
-    assert counted.out_of_order == 0
+    assert counted.out_of_order == 0, (
+        f"(before, after): {counted.out_of_order_sample}; log: {rig.edge.log_tail()}"
+    )
     assert counted.hlc_order_violations == 0
     assert counted.purged == 0
     assert rig.injected > 0
