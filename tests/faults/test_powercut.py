@@ -155,6 +155,15 @@ class Run:
     post: set[int] | None = None  # ... and after the cut
     cut: CutReport | None = None
     commits: list[tuple[int, int, int]] = field(default_factory=list)
+    # events purged from a full outbox: the store's count when the process started, and the
+    # highest count the process reported (a power cut can take a purge's count back out of the
+    # store, with sync normal, while the purged events stay gone: the count is kept per process)
+    dropped_at_start: int = 0
+    dropped_reported: int = 0
+
+    @property
+    def purged(self) -> int:
+        return max(0, self.dropped_reported - self.dropped_at_start)
 
     def committed_numbers(self) -> range:
         return range(self.first, self.committed + 1)
@@ -165,6 +174,28 @@ class Run:
             if newest - count < n <= newest:
                 return n + seq - newest
         raise KeyError(n)
+
+
+def store_dropped(folder: Path, scratch: Path) -> int:
+    """The purge count the outbox holds (read from a copy, as store_numbers does)."""
+    if not (folder / "outbox.db").exists():
+        return 0
+    copy = scratch / f"meta-{time.monotonic_ns()}"
+    copy.mkdir(parents=True)
+    for name in ("outbox.db", "outbox.db-wal"):
+        if (folder / name).exists():
+            shutil.copyfile(folder / name, copy / name)
+    db = sqlite3.connect(copy / "outbox.db")
+    try:
+        row = db.execute(
+            "SELECT coalesce(sum(value), 0) FROM meta WHERE key LIKE 'dropped_%'"
+        ).fetchone()
+        return int(row[0])
+    except sqlite3.DatabaseError:
+        return 0
+    finally:
+        db.close()
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def store_numbers(folder: Path, scratch: Path) -> set[int] | None:
@@ -232,6 +263,8 @@ class PowerRig:
         assert proc is None or proc.poll() is not None, "one edge process at a time"
         run = Run(first=len(self.runs) * BLOCK + 1, count=count)
         run.committed = run.first - 1
+        run.dropped_at_start = store_dropped(self.edge.data, self.scratch)
+        run.dropped_reported = run.dropped_at_start
         self.runs.append(run)
         await self.edge.spawn(run.first, count)
         if wait:
@@ -241,6 +274,9 @@ class PowerRig:
         self.run.end = how
         self.run.committed = self.edge.committed
         self.run.commits = list(self.edge.commit_log)
+        for status in self.edge.statuses:
+            reported = sum(int(v) for v in status.get("dropped", {}).values())
+            self.run.dropped_reported = max(self.run.dropped_reported, reported)
 
     def run_of(self, n: int) -> Run:
         return self.runs[(n - 1) // BLOCK]
@@ -301,6 +337,10 @@ class PowerRig:
 
     def dropped(self) -> int:
         return sum(int(v) for v in self.edge.last.get("dropped", {}).values())
+
+    def purged(self) -> int:
+        """Events every process reported purged from its full outbox, in all."""
+        return sum(run.purged for run in self.runs)
 
     async def cut_at(self, point: str, *, at_random: bool) -> CutReport:
         """Runs the stream up to `point`, cuts the power there and starts the edge again."""
@@ -429,7 +469,7 @@ async def finish(
         )
 
     undeclared = sorted(n for n in unexplained if not declared_by_a_floor(n))
-    dropped = rig.dropped()
+    dropped = rig.purged()
     acknowledged_lost = sorted(
         n
         for n in lost_in_cuts
