@@ -1,0 +1,806 @@
+"""The floor-plan view in a real browser: 200 assets moving, each updated about once a second.
+
+A real mosquitto and a real `hass` with the integration (added through its config flow, as in
+the end-to-end suite). A publisher in this process plays four edge nodes over MQTT: each announces
+itself (status, config with its share of the 200 assets, a suggested area) and then, ten times a
+second, sends the telemetry of the tenth of the assets whose turn it is: every asset walks across
+a 20 x 12 m floor of four rooms at about 0.8 m/s and each node that hears it reports the RSSI a
+log-distance model with a wall loss gives at that spot. The integration does the rest on its real
+path (decode, dedupe, ordering, the locator's rooms and the radio map's positions, the tracker
+states), so each tracker's x, y, area and accuracy change about once a second.
+
+The floor is set up as a user does it: a floor, the nodes' areas on it, a plan image uploaded
+with Home Assistant's image upload, the rooms' outlines and the four nodes' positions, by the
+integration's actions. Then Debian's chromium opens the generated dashboard's floor-plan view,
+logged in, and the page's own performance timeline is read:
+- `longtask` entries (tasks over 50 ms on the main thread) and `long-animation-frame` entries
+  (frames over 50 ms, with the scripts in them), both observed from before the first script runs;
+- frame intervals from a `requestAnimationFrame` loop;
+- the card's `hass` setter, wrapped: calls, time in it, and how many trackers changed between
+  calls (the update rate the card sees);
+- the time from navigation start until the card draws all 200 assets (a frame after the setter
+  call that completed it);
+- the JS heap (DevTools `Runtime.getHeapUsage`), sampled through the window and after a GC.
+The window is MEASURE_S (60 s) of the live view after the first full render.
+
+Run: `scripts/py314 python bench/floorplan_browser.py` (part of `make bench`; needs chromium, as
+the end-to-end suite). ASSET_TRACKER_BENCH_QUICK=1 measures 20 s instead.
+Writes build/bench/parts/floorplan_browser.json and build/bench/floorplan_browser/result.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _part import ROOT, metric, percentile, write_part
+from e2e.browser import chromium, logged_in_page
+from e2e.hass_process import (
+    HassClient,
+    HassProcess,
+    ensure_integration,
+    first_start,
+    free_port,
+    wait_for,
+    websocket,
+    write_config,
+)
+from mosquitto_broker import Mosquitto
+
+WORK = ROOT / "build" / "bench" / "floorplan_browser"
+TOPIC_ROOT = "asset_tracker"
+LOGIN = ("Bench", "bench", "bench-password")
+QUICK = os.environ.get("ASSET_TRACKER_BENCH_QUICK") == "1"
+MEASURE_S = 20.0 if QUICK else 60.0
+PROFILE = os.environ.get("ASSET_TRACKER_BENCH_PROFILE") == "1"  # a CPU profile of the window
+# another version of the card (a file) served to the browser in place of the integration's, to
+# measure a change against what it replaces under the same conditions
+CARD = os.environ.get("ASSET_TRACKER_BENCH_CARD")
+ASSETS = 200
+WIDTH_M, HEIGHT_M = 20.0, 12.0
+# four rooms of 10 x 6 m, one node in each (id, area, position)
+NODES: list[tuple[str, str, float, float]] = [
+    ("bay-a", "Bay A", 3.0, 2.0),
+    ("bay-b", "Bay B", 17.0, 2.5),
+    ("bay-c", "Bay C", 2.5, 10.0),
+    ("bay-d", "Bay D", 16.5, 9.5),
+]
+TICKS_PER_S = 10
+SPEED_M_S = 0.8
+HEARD_ABOVE_DBM = -92.0
+TARGET_BLOCK_MS = 50.0
+
+# Installed before any script of the page runs (DevTools Page.addScriptToEvaluateOnNewDocument).
+INSTRUMENT = r"""
+(() => {
+  if (window.__fp) return;
+  const fp = window.__fp = {
+    long: [], loaf: [], frames: [], sets: [], draws: [], changes: 0, entityChanges: 0, entities: 0,
+    states: null, frozen: false,
+    firstSet: null, firstAll: null, total: %d,
+  };
+  const observe = (type, keep) => {
+    try {
+      new PerformanceObserver((list) => { for (const e of list.getEntries()) keep(e); })
+        .observe({type, buffered: true});
+    } catch (err) { fp[type + '_error'] = String(err); }
+  };
+  observe('longtask', (e) => fp.long.push([e.startTime, e.duration]));
+  observe('long-animation-frame', (e) => fp.loaf.push([
+    e.startTime, e.duration, e.blockingDuration,
+    e.styleAndLayoutStart ? e.startTime + e.duration - e.styleAndLayoutStart : 0,
+    (e.scripts || []).map((s) => [s.invoker, Math.round(s.duration), s.sourceURL.split('/').pop()]),
+  ]));
+  let last = null;
+  const frame = (t) => {
+    if (last !== null) fp.frames.push([t, t - last]);
+    last = t;
+    requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+  const drawn = (card) => [...card.shadowRoot.querySelectorAll('g.asset')]
+    .filter((g) => g.dataset.where === 'room' || g.dataset.where === 'position').length;
+  customElements.whenDefined('asset-tracker-floor-plan').then(() => {
+    const proto = customElements.get('asset-tracker-floor-plan').prototype;
+    const own = Object.getOwnPropertyDescriptor(proto, 'hass');
+    const seen = new WeakMap();
+    // a card that draws on the next animation frame (_draw): its time counts too
+    const draw = proto._draw;
+    if (draw) {
+      proto._draw = function () {
+        const t0 = performance.now();
+        draw.call(this);
+        fp.draws.push([t0, performance.now() - t0]);
+      };
+    }
+    Object.defineProperty(proto, 'hass', {
+      configurable: true,
+      get: own.get,
+      set(hass) {
+        const prev = fp.states;
+        if (prev) for (const k in hass.states) if (hass.states[k] !== prev[k]) fp.entityChanges += 1;
+        fp.states = hass.states;
+        if (fp.frozen) return;
+        const t0 = performance.now();
+        own.set.call(this, hass);
+        const t1 = performance.now();
+        fp.sets.push([t0, t1 - t0]);
+        if (fp.firstSet === null) fp.firstSet = t0;
+        let last = seen.get(this);
+        if (!last) seen.set(this, (last = new Map()));
+        for (const asset of (this._config && this._config.assets) || []) {
+          const state = hass.states[asset.entity];
+          if (last.get(asset.entity) !== state) {
+            if (last.has(asset.entity)) fp.changes += 1;
+            last.set(asset.entity, state);
+          }
+        }
+        fp.entities = Object.keys(hass.states).length;
+        if (fp.firstAll === null) {
+          requestAnimationFrame(() => {
+            if (fp.firstAll === null && drawn(this) >= fp.total) fp.firstAll = performance.now();
+          });
+        }
+      },
+    });
+  });
+})();
+"""
+
+DRAWN = """
+(() => {
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.localName === 'asset-tracker-floor-plan' && el.shadowRoot) return el;
+      const inner = el.shadowRoot ? walk(el.shadowRoot) : null;
+      if (inner) return inner;
+    }
+    return null;
+  };
+  const card = walk(document);
+  if (!card) return null;
+  const groups = [...card.shadowRoot.querySelectorAll('g.asset')];
+  return {
+    assets: groups.length,
+    room: groups.filter((g) => g.dataset.where === 'room').length,
+    position: groups.filter((g) => g.dataset.where === 'position').length,
+    nodes: [...card.shadowRoot.querySelectorAll('rect.node')].map((n) => n.dataset.health),
+    rooms: card.shadowRoot.querySelectorAll('polygon.room').length,
+  };
+})()
+"""
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def asset_id(index: int) -> str:
+    return f"tag-{index:03d}"
+
+
+def walls_between(ax: float, ay: float, bx: float, by: float) -> int:
+    """Walls of the 2 x 2 rooms crossed on the straight line (the rooms meet at x=10, y=6)."""
+    half_w, half_h = WIDTH_M / 2, HEIGHT_M / 2
+    return int((ax < half_w) != (bx < half_w)) + int((ay < half_h) != (by < half_h))
+
+
+class Walkers:
+    """Where each asset is: a random walk at SPEED_M_S across the floor."""
+
+    def __init__(self, seed: int = 11) -> None:
+        self.rng = random.Random(seed)
+        self.pos = [
+            [self.rng.uniform(1, WIDTH_M - 1), self.rng.uniform(1, HEIGHT_M - 1)]
+            for _ in range(ASSETS)
+        ]
+        self.heading = [self.rng.uniform(0, 2 * math.pi) for _ in range(ASSETS)]
+
+    def step(self, index: int, dt: float) -> tuple[float, float]:
+        self.heading[index] += self.rng.gauss(0, 0.6)
+        p = self.pos[index]
+        for axis, limit in ((0, WIDTH_M), (1, HEIGHT_M)):
+            delta = SPEED_M_S * dt * (math.cos if axis == 0 else math.sin)(self.heading[index])
+            value = p[axis] + delta
+            if not 0.5 <= value <= limit - 0.5:  # bounce off the outer wall
+                value = p[axis] - delta
+                self.heading[index] = (
+                    math.pi - self.heading[index] if axis == 0 else -self.heading[index]
+                )
+            p[axis] = value
+        return p[0], p[1]
+
+    def rssi(self, index: int, node: tuple[str, str, float, float]) -> float:
+        x, y = self.pos[index]
+        distance = max(0.5, math.hypot(x - node[2], y - node[3], 1.0))
+        loss = 22.0 * math.log10(distance) + 5.0 * walls_between(x, y, node[2], node[3])
+        return round(-59.0 - loss + self.rng.gauss(0, 2.5), 1)
+
+
+class Publisher:
+    """Four edge nodes on MQTT: announcements, a first presence of every asset, then telemetry."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.epoch = wall_ms()
+        self.seq = dict.fromkeys((n[0] for n in NODES), 0)
+        self.last_hlc = dict.fromkeys(self.seq, (0, 0))
+        self.walkers = Walkers()
+        self.sent_events = 0
+        self.sent_messages = 0
+        self.late_ticks = 0
+
+    def hlc(self, node: str) -> list[int]:
+        now, (wall, counter) = wall_ms(), self.last_hlc[node]
+        stamp = (now, 0) if now > wall else (wall, counter + 1)
+        self.last_hlc[node] = stamp
+        return list(stamp)
+
+    def event(self, node: str, index: int, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        self.seq[node] += 1
+        hlc = self.hlc(node)
+        prio = "critical" if kind == "presence" else "routine"
+        return {
+            "seq": self.seq[node],
+            "hlc": hlc,
+            "obs_ms": hlc[0] - 5,
+            "asset": asset_id(index),
+            "kind": kind,
+            "prio": prio,
+            "data": data,
+        }
+
+    def message(self, node: str, events: list[dict[str, Any]]) -> bytes:
+        body = {
+            "v": 1,
+            "node": node,
+            "epoch": self.epoch,
+            "floor": 1,
+            "sent": self.hlc(node),
+            "events": events,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    async def announce(self, client: Any) -> None:
+        for i, (node, area, _x, _y) in enumerate(NODES):
+            status = {"v": 1, "node": node, "state": "online", "boot": 1, "epoch": self.epoch}
+            status |= {"sw": "bench", "hlc": self.hlc(node)}
+            assets = [
+                {"id": asset_id(a), "name": f"Tag {a:03d}", "type": "tag"}
+                for a in range(ASSETS)
+                if a % len(NODES) == i
+            ]
+            config = {"v": 1, "node": node, "name": f"Node {area}", "area": area, "sw": "bench"}
+            config["assets"] = assets
+            await client.publish(f"{TOPIC_ROOT}/{node}/status", json.dumps(status), 1, True)
+            await client.publish(f"{TOPIC_ROOT}/{node}/config", json.dumps(config), 1, True)
+
+    def telemetry(self, node: tuple[str, str, float, float], index: int) -> dict[str, Any] | None:
+        rssi = self.walkers.rssi(index, node)
+        if rssi < HEARD_ABOVE_DBM:
+            return None
+        distance = round(10 ** ((-59.0 - rssi) / 22.0), 2)
+        return self.event(node[0], index, "telemetry", {"rssi": rssi, "distance_m": distance})
+
+    async def present(self, client: Any) -> None:
+        """Every asset present, said by the node that hears it best, as an edge node does."""
+        by_node: dict[str, list[dict[str, Any]]] = {n[0]: [] for n in NODES}
+        for index in range(ASSETS):
+            best = max(NODES, key=lambda n: self.walkers.rssi(index, n))
+            data = {"state": "present", "rssi": self.walkers.rssi(index, best)}
+            by_node[best[0]].append(self.event(best[0], index, "presence", data))
+        for node, events in by_node.items():
+            await client.publish(f"{TOPIC_ROOT}/{node}/events", self.message(node, events), 1)
+
+    async def run(self, client: Any, stop: asyncio.Event) -> None:
+        """Ten ticks a second; each moves a tenth of the assets one second on, and every node that
+        hears one of them reports it in that tick's batch."""
+        started = time.monotonic()
+        tick = 0
+        while not stop.is_set():
+            due = started + tick / TICKS_PER_S
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.5 / TICKS_PER_S:
+                self.late_ticks += 1
+            mine = range(tick % TICKS_PER_S, ASSETS, TICKS_PER_S)
+            for index in mine:
+                self.walkers.step(index, 1.0)
+            for node in NODES:
+                events = [e for index in mine if (e := self.telemetry(node, index)) is not None]
+                if events:
+                    await client.publish(
+                        f"{TOPIC_ROOT}/{node[0]}/events", self.message(node[0], events), 1
+                    )
+                    self.sent_events += len(events)
+                    self.sent_messages += 1
+            tick += 1
+
+
+def plan_png() -> bytes:
+    """A 20 x 12 m plan at 50 px a metre: four rooms with doors."""
+    from PIL import Image, ImageDraw
+
+    scale = 50
+    image = Image.new("RGB", (int(WIDTH_M * scale), int(HEIGHT_M * scale)), "white")
+    draw = ImageDraw.Draw(image)
+    for x in range(0, image.width, scale):
+        draw.line([(x, 0), (x, image.height)], fill=(236, 239, 241))
+    for y in range(0, image.height, scale):
+        draw.line([(0, y), (image.width, y)], fill=(236, 239, 241))
+    wall = (69, 90, 100)
+    draw.rectangle([3, 3, image.width - 4, image.height - 4], outline=wall, width=6)
+    mid_x, mid_y = image.width // 2, image.height // 2
+    draw.line([(mid_x, 0), (mid_x, mid_y - 60)], fill=wall, width=6)
+    draw.line([(mid_x, mid_y + 60), (mid_x, image.height)], fill=wall, width=6)
+    draw.line([(0, mid_y), (mid_x - 200, mid_y)], fill=wall, width=6)
+    draw.line([(mid_x + 200, mid_y), (image.width, mid_y)], fill=wall, width=6)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def upload(client: HassClient, png: bytes) -> str:
+    form = aiohttp.FormData()
+    form.add_field("file", png, filename="bench-floor.png", content_type="image/png")
+    async with client.session.post(
+        f"{client.url}/api/image/upload",
+        data=form,
+        headers={"Authorization": f"Bearer {client.token}"},
+    ) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"image upload: {resp.status} {await resp.text()}")
+        return str((await resp.json())["id"])
+
+
+async def trackers(client: HassClient) -> list[str]:
+    async with websocket(client) as ws:
+        entities = await ws.call("config/entity_registry/list")
+    return [
+        e["entity_id"]
+        for e in entities
+        if e["platform"] == "asset_tracker" and str(e["unique_id"]).endswith(":tracker")
+    ]
+
+
+async def draw_plan(client: HassClient) -> str:
+    """Floor, the nodes' areas on it, plan image, outlines and node positions, by the actions."""
+    async with websocket(client) as ws:
+        floor = await ws.call("config/floor_registry/create", name="Bench floor", level=0)
+
+        async def areas() -> Any:
+            found = {a["name"]: a for a in await ws.call("config/area_registry/list")}
+            return found if all(n[1] in found for n in NODES) else None
+
+        by_name = await wait_for(areas, 60, 0.5, "the nodes' areas")
+        for _node, area, _x, _y in NODES:
+            await ws.call(
+                "config/area_registry/update",
+                area_id=by_name[area]["area_id"],
+                floor_id=floor["floor_id"],
+            )
+    image = await upload(client, plan_png())
+    service = "/api/services/asset_tracker"
+    await client.post(
+        f"{service}/set_floor_plan",
+        {
+            "floor_id": floor["floor_id"],
+            "image": {
+                "media_content_id": f"media-source://image_upload/{image}",
+                "media_content_type": "image/png",
+            },
+            "width_m": WIDTH_M,
+            "height_m": HEIGHT_M,
+        },
+    )
+    half_w, half_h = WIDTH_M / 2, HEIGHT_M / 2
+    corners = [(0.0, 0.0), (half_w, 0.0), (0.0, half_h), (half_w, half_h)]
+    for (_node, area, _x, _y), (left, top) in zip(NODES, corners, strict=True):
+        outline = [[left, top], [left + half_w, top], [left + half_w, top + half_h]]
+        outline.append([left, top + half_h])
+        await client.post(
+            f"{service}/set_room_outline",
+            {"area_id": by_name[area]["area_id"], "outline": outline},
+        )
+    for node, _area, x, y in NODES:
+        await client.post(
+            f"{service}/set_node_position",
+            {"node_id": node, "floor_id": floor["floor_id"], "x": x, "y": y},
+        )
+    return str(floor["floor_id"])
+
+
+def profile_summary(profile: dict[str, Any], top: int = 40) -> str:
+    """Self time of a DevTools CPU profile by script and by function, largest first."""
+    nodes = {n["id"]: n for n in profile["nodes"]}
+    self_us: dict[int, float] = {}
+    deltas = profile.get("timeDeltas", [])
+    for sample, delta in zip(profile.get("samples", []), [*deltas[1:], 0], strict=True):
+        self_us[sample] = self_us.get(sample, 0.0) + delta
+    by_script: dict[str, float] = {}
+    by_function: dict[str, float] = {}
+    for ident, us in self_us.items():
+        frame = nodes[ident]["callFrame"]
+        script = frame["url"].split("/")[-1] or "(native)"
+        by_script[script] = by_script.get(script, 0.0) + us
+        name = f"{frame['functionName'] or '(anonymous)'} {script}:{frame['lineNumber']}"
+        by_function[name] = by_function.get(name, 0.0) + us
+    total = sum(self_us.values()) or 1.0
+    lines = [f"{total / 1e6:.1f} s sampled"]
+    for title, table in (("by script", by_script), ("by function", by_function)):
+        lines.append(f"-- self time {title}")
+        for name, us in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"{us / 1e3:9.0f} ms {100 * us / total:5.1f}%  {name}")
+    return "\n".join(lines) + "\n"
+
+
+def loadavg() -> list[float]:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return [math.nan] * 3
+
+
+async def measure(hass: HassProcess, broker: Mosquitto) -> dict[str, Any]:
+    import aiomqtt
+
+    setup_started = time.monotonic()
+    await hass.wait_ready()
+    client, tokens = await first_start(hass, LOGIN, (broker.host, broker.port))
+    await ensure_integration(client)
+    publisher = Publisher(broker.port)
+    stop = asyncio.Event()
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bench-fleet") as mqtt:
+        await publisher.announce(mqtt)
+
+        async def all_trackers() -> Any:
+            found = await trackers(client)
+            return found if len(found) >= ASSETS else None
+
+        entities = await wait_for(all_trackers, 180, 1.0, f"{ASSETS} trackers")
+        floor = await draw_plan(client)
+        await publisher.present(mqtt)
+        feeding = asyncio.create_task(publisher.run(mqtt, stop))
+
+        async def placed() -> Any:
+            states = await client.states()
+            shown = [
+                e
+                for e in entities
+                if states.get(e, {}).get("state") == "home"
+                and states[e]["attributes"].get("floor") == floor
+                and (
+                    states[e]["attributes"].get("x") is not None
+                    or states[e]["attributes"].get("area_id")
+                )
+            ]
+            return len(shown) if len(shown) >= ASSETS else None
+
+        try:
+            await wait_for(placed, 180, 1.0, f"{ASSETS} trackers home on the floor")
+            states = await client.states()
+            positioned = sum(1 for e in entities if states[e]["attributes"].get("x") is not None)
+            setup_s = time.monotonic() - setup_started
+            result = await browse(hass, tokens)
+        finally:
+            stop.set()
+            await feeding
+        await client.close()
+    result["setup_s"] = round(setup_s, 1)
+    result["positioned_at_start"] = positioned
+    result["published_events_per_s"] = round(publisher.sent_events / max(1, result["feed_s"]), 1)
+    result["loadavg_end"] = loadavg()
+    result["publisher_late_ticks"] = publisher.late_ticks
+    return result
+
+
+async def browse(hass: HassProcess, tokens: Any) -> dict[str, Any]:
+    """Opens the view, waits for the first full render, then measures two windows: the card live,
+    and the same page with the card's updates held back (what the frontend costs without it)."""
+    feed_started = time.monotonic()
+    async with (
+        chromium(WORK / "browser", 1280, 1000) as endpoint,
+        aiohttp.ClientSession() as session,
+        logged_in_page(session, endpoint, tokens) as page,
+    ):
+        await page.send("Page.addScriptToEvaluateOnNewDocument", source=INSTRUMENT % ASSETS)
+        if CARD:
+            await serve_card(page, Path(CARD).read_bytes())
+        await page.send("Page.navigate", url=f"{hass.url}/asset-tracker/floor-plan")
+
+        async def complete() -> Any:
+            return await page.evaluate("window.__fp && window.__fp.firstAll")
+
+        try:
+            await wait_for(complete, 120, 0.5, f"the card drawing {ASSETS} assets")
+        except TimeoutError as err:
+            drawn = await page.evaluate(DRAWN)
+            raise RuntimeError(f"{err}: {drawn}; console {page.console[-20:]}") from err
+        first = await page.evaluate(
+            "({firstAll: __fp.firstAll, firstSet: __fp.firstSet, long: __fp.long})"
+        )
+        result: dict[str, Any] = {
+            "first_render_ms": round(first["firstAll"], 1),
+            "first_hass_set_ms": round(first["firstSet"], 1),
+            "long_tasks_loading": len(first["long"]),
+            "longest_task_loading_ms": max((r[1] for r in first["long"]), default=0.0),
+            "drawn_at_start": await page.evaluate(DRAWN),
+        }
+        result["live"] = await window(page, hass, frozen=False)
+        result["drawn_at_end"] = await page.evaluate(DRAWN)
+        await page.screenshot(WORK / "floor-plan-200.png")
+        if not QUICK:
+            result["frozen"] = await window(page, hass, frozen=True)
+        await page.send("HeapProfiler.collectGarbage")
+        result["heap_mib_after_gc"] = (await page.send("Runtime.getHeapUsage"))["usedSize"] / 2**20
+    result["feed_s"] = time.monotonic() - feed_started
+    result["card"] = CARD or "the integration's"
+    return result
+
+
+async def serve_card(page: Any, body: bytes) -> None:
+    """The browser gets `body` whenever it asks for the card's module (DevTools Fetch)."""
+    note = page._note
+    encoded = base64.b64encode(body).decode()
+
+    def intercept(data: dict[str, Any]) -> None:
+        if data.get("method") == "Fetch.requestPaused":
+            headers = [{"name": "Content-Type", "value": "text/javascript"}]
+            asyncio.get_running_loop().create_task(
+                page.send(
+                    "Fetch.fulfillRequest",
+                    requestId=data["params"]["requestId"],
+                    responseCode=200,
+                    responseHeaders=headers,
+                    body=encoded,
+                )
+            )
+        note(data)
+
+    page._note = intercept
+    await page.send("Fetch.enable", patterns=[{"urlPattern": "*/floor-plan-card.js*"}])
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def chromium_pids() -> list[int]:
+    marker = str(WORK / "browser").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def window(page: Any, hass: HassProcess, *, frozen: bool) -> dict[str, Any]:
+    """MEASURE_S of the live page; `frozen`: the card's hass updates are not passed on."""
+    await page.evaluate(f"__fp.frozen = {json.dumps(frozen)}")
+    profiling = PROFILE and not frozen
+    if profiling:
+        await page.send("Profiler.enable")
+        await page.send("Profiler.setSamplingInterval", interval=500)
+        await page.send("Profiler.start")
+    procs = {"hass": [hass.proc.pid] if hass.proc else [], "chromium": chromium_pids()}
+    cpu_start = {k: cpu_seconds(v) for k, v in procs.items()}
+    start = await page.evaluate(
+        "(__fp.changes0 = __fp.changes, __fp.entityChanges0 = __fp.entityChanges, performance.now())"
+    )
+    t_start = time.monotonic()
+    load_start = loadavg()
+    heap: list[float] = []
+    t_end = t_start + MEASURE_S
+    while time.monotonic() < t_end:
+        usage = await page.send("Runtime.getHeapUsage")
+        heap.append(float(usage["usedSize"]))
+        await asyncio.sleep(min(5.0, max(0.0, t_end - time.monotonic())))
+    end = await page.evaluate("performance.now()")
+    elapsed = time.monotonic() - t_start
+    cpu = {k: round(100 * (cpu_seconds(v) - cpu_start[k]) / elapsed, 1) for k, v in procs.items()}
+    load_end = loadavg()
+    if profiling:
+        profile = (await page.send("Profiler.stop"))["profile"]
+        (WORK / "page.cpuprofile").write_text(json.dumps(profile))
+        (WORK / "page-profile.txt").write_text(profile_summary(profile))
+    data = await page.evaluate(
+        "({long: __fp.long, loaf: __fp.loaf, frames: __fp.frames, sets: __fp.sets, draws: __fp.draws,"
+        " changes: __fp.changes - __fp.changes0,"
+        " entityChanges: __fp.entityChanges - __fp.entityChanges0, entities: __fp.entities,"
+        " errors: Object.keys(__fp).filter((k) => k.endsWith('_error')).map((k) => __fp[k])})"
+    )
+    seconds = (end - start) / 1000
+    in_window = lambda rows: [r for r in rows if start <= r[0] <= end]  # noqa: E731
+    long = in_window(data["long"])
+    loaf = in_window(data["loaf"])
+    frames = [r[1] for r in in_window(data["frames"])]
+    sets = [r[1] for r in in_window(data["sets"])]
+    # the card's own work per update: in its hass setter, or in the frame's draw it defers to
+    draws = [r[1] for r in in_window(data["draws"])]
+    return {
+        "seconds": round(seconds, 1),
+        "long_tasks": long,
+        "long_tasks_count": len(long),
+        "longest_task_ms": max((r[1] for r in long), default=0.0),
+        "long_task_ms_total": sum(r[1] for r in long),
+        "loaf_count": len(loaf),
+        "loaf_longest_ms": max((r[1] for r in loaf), default=0.0),
+        "loaf_blocking_max_ms": max((r[2] for r in loaf), default=0.0),
+        # the rendering steps of those frames: style, layout (and paint setup) after the scripts
+        "loaf_render_max_ms": max((r[3] for r in loaf), default=0.0),
+        "loaf_render_ms_total": sum(r[3] for r in loaf),
+        "loaf_script_ms_total": sum(sum(x[1] for x in r[4]) for r in loaf),
+        "loaf_worst": sorted(loaf, key=lambda r: -r[1])[:5],
+        "frames": len(frames),
+        "frame_p50_ms": percentile(frames, 50),
+        "frame_p95_ms": percentile(frames, 95),
+        "frame_p99_ms": percentile(frames, 99),
+        "frame_max_ms": max(frames, default=math.nan),
+        "hass_sets": len(sets),
+        "hass_sets_per_s": len(sets) / seconds,
+        "draws": len(draws),
+        "hass_set_p95_ms": percentile(sets, 95),
+        "card_work_p95_ms": percentile(draws or sets, 95),
+        "card_work_max_ms": max(draws or sets, default=math.nan),
+        "card_share_pct": (sum(sets) + sum(draws)) / (end - start) * 100,
+        "tracker_changes_per_s": data["changes"] / seconds,
+        "entity_changes_per_s": data["entityChanges"] / seconds,
+        "entities_in_hass": data["entities"],
+        "heap_mib_max": max(heap) / 2**20,
+        "heap_mib_start": heap[0] / 2**20,
+        "cpu_pct": cpu,
+        "observer_errors": data["errors"],
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+    }
+
+
+def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    live, frozen = r["live"], r.get("frozen")
+    load = (
+        f"load average {live['loadavg_start'][0]:.2f} at the start, "
+        f"{live['loadavg_end'][0]:.2f} at the end; CPU hass {live['cpu_pct']['hass']:.0f}%, "
+        f"chromium {live['cpu_pct']['chromium']:.0f}% (2 cores = 200%)"
+    )
+    control = ""
+    if frozen:
+        control = (
+            f"; the same page with the card's updates held back: longest "
+            f"{frozen['longest_task_ms']:.0f} ms, {frozen['long_tasks_count']} long tasks, "
+            f"frame p95 {frozen['frame_p95_ms']:.0f} ms"
+        )
+    out = [
+        metric(
+            "longest_main_thread_block_ms",
+            live["longest_task_ms"],
+            "ms",
+            target=f"<= {TARGET_BLOCK_MS:.0f}",
+            note=f"longest `longtask` entry in {live['seconds']:.0f} s of the live view "
+            f"(0: no task over 50 ms){control}; {load}",
+        ),
+        metric(
+            "long_tasks_over_50ms",
+            live["long_tasks_count"],
+            "tasks",
+            target="== 0",
+            note=f"`longtask` entries in the window, {live['long_task_ms_total'] / 1000:.1f} s "
+            f"in all ({r['long_tasks_loading']} while the frontend loaded, longest "
+            f"{r['longest_task_loading_ms']:.0f} ms)",
+        ),
+        metric(
+            "long_animation_frames",
+            live["loaf_count"],
+            "frames",
+            note=f"`long-animation-frame` entries (frames over 50 ms) in the window; longest "
+            f"{live['loaf_longest_ms']:.0f} ms, largest blocking "
+            f"{live['loaf_blocking_max_ms']:.0f} ms; in them {live['loaf_script_ms_total'] / 1000:.1f} s "
+            f"of scripts, {live['loaf_render_ms_total'] / 1000:.2f} s of style and layout "
+            f"(longest {live['loaf_render_max_ms']:.0f} ms)",
+        ),
+        metric(
+            "frame_interval_p95_ms",
+            live["frame_p95_ms"],
+            "ms",
+            note=f"requestAnimationFrame intervals, {live['frames']} frames; p50 "
+            f"{live['frame_p50_ms']:.1f}, p99 {live['frame_p99_ms']:.1f}, "
+            f"max {live['frame_max_ms']:.1f} ms",
+        ),
+        metric(
+            "first_render_200_assets_ms",
+            r["first_render_ms"],
+            "ms",
+            note="navigation start -> the frame after the card's first hass update with all "
+            f"{ASSETS} assets drawn (first hass update at {r['first_hass_set_ms']:.0f} ms)",
+        ),
+        metric(
+            "tracker_updates_per_s",
+            live["tracker_changes_per_s"],
+            "updates/s",
+            target=f">= {ASSETS * 0.9:.0f}",
+            note=f"tracker states the card saw change, {ASSETS} assets fed once a second each "
+            f"({r['published_events_per_s']:.0f} node reports/s over MQTT); "
+            f"{live['entity_changes_per_s']:.0f} entity states/s changed in the frontend, "
+            f"{live['entities_in_hass']} entities",
+        ),
+        metric(
+            "card_update_p95_ms",
+            live["card_work_p95_ms"],
+            "ms",
+            note=f"the card's own work per update ({'its once-a-frame draw' if live['draws'] else 'its hass setter'}), "
+            f"max {live['card_work_max_ms']:.1f} ms; {live['card_share_pct']:.2f}% of the main "
+            f"thread; hass handed to it {live['hass_sets_per_s']:.1f} times/s",
+        ),
+        metric(
+            "js_heap_used_mib",
+            live["heap_mib_max"],
+            "MiB",
+            note=f"largest sample in the window (start {live['heap_mib_start']:.1f}, "
+            f"{r['heap_mib_after_gc']:.1f} after a GC at the end)",
+        ),
+    ]
+    if frozen:
+        out.append(
+            metric(
+                "frontend_alone_longest_block_ms",
+                frozen["longest_task_ms"],
+                "ms",
+                note=f"control: the next {frozen['seconds']:.0f} s, same page and feed, the "
+                f"card's hass updates held back; {frozen['long_tasks_count']} long tasks, frame "
+                f"p95 {frozen['frame_p95_ms']:.0f} ms",
+            )
+        )
+    return out
+
+
+async def main() -> None:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    broker = Mosquitto(WORK / "mosquitto")
+    broker.start()
+    hass = HassProcess(WORK / "ha", free_port())
+    write_config(hass.config_dir, hass.port)
+    try:
+        hass.start()
+        result = await measure(hass, broker)
+    except BaseException:
+        print(hass.tail(60), file=sys.stderr)
+        raise
+    finally:
+        hass.stop()
+        broker.stop()
+    (WORK / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    path = write_part(
+        "floorplan_browser",
+        f"Floor-plan view in Chromium: {ASSETS} assets, each updated about once a second",
+        rows(result),
+    )
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
