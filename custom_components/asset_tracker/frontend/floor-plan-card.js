@@ -4,6 +4,10 @@
 // An asset with a position (tracker attributes x, y, position_accuracy_m on this floor) is drawn
 // there with its uncertainty as a circle; one without is drawn near its room's centre and the
 // room, its uncertainty, is highlighted. A tap opens the asset's drill-down view.
+// Updates are cheap at a few hundred assets changing every second: the frontend hands the card a
+// new `hass` for every batch of state changes; the card only notes it and, once per animation
+// frame, redraws the trackers whose state object changed, moving each marker by one transform and
+// writing only the attributes whose value changed (docs/benchmarks.md, "Floor-plan view").
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(tag, attrs) {
@@ -18,7 +22,7 @@ class AssetTrackerFloorPlan extends HTMLElement {
       throw new Error("image, width_m and height_m are required");
     }
     this._config = config;
-    this._drawn = new Map(); // tracker entity -> {group, state}
+    this._drawn = new Map(); // tracker entity -> {group, state, ...what is drawn}
     this._nodes = new Map(); // connectivity entity -> {mark, state}
     this._build();
   }
@@ -113,7 +117,7 @@ class AssetTrackerFloorPlan extends HTMLElement {
     plan.append(layer);
     this._layer = layer;
     this._buildEditor(root, plan, layer);
-    if (this._hass) this.hass = this._hass;
+    if (this._hass) this._draw();
   }
 
   // editing (administrators): pick a node and click where it stands, or a room and click its
@@ -215,6 +219,7 @@ class AssetTrackerFloorPlan extends HTMLElement {
 
   _drawAsset(asset) {
     const unit = this._unit;
+    // drawn round (0, 0) and moved as one by the group's transform
     const group = svg("g", { class: "asset hidden" });
     group.dataset.asset = asset.name;
     const spread = svg("circle", { class: "spread", r: 0, "stroke-width": unit / 10 });
@@ -230,12 +235,31 @@ class AssetTrackerFloorPlan extends HTMLElement {
     });
     this._assetLayer.append(group);
     const turn = (this._drawn.size * 2.4) % (2 * Math.PI); // golden angle: spread evenly
-    this._drawn.set(asset.entity, { group, spread, dot, label, turn, state: undefined });
+    this._drawn.set(asset.entity, {
+      group,
+      spread,
+      turn,
+      state: undefined,
+      shown: "", // what is drawn: class, where, x, y, spread radius
+      where: "",
+      x: undefined,
+      y: undefined,
+      r: 0,
+    });
   }
 
   set hass(hass) {
     this._hass = hass;
-    if (!this._config) return;
+    if (!this._config || this._frame) return;
+    // many updates a second: drawn once per frame (the one pending in _frame) with the newest
+    this._frame = requestAnimationFrame(() => {
+      this._frame = 0;
+      this._draw();
+    });
+  }
+
+  _draw() {
+    const hass = this._hass;
     if (this._editor) this._editor.hidden = !(hass.user && hass.user.is_admin);
     for (const [entity, node] of this._nodes) {
       const state = hass.states[entity];
@@ -245,15 +269,16 @@ class AssetTrackerFloorPlan extends HTMLElement {
       node.mark.setAttribute("class", `node ${health}`);
       node.mark.dataset.health = health;
     }
-    let moved = false;
+    let rooms = false;
     for (const [entity, drawn] of this._drawn) {
       const state = hass.states[entity];
       if (state === drawn.state) continue;
       drawn.state = state;
+      const room = drawn.room;
       this._place(drawn, state);
-      moved = true;
+      rooms = rooms || drawn.room !== room;
     }
-    if (moved) this._markRooms();
+    if (rooms) this._markRooms();
   }
 
   // a room holding assets without a position is their uncertainty: it is highlighted
@@ -261,7 +286,10 @@ class AssetTrackerFloorPlan extends HTMLElement {
     const holding = new Set();
     for (const drawn of this._drawn.values()) if (drawn.room) holding.add(drawn.room);
     for (const [area, poly] of this._polygons) {
-      poly.setAttribute("class", holding.has(area) ? "room holds" : "room");
+      const holds = holding.has(area);
+      if (poly.classList.contains("holds") !== holds) {
+        poly.setAttribute("class", holds ? "room holds" : "room");
+      }
     }
   }
 
@@ -282,19 +310,21 @@ class AssetTrackerFloorPlan extends HTMLElement {
     }
     const shown = where !== undefined && state.state === "home";
     const kind = where === "room" ? " in-room" : "";
-    drawn.group.setAttribute("class", `asset${shown ? "" : " hidden"}${kind}`);
-    drawn.group.dataset.where = shown ? where : "none";
+    const cls = `asset${shown ? "" : " hidden"}${kind}`;
+    const group = drawn.group;
+    if (cls !== drawn.shown) group.setAttribute("class", (drawn.shown = cls));
+    const said = shown ? where : "none";
+    if (said !== drawn.where) group.dataset.where = drawn.where = said;
     drawn.room = shown && where === "room" ? a.area_id : undefined;
     if (!shown) return;
-    drawn.group.dataset.x = x;
-    drawn.group.dataset.y = y;
-    for (const el of [drawn.spread, drawn.dot]) {
-      el.setAttribute("cx", x);
-      el.setAttribute("cy", y);
+    if (x !== drawn.x || y !== drawn.y) {
+      drawn.x = x;
+      drawn.y = y;
+      group.dataset.x = x;
+      group.dataset.y = y;
+      group.setAttribute("transform", `translate(${x} ${y})`);
     }
-    drawn.spread.setAttribute("r", r);
-    drawn.label.setAttribute("x", x);
-    drawn.label.setAttribute("y", y);
+    if (r !== drawn.r) drawn.spread.setAttribute("r", (drawn.r = r));
   }
 }
 
