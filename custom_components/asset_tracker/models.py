@@ -65,6 +65,7 @@ class NodeState:
     dropped_seen: int = 0
     commit_errors_seen: int = 0
     rotation_seen_ms: int = 0
+    stale_offline_seen: int = 0  # retained host `offline`s the node doubted, as last reported
     commit_errors_since: float = 0.0  # the node's uptime when its commit errors last rose
     events: RateWindow = field(default_factory=lambda: RateWindow(300_000))
     anomalies: RateWindow = field(default_factory=lambda: RateWindow(3_600_000))

@@ -74,6 +74,7 @@ class Repairs:
         self._check_dropping(node)
         self._check_storage(node)
         self._check_rotation(node)
+        self._check_broker(node)
 
     def _check_rotation(self, node: NodeState) -> None:
         """Events a node's store lost before they reached us cannot be recovered: say how many."""
@@ -85,6 +86,23 @@ class Repairs:
             issue_id = self._issue_id("events_lost", node)
             self._raise(issue_id, ir.IssueSeverity.ERROR, "events_lost", placeholders)
         node.rotation_seen_ms = max(node.rotation_seen_ms, at)
+
+    def _check_broker(self, node: NodeState) -> None:
+        """A retained `offline` of ours that nothing live confirmed: the broker keeps retained
+        messages per cluster node. The node sends anyway (acks keep delivery exact), but the
+        broker lacks something the protocol leans on, and the user should know which."""
+        transport = node.health.get("transport") or {}
+        doubted = int(transport.get("stale_host_offline") or 0)
+        if doubted > node.stale_offline_seen:
+            _LOGGER.warning(
+                "Node %s found a stale retained integration status on its broker; the broker "
+                "keeps retained messages per cluster node",
+                node.node_id,
+            )
+            placeholders = {"node": node.name, "count": str(doubted)}
+            issue_id = f"broker_retained_scope_{self._fleet.entry_id}"
+            self._raise(issue_id, ir.IssueSeverity.WARNING, "broker_retained_scope", placeholders)
+        node.stale_offline_seen = doubted
 
     def _check_dropping(self, node: NodeState) -> None:
         dropped = node.dropped_total()

@@ -623,7 +623,11 @@ class EdgeNode(LinkOwner):
             "hlc": self.clock.now().to_wire(),
             "uptime_s": int(time.monotonic() - self._started_at),
             "outbox": outbox,
-            "transport": self.link.health(),
+            "transport": {
+                **self.link.health(),
+                "stale_host_offline": self.stale_host_offline,
+                "stale_host_statuses": self.stale_host_statuses,
+            },
             "clock": self.clock.health(),
             "rejected": {**self.rejected, "bad_event": self.rejected_events},
         }

@@ -451,6 +451,8 @@ _HEALTH = _obj(
                 "publish_latency_ms": _RATE,
                 "inflight": _COUNT,
                 "reconnects": _COUNT,
+                "stale_host_offline": _COUNT,
+                "stale_host_statuses": _COUNT,
             }
         ),
         _opt("clock"): _section(

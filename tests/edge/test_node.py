@@ -432,3 +432,18 @@ async def test_the_will_of_the_session_last_heard_is_taken_though_older(
         await obs.publish(host, {"v": 1, "state": "offline", "hlc": will, "session": "s2"})
         await obs.wait(lambda: node.host_online is False)
         assert not node.scheduler.active and node.stale_host_statuses == 1
+
+
+async def test_a_retained_offline_nothing_live_confirms_is_doubted_and_reported(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A broker that keeps retained messages per cluster node can show an `offline` the
+    integration published through another node: the node sends anyway and says so in health."""
+    host = f"{ROOT}/host/status"
+    async with observer(broker) as obs:
+        await obs.publish(host, {"v": 1, "state": "offline", "hlc": _now()}, retain=True)
+        node = EdgeNode(node_config(tmp_path, broker), StaticSettings())
+        async with running(node):
+            await obs.wait(lambda: node.stale_host_offline == 1 and node.scheduler.active)
+            assert node.health()["transport"]["stale_host_offline"] == 1
+        await obs.publish(host, b"", retain=True)

@@ -307,3 +307,26 @@ async def test_late_announcement_renames_devices(hass: HomeAssistant, setup_entr
     await hass.async_block_till_done()
     assert device(hass, "asset", "tag_1").name == "Dog collar"
     assert device(hass, "node", "garage").name == "Garage Pi"
+
+
+async def test_a_broker_keeping_retained_messages_per_node_raises_a_repair(
+    hass: HomeAssistant, setup_entry: Any
+) -> None:
+    edge = Edge(hass)
+    edge.birth()
+    issue_id = f"broker_retained_scope_{setup_entry.entry_id}"
+    issues = ir.async_get(hass)
+
+    def report(doubted: int) -> None:
+        transport = {"connected": True, "stale_host_offline": doubted}
+        edge.send("health", {"transport": transport, "hlc": [now_ms(), 0], "uptime_s": 60})
+
+    report(0)
+    await hass.async_block_till_done()
+    assert issues.async_get_issue(DOMAIN, issue_id) is None
+    report(2)
+    await hass.async_block_till_done()
+    issue = issues.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None and issue.translation_key == "broker_retained_scope"
+    assert issue.translation_placeholders == {"node": "garage", "count": "2"}
+    assert issue.severity is ir.IssueSeverity.WARNING
