@@ -4,7 +4,7 @@ A real mosquitto and a real `hass` with the integration (added through its confi
 the end-to-end suite). A publisher in this process plays four edge nodes over MQTT: each announces
 itself (status, config with its share of the 200 assets, a suggested area) and then, ten times a
 second, sends the telemetry of the tenth of the assets whose turn it is: every asset walks across
-a 20 x 12 m floor of four rooms at about 0.8 m/s and each node that hears it reports the RSSI a
+a 20 x 12 m floor of four rooms at 1.4 m/s and a node that hears it reports the RSSI a
 log-distance model with a wall loss gives at that spot. The integration does the rest on its real
 path (decode, dedupe, ordering, the locator's rooms and the radio map's positions, the tracker
 states), so each tracker's x, y, area and accuracy change about once a second.
@@ -79,7 +79,11 @@ NODES: list[tuple[str, str, float, float]] = [
     ("bay-d", "Bay D", 16.5, 9.5),
 ]
 TICKS_PER_S = 10
-SPEED_M_S = 0.8
+# which of the nodes that hear an asset report it each second: "one" of them in turn (each asset
+# reported once a second, so its tracker changes about once a second: the target's rate), or
+# "all" (three or four reports a second per asset, as four nodes with a one-second batch window)
+REPORTERS = os.environ.get("ASSET_TRACKER_BENCH_REPORTERS", "one")
+SPEED_M_S = 1.4  # a walking pace
 HEARD_ABOVE_DBM = -92.0
 TARGET_BLOCK_MS = 50.0
 
@@ -104,6 +108,29 @@ INSTRUMENT = r"""
     e.styleAndLayoutStart ? e.startTime + e.duration - e.styleAndLayoutStart : 0,
     (e.scripts || []).map((s) => [s.invoker, Math.round(s.duration), s.sourceURL.split('/').pop()]),
   ]));
+  // every WebSocket frame the frontend handles: when, its bytes, the events in it and the time
+  // its message listeners took (the frontend's store and everything it calls synchronously)
+  fp.ws = [];
+  const listen = WebSocket.prototype.addEventListener;
+  WebSocket.prototype.addEventListener = function (type, listener, options) {
+    if (type !== 'message' || typeof listener !== 'function') {
+      return listen.call(this, type, listener, options);
+    }
+    return listen.call(this, type, function (ev) {
+      const t0 = performance.now();
+      try { return listener.call(this, ev); } finally {
+        const data = typeof ev.data === 'string' ? ev.data : '';
+        const count = (needle) => {
+          let n = 0;
+          for (let i = data.indexOf(needle); i !== -1; i = data.indexOf(needle, i + needle.length)) n += 1;
+          return n;
+        };
+        // a state change names its entity once: the trackers' changes are these
+        fp.ws.push([t0, performance.now() - t0, data.length, count('"type":"event"'),
+          count('"device_tracker.')]);
+      }
+    }, options);
+  };
   let last = null;
   const frame = (t) => {
     if (last !== null) fp.frames.push([t, t - last]);
@@ -288,10 +315,7 @@ class Publisher:
             await client.publish(f"{TOPIC_ROOT}/{node}/status", json.dumps(status), 1, True)
             await client.publish(f"{TOPIC_ROOT}/{node}/config", json.dumps(config), 1, True)
 
-    def telemetry(self, node: tuple[str, str, float, float], index: int) -> dict[str, Any] | None:
-        rssi = self.walkers.rssi(index, node)
-        if rssi < HEARD_ABOVE_DBM:
-            return None
+    def telemetry(self, node: tuple[str, str, float, float], index: int, rssi: float) -> Any:
         distance = round(10 ** ((-59.0 - rssi) / 22.0), 2)
         return self.event(node[0], index, "telemetry", {"rssi": rssi, "distance_m": distance})
 
@@ -306,8 +330,9 @@ class Publisher:
             await client.publish(f"{TOPIC_ROOT}/{node}/events", self.message(node, events), 1)
 
     async def run(self, client: Any, stop: asyncio.Event) -> None:
-        """Ten ticks a second; each moves a tenth of the assets one second on, and every node that
-        hears one of them reports it in that tick's batch."""
+        """Ten ticks a second; each moves a tenth of the assets one second on, and the nodes that
+        hear one of them report it in that tick's batch: in turn, one a second (REPORTERS "one":
+        about one tracker update per asset per second), or every one of them ("all")."""
         started = time.monotonic()
         tick = 0
         while not stop.is_set():
@@ -320,8 +345,17 @@ class Publisher:
             mine = range(tick % TICKS_PER_S, ASSETS, TICKS_PER_S)
             for index in mine:
                 self.walkers.step(index, 1.0)
+            batches: dict[str, list[dict[str, Any]]] = {n[0]: [] for n in NODES}
+            for index in mine:
+                heard = [
+                    (n, r) for n in NODES if (r := self.walkers.rssi(index, n)) >= HEARD_ABOVE_DBM
+                ]
+                if REPORTERS == "one" and heard:
+                    heard = [heard[(tick // TICKS_PER_S) % len(heard)]]
+                for node, rssi in heard:
+                    batches[node[0]].append(self.telemetry(node, index, rssi))
             for node in NODES:
-                events = [e for index in mine if (e := self.telemetry(node, index)) is not None]
+                events = batches[node[0]]
                 if events:
                     await client.publish(
                         f"{TOPIC_ROOT}/{node[0]}/events", self.message(node[0], events), 1
@@ -548,6 +582,7 @@ async def browse(hass: HassProcess, tokens: Any) -> dict[str, Any]:
         await page.send("HeapProfiler.collectGarbage")
         result["heap_mib_after_gc"] = (await page.send("Runtime.getHeapUsage"))["usedSize"] / 2**20
     result["feed_s"] = time.monotonic() - feed_started
+    result["reporters"] = REPORTERS
     result["card"] = CARD or "the integration's"
     return result
 
@@ -630,6 +665,7 @@ async def window(page: Any, hass: HassProcess, *, frozen: bool) -> dict[str, Any
         (WORK / "page-profile.txt").write_text(profile_summary(profile))
     data = await page.evaluate(
         "({long: __fp.long, loaf: __fp.loaf, frames: __fp.frames, sets: __fp.sets, draws: __fp.draws,"
+        " ws: __fp.ws,"
         " changes: __fp.changes - __fp.changes0,"
         " entityChanges: __fp.entityChanges - __fp.entityChanges0, entities: __fp.entities,"
         " errors: Object.keys(__fp).filter((k) => k.endsWith('_error')).map((k) => __fp[k])})"
@@ -642,8 +678,22 @@ async def window(page: Any, hass: HassProcess, *, frozen: bool) -> dict[str, Any
     sets = [r[1] for r in in_window(data["sets"])]
     # the card's own work per update: in its hass setter, or in the frame's draw it defers to
     draws = [r[1] for r in in_window(data["draws"])]
+    ws = in_window(data["ws"])
+    slow = [r for r in ws if r[1] > TARGET_BLOCK_MS]
     return {
         "seconds": round(seconds, 1),
+        "ws_frames_per_s": len(ws) / seconds,
+        "ws_events_per_s": sum(r[3] for r in ws) / seconds,
+        "ws_tracker_changes_per_s": sum(r[4] for r in ws) / seconds,
+        "ws_kib_per_s": sum(r[2] for r in ws) / seconds / 1024,
+        "ws_handler_p95_ms": percentile([r[1] for r in ws], 95),
+        "ws_handler_max_ms": max((r[1] for r in ws), default=0.0),
+        "ws_handler_share_pct": sum(r[1] for r in ws) / (end - start) * 100,
+        # the frames whose handling took over 50 ms: how many events they carried
+        "ws_slow_frames": len(slow),
+        "ws_slow_events_median": percentile([r[3] for r in slow], 50),
+        "ws_fast_events_median": percentile([r[3] for r in ws if r[1] <= TARGET_BLOCK_MS], 50),
+        "ws_slowest": sorted(ws, key=lambda r: -r[1])[:5],
         "long_tasks": long,
         "long_tasks_count": len(long),
         "longest_task_ms": max((r[1] for r in long), default=0.0),
@@ -739,13 +789,16 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         metric(
             "tracker_updates_per_s",
-            live["tracker_changes_per_s"],
+            live["ws_tracker_changes_per_s"],
             "updates/s",
             target=f">= {ASSETS * 0.9:.0f}",
-            note=f"tracker states the card saw change, {ASSETS} assets fed once a second each "
-            f"({r['published_events_per_s']:.0f} node reports/s over MQTT); "
-            f"{live['entity_changes_per_s']:.0f} entity states/s changed in the frontend, "
-            f"{live['entities_in_hass']} entities",
+            note="tracker state changes the frontend received "
+            f"({live['tracker_changes_per_s']:.0f}/s seen by the card: several changes of one "
+            f"tracker between two of its updates count once); {ASSETS} assets, "
+            f"each reported by {'one node' if r['reporters'] == 'one' else 'every node that hears it'} "
+            f"a second ({r['published_events_per_s']:.0f} reports/s over MQTT); the frontend got "
+            f"{live['ws_events_per_s']:.0f} state changes/s for its {live['entities_in_hass']} "
+            "entities",
         ),
         metric(
             "card_update_p95_ms",
@@ -763,6 +816,19 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             f"{r['heap_mib_after_gc']:.1f} after a GC at the end)",
         ),
     ]
+    out.append(
+        metric(
+            "frontend_state_stream_max_ms",
+            live["ws_handler_max_ms"],
+            "ms",
+            note="the frontend's handling of one WebSocket frame (its entity store and what that "
+            f"calls at once): {live['ws_frames_per_s']:.0f} frames/s carrying "
+            f"{live['ws_events_per_s']:.0f} events/s, {live['ws_handler_share_pct']:.0f}% of the "
+            f"main thread, p95 {live['ws_handler_p95_ms']:.1f} ms; the {live['ws_slow_frames']} "
+            f"frames over 50 ms carried a median of {live['ws_slow_events_median']:.0f} events, "
+            f"the others {live['ws_fast_events_median']:.0f}",
+        )
+    )
     if frozen:
         out.append(
             metric(
