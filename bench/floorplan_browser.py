@@ -92,7 +92,7 @@ INSTRUMENT = r"""
 (() => {
   if (window.__fp) return;
   const fp = window.__fp = {
-    long: [], loaf: [], frames: [], sets: [], draws: [], changes: 0, entityChanges: 0, entities: 0,
+    long: [], loaf: [], frames: [], sets: [], draws: [], scale: [], changes: 0, entityChanges: 0, entities: 0,
     states: null, frozen: false,
     firstSet: null, firstAll: null, total: %d,
   };
@@ -150,7 +150,8 @@ INSTRUMENT = r"""
       proto._draw = function () {
         const t0 = performance.now();
         draw.call(this);
-        fp.draws.push([t0, performance.now() - t0]);
+        if (this.__scale) fp.scale.push(performance.now() - t0);
+        else fp.draws.push([t0, performance.now() - t0]);
       };
     }
     Object.defineProperty(proto, 'hass', {
@@ -160,10 +161,14 @@ INSTRUMENT = r"""
         const prev = fp.states;
         if (prev) for (const k in hass.states) if (hass.states[k] !== prev[k]) fp.entityChanges += 1;
         fp.states = hass.states;
-        if (fp.frozen) return;
+        if (fp.frozen && !this.__scale) return;
         const t0 = performance.now();
         own.set.call(this, hass);
         const t1 = performance.now();
+        if (this.__scale) {
+          fp.scale.push(t1 - t0);
+          return;
+        }
         fp.sets.push([t0, t1 - t0]);
         if (fp.firstSet === null) fp.firstSet = t0;
         let last = seen.get(this);
@@ -209,6 +214,60 @@ DRAWN = """
   };
 })()
 """
+
+
+# The card alone at larger fleets, in the same page: a card of N assets on a 100 x 60 m plan fed
+# synthetic states, a tenth of the assets moving in each update (each asset once in ten), one
+# update a frame. Per size: setConfig (building the markers), the first update (all N drawn), and
+# the card's script time per update (its hass setter and, when it defers, its frame's draw).
+SCALE = r"""
+(async (sizes, updates) => {
+  const fp = window.__fp;
+  const frame = () => new Promise((done) => requestAnimationFrame(() => done()));
+  let seed = 7;
+  const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+  const out = [];
+  for (const n of sizes) {
+    const host = document.createElement('div');
+    host.style.cssText = 'position:fixed;left:0;top:0;width:900px;z-index:9999;background:#fff';
+    document.body.append(host);
+    const assets = [];
+    const states = {};
+    const place = (i) => ({
+      entity_id: `device_tracker.scale_${i}`, state: 'home',
+      attributes: {floor: 'scale', x: random() * 100, y: random() * 60, position_accuracy_m: 1.5},
+    });
+    for (let i = 0; i < n; i++) {
+      assets.push({name: `Scale ${i}`, entity: `device_tracker.scale_${i}`, path: '/asset-tracker/fleet'});
+      states[`device_tracker.scale_${i}`] = place(i);
+    }
+    const card = document.createElement('asset-tracker-floor-plan');
+    card.__scale = n;
+    host.append(card);
+    let t0 = performance.now();
+    card.setConfig({image: 'data:,', width_m: 100, height_m: 60, floor: 'scale', rooms: [],
+      nodes: [], assets});
+    const build = performance.now() - t0;
+    const run = async (hass) => {
+      const before = fp.scale.length;
+      card.hass = hass;
+      await frame();
+      return fp.scale.slice(before).reduce((a, b) => a + b, 0);
+    };
+    const first = await run({states: {...states}, user: {is_admin: false}});
+    const times = [];
+    for (let u = 0; u < updates; u++) {
+      for (let i = u % 10; i < n; i += 10) states[`device_tracker.scale_${i}`] = place(i);
+      times.push(await run({states: {...states}, user: {is_admin: false}}));
+      await frame();
+    }
+    host.remove();
+    out.push({n, build, first, times});
+  }
+  return out;
+})(__SIZES__, __UPDATES__)
+"""
+SCALE_SIZES = (200, 1000, 5000)
 
 
 def wall_ms() -> int:
@@ -269,6 +328,7 @@ class Publisher:
         self.sent_events = 0
         self.sent_messages = 0
         self.late_ticks = 0
+        self.started = self.stopped = 0.0
 
     def hlc(self, node: str) -> list[int]:
         now, (wall, counter) = wall_ms(), self.last_hlc[node]
@@ -333,7 +393,7 @@ class Publisher:
         """Ten ticks a second; each moves a tenth of the assets one second on, and the nodes that
         hear one of them report it in that tick's batch: in turn, one a second (REPORTERS "one":
         about one tracker update per asset per second), or every one of them ("all")."""
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         tick = 0
         while not stop.is_set():
             due = started + tick / TICKS_PER_S
@@ -363,6 +423,7 @@ class Publisher:
                     self.sent_events += len(events)
                     self.sent_messages += 1
             tick += 1
+        self.stopped = time.monotonic()
 
 
 def plan_png() -> bytes:
@@ -529,23 +590,24 @@ async def measure(hass: HassProcess, broker: Mosquitto) -> dict[str, Any]:
             states = await client.states()
             positioned = sum(1 for e in entities if states[e]["attributes"].get("x") is not None)
             setup_s = time.monotonic() - setup_started
-            result = await browse(hass, tokens)
+            result = await browse(hass, tokens, stop)
         finally:
             stop.set()
             await feeding
         await client.close()
     result["setup_s"] = round(setup_s, 1)
     result["positioned_at_start"] = positioned
-    result["published_events_per_s"] = round(publisher.sent_events / max(1, result["feed_s"]), 1)
+    feed_s = publisher.stopped - publisher.started
+    result["feed_s"] = round(feed_s, 1)
+    result["published_events_per_s"] = round(publisher.sent_events / max(1.0, feed_s), 1)
     result["loadavg_end"] = loadavg()
     result["publisher_late_ticks"] = publisher.late_ticks
     return result
 
 
-async def browse(hass: HassProcess, tokens: Any) -> dict[str, Any]:
+async def browse(hass: HassProcess, tokens: Any, stop_feed: asyncio.Event) -> dict[str, Any]:
     """Opens the view, waits for the first full render, then measures two windows: the card live,
     and the same page with the card's updates held back (what the frontend costs without it)."""
-    feed_started = time.monotonic()
     async with (
         chromium(WORK / "browser", 1280, 1000) as endpoint,
         aiohttp.ClientSession() as session,
@@ -579,9 +641,24 @@ async def browse(hass: HassProcess, tokens: Any) -> dict[str, Any]:
         await page.screenshot(WORK / "floor-plan-200.png")
         if not QUICK:
             result["frozen"] = await window(page, hass, frozen=True)
+        stop_feed.set()  # the card alone: no state stream competing with it
+        await asyncio.sleep(3)
+        result["scale"] = []
+        for size in SCALE_SIZES:
+            script = SCALE.replace("__SIZES__", json.dumps([size])).replace("__UPDATES__", "40")
+            row = (await page.evaluate(script))[0]
+            result["scale"].append(
+                {
+                    "assets": row["n"],
+                    "build_ms": row["build"],
+                    "first_draw_ms": row["first"],
+                    "update_p50_ms": percentile(row["times"], 50),
+                    "update_p95_ms": percentile(row["times"], 95),
+                    "update_max_ms": max(row["times"]),
+                }
+            )
         await page.send("HeapProfiler.collectGarbage")
         result["heap_mib_after_gc"] = (await page.send("Runtime.getHeapUsage"))["usedSize"] / 2**20
-    result["feed_s"] = time.monotonic() - feed_started
     result["reporters"] = REPORTERS
     result["card"] = CARD or "the integration's"
     return result
@@ -829,6 +906,18 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             f"the others {live['ws_fast_events_median']:.0f}",
         )
     )
+    for row in r["scale"]:
+        out.append(
+            metric(
+                f"card_alone_{row['assets']}_update_p95_ms",
+                row["update_p95_ms"],
+                "ms",
+                note=f"the card alone with {row['assets']} synthetic assets, a tenth moving per "
+                f"update: p50 {row['update_p50_ms']:.2f}, max {row['update_max_ms']:.2f} ms; "
+                f"markers built in {row['build_ms']:.1f} ms, first draw of all "
+                f"{row['first_draw_ms']:.1f} ms",
+            )
+        )
     if frozen:
         out.append(
             metric(
