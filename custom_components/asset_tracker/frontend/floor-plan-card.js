@@ -4,11 +4,14 @@
 // An asset with a position (tracker attributes x, y, position_accuracy_m on this floor) is drawn
 // there with its uncertainty as a circle; one without is drawn near its room's centre and the
 // room, its uncertainty, is highlighted. A tap opens the asset's drill-down view.
-// Updates are cheap at a few hundred assets changing every second: the frontend hands the card a
-// new `hass` for every batch of state changes; the card only notes it and, once per animation
-// frame, redraws the trackers whose state object changed, moving each marker by one transform and
-// writing only the attributes whose value changed (docs/benchmarks.md, "Floor-plan view").
+// Updates stay cheap at a few hundred assets changing every second: the frontend hands the card a
+// new `hass` for every batch of state changes; the card only notes it and redraws at most every
+// DRAW_EVERY_MS, in an animation frame, the trackers whose state object changed, moving each
+// marker by one transform and writing only the attributes whose value changed. The markers are
+// an SVG layer of their own above the rooms and nodes, so a redraw repaints only them
+// (docs/benchmarks.md, "Floor-plan view, 200 assets").
 const SVG = "http://www.w3.org/2000/svg";
+const DRAW_EVERY_MS = 250;
 
 function svg(tag, attrs) {
   const el = document.createElementNS(SVG, tag);
@@ -40,6 +43,8 @@ class AssetTrackerFloorPlan extends HTMLElement {
         .plan { position: relative; width: 100%; aspect-ratio: ${c.width_m} / ${c.height_m}; }
         .plan img, .plan svg { position: absolute; inset: 0; width: 100%; height: 100%; }
         .plan img { object-fit: fill; }
+        .plan svg.moving { will-change: transform; pointer-events: none; }
+        .plan svg.moving .asset { pointer-events: auto; }
         .room { fill: rgba(3, 169, 244, 0.08); stroke: var(--primary-color, #03a9f4); }
         .room-name { fill: var(--secondary-text-color, #555); font-family: sans-serif; }
         .node.online { fill: var(--success-color, #43a047); }
@@ -68,10 +73,9 @@ class AssetTrackerFloorPlan extends HTMLElement {
     root.querySelector("ha-card").header = c.title || "";
     const plan = root.querySelector(".plan");
     plan.querySelector("img").src = c.image;
-    const layer = svg("svg", {
-      viewBox: `0 0 ${c.width_m} ${c.height_m}`,
-      preserveAspectRatio: "none",
-    });
+    const box = { viewBox: `0 0 ${c.width_m} ${c.height_m}`, preserveAspectRatio: "none" };
+    const layer = svg("svg", box); // the rooms and nodes
+    const moving = svg("svg", { ...box, class: "moving" }); // the assets, redrawn often
     const unit = Math.max(c.width_m, c.height_m) / 60; // marks scale with the plan
     this._unit = unit;
     this._rooms = new Map();
@@ -110,20 +114,20 @@ class AssetTrackerFloorPlan extends HTMLElement {
       if (node.entity) this._nodes.set(node.entity, { mark, state: undefined });
     }
     this._assetLayer = svg("g", {});
-    layer.append(this._assetLayer);
+    moving.append(this._assetLayer);
     for (const asset of c.assets || []) this._drawAsset(asset);
     this._draft = svg("polygon", { class: "draft", points: "", "stroke-width": unit / 6 });
     layer.append(this._draft);
-    plan.append(layer);
+    plan.append(layer, moving);
     this._layer = layer;
-    this._buildEditor(root, plan, layer);
+    this._buildEditor(root, plan);
     if (this._hass) this._draw();
   }
 
   // editing (administrators): pick a node and click where it stands, or a room and click its
   // corners, then save; the integration's actions validate and store it, and the dashboard
   // is generated again with it
-  _buildEditor(root, plan, layer) {
+  _buildEditor(root, plan) {
     const c = this._config;
     const select = root.querySelector(".what");
     const groups = [
@@ -170,7 +174,7 @@ class AssetTrackerFloorPlan extends HTMLElement {
         outline: this._points,
       });
     });
-    layer.addEventListener("click", (ev) => this._clicked(ev));
+    plan.addEventListener("click", (ev) => this._clicked(ev)); // on the plan or an asset
   }
 
   _metres(ev) {
@@ -250,10 +254,24 @@ class AssetTrackerFloorPlan extends HTMLElement {
 
   set hass(hass) {
     this._hass = hass;
-    if (!this._config || this._frame) return;
-    // many updates a second: drawn once per frame (the one pending in _frame) with the newest
+    // many updates a second: the newest is drawn in the next frame (pending in _frame), or once
+    // DRAW_EVERY_MS passed since the last draw (pending in _timer)
+    if (!this._config || this._frame || this._timer) return;
+    const wait = (this._drawnAt ?? -Infinity) + DRAW_EVERY_MS - performance.now();
+    if (wait > 0) {
+      this._timer = setTimeout(() => {
+        this._timer = 0;
+        this._nextFrame();
+      }, wait);
+    } else {
+      this._nextFrame();
+    }
+  }
+
+  _nextFrame() {
     this._frame = requestAnimationFrame(() => {
       this._frame = 0;
+      this._drawnAt = performance.now();
       this._draw();
     });
   }
