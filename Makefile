@@ -40,6 +40,15 @@ bench:
 accuracy:
 	$(PY314) python -m bench.accuracy --seed $(or $(ACCURACY_SEED),1)
 
+# location accuracy through Home Assistant: each run's edge events over a real mosquitto into the
+# integration in a Home Assistant test instance, its entities read every simulated second and scored
+# next to the off-line estimator of the same run; writes build/accuracy/report-ha.{json,md}
+# (ACCURACY_HA_SCENARIOS="a.yaml b.yaml", ACCURACY_SEED=n, ACCURACY_HA_DURATION=s,
+# ACCURACY_HA_MODES="rooms plan"; default: the companion's set-up and house_6db, full length)
+accuracy-ha:
+	ACCURACY_SEED=$(or $(ACCURACY_SEED),1) $(PY314) python -m pytest tests/integration/accuracy_ha.py \
+		-p no:cacheprovider -q -s -p no:logging
+
 # anomaly alerts: a week of normal sensor and tag traces and each injected incident four times,
 # through the edge's rules; writes build/alerts/report.{json,md} (ALERTS_SEED=n for another seed);
 # `make bench` runs a quick form (docs/alerts.md)

@@ -1,26 +1,23 @@
 """A harness walk through Home Assistant: the events the real edge pipelines of three nodes sent
-for a tag walking room to room are delivered, at their times, to the integration in a Home
-Assistant test instance, and its area sensor is read every second. It must show what the
-estimator alone shows for the same events (the accuracy harness measures the estimator alone)."""
+for a tag walking room to room go over a real mosquitto, at their times on the simulated clock, to
+the integration in a Home Assistant test instance (its MQTT integration on the broker), and its
+area sensor is read every second. It must show what the estimator alone shows for the same events
+(the accuracy harness measures the estimator alone; `make accuracy-ha` plays whole scenarios this
+way, tests/integration/through_ha.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
+from pathlib import Path
 from typing import Any
 
+from conftest import unload_all
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import area_registry as ar
-from homeassistant.helpers import device_registry as dr
-from homeassistant.helpers import entity_registry as er
-from mqtt_edge import Edge
-from pytest_homeassistant_custom_component.common import async_fire_time_changed
+from mosquitto_broker import Mosquitto
+from through_ha import ThroughHa
 
-from bench.accuracy.edge import START_MS, Delivery
-from bench.accuracy.harness import Run
+from bench.accuracy.replay import Recording
 from bench.accuracy.scenario import build
-from custom_components.asset_tracker.const import DOMAIN
-from custom_components.asset_tracker.location import Locator, LocatorSettings, Room
 
 ROOMS = ("west", "middle", "east")
 
@@ -56,95 +53,31 @@ def walk() -> dict[str, Any]:
     }
 
 
-class Recording(Run):
-    """The harness run, keeping every delivery in the order the integration gets them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.deliveries: list[Delivery] = []
-
-    def _apply(self, score: Any, item: Any) -> None:
-        if score is next(iter(self.scores.values())):
-            self.deliveries.append(item)
-        super()._apply(score, item)
-
-
-def _send(edges: dict[str, Edge], item: Delivery) -> None:
-    edge = edges[item.node]
-    if item.online is not None:
-        if item.online:
-            edge.birth()
-        else:
-            edge.send("status", {"state": "offline", "boot": 1})
-        return
-    event = item.event
-    assert event is not None
-    if event.asset is None or event.kind not in ("presence", "telemetry"):
-        return
-    prio = "critical" if event.kind == "presence" else "routine"
-    edge.event(event.kind, event.asset, event.data, (event.obs_ms or item.at_ms, 0), prio=prio)
-
-
-def _expected(deliveries: list[Delivery], ticks: list[int]) -> list[str | None]:
-    """The estimator alone, as the integration configures it, asked at every tick."""
-    rooms = [Room(r, None, (r,)) for r in ROOMS]
-    locator = Locator(rooms, LocatorSettings(fresh_s=40))  # the fusion window's default
-    answers, pending = [], list(deliveries)
-    for tick in ticks:
-        while pending and pending[0].at_ms <= tick:
-            item = pending.pop(0)
-            event = item.event
-            if event is None or event.asset is None or event.data.get("rssi") is None:
-                continue
-            locator.observe(event.asset, item.node, float(event.data["rssi"]), event.obs_ms or 0)
-        answers.append(locator.locate("keys", tick).room)
-    return answers
-
-
 async def test_home_assistant_places_the_walk_as_the_estimator_does(
-    hass: HomeAssistant, setup_entry: Any, freezer: FrozenDateTimeFactory
+    hass: HomeAssistant,
+    socket_enabled: None,
+    mock_hass_config: None,
+    mosquitto: Mosquitto,
+    freezer: FrozenDateTimeFactory,
+    tmp_path: Path,
 ) -> None:
-    recording = Recording(build(walk()), seed=4)
+    recording = Recording(build(walk()), seed=4, locators=("ours",), extra=("ours_ha",))
     await recording.run()
-    deliveries = sorted(recording.deliveries)
-    assert len(deliveries) > 50
+    assert len(recording.messages()) > 50
+    played = ThroughHa(hass, freezer, mosquitto, recording, tmp_path / "config", plan=False)
+    try:
+        await played.async_setup()
+        readings = await played.play()
+    finally:
+        await played.async_close()
+        await unload_all(hass)
+    assert played.disconnects == 0
+    assert played.messages == sum(1 for m in recording.messages() if m.online is None)
 
-    freezer.move_to(dt.datetime.fromtimestamp(START_MS / 1000, dt.UTC))
-    areas = ar.async_get(hass)
-    edges = {r: Edge(hass, r) for r in ROOMS}
-    for room, edge in edges.items():
-        edge.birth()
-        edge.announce([])
-        await hass.async_block_till_done()
-        node = dr.async_get(hass).async_get_device_by_identifier(
-            (DOMAIN, f"asset_tracker:node:{room}"), setup_entry.entry_id
-        )
-        assert node is not None
-        area = areas.async_create(room.title())
-        dr.async_get(hass).async_update_device(node.id, area_id=area.id)
-    await hass.async_block_till_done()
-
-    ticks = list(range(START_MS + 1000, START_MS + 200_000, 1000))
-    shown: list[str | None] = []
-    pending = list(deliveries)
-    for tick in ticks:
-        while pending and pending[0].at_ms <= tick:
-            item = pending.pop(0)
-            freezer.move_to(dt.datetime.fromtimestamp(item.at_ms / 1000, dt.UTC))
-            _send(edges, item)
-            await hass.async_block_till_done()
-        freezer.move_to(dt.datetime.fromtimestamp(tick / 1000, dt.UTC))
-        async_fire_time_changed(hass)
-        await hass.async_block_till_done()
-        entity = er.async_get(hass).async_get_entity_id(
-            "sensor", DOMAIN, f"{DOMAIN}:asset:keys:area"
-        )
-        state = hass.states.get(entity) if entity else None
-        value = state.state if state is not None else None
-        shown.append(value.lower() if value not in (None, "unknown", "unavailable") else None)
-
-    expected = _expected(deliveries, ticks)
-    agree = sum(a == b for a, b in zip(shown, expected, strict=True)) / len(ticks)
+    shown = [row[0].room for row in readings]
+    # the estimator alone, as the integration configures it, asked at the same seconds
+    expected = [row[0].room for row in recording.answers["ours_ha"]]
+    agree = sum(a == b for a, b in zip(shown, expected, strict=True)) / len(shown)
     assert agree >= 0.95, list(zip(shown, expected, strict=True))
     # and the walk itself is seen: every room, in the order walked
     visited = [r for i, r in enumerate(shown) if r is not None and (i == 0 or shown[i - 1] != r)]
