@@ -17,10 +17,12 @@ from typing import Any
 
 from asset_tracker_edge.events import EdgeEvent, Priority
 
-from .baselines import OursLocator, OursPlanLocator
+from .baselines import HOUSEKEEPING_MS, OursLocator, OursPlanLocator
 from .edge import START_MS, Delivery, EdgeNodeSim
 from .harness import LocatorScore, Run
 from .scenario import Scenario
+
+RECHECK_MS = 500  # placement.RECHECK_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,69 @@ class OursPlanAsHa(OursPlanLocator):
         _no_neighbours(self)
 
 
-EXTRA: dict[str, Callable[[Scenario], Any]] = {"ours_ha": OursAsHa, "ours_plan_ha": OursPlanAsHa}
+class AskedAsHa:
+    """`ours_ha` (or `ours_plan_ha`) asked when the integration asks it, not every tick: when an
+    event about the asset is applied (at its delivery time), every 0.5 s while its estimate is
+    still moving (one timer for all assets, as the placement's re-check) and at the hub's 30 s
+    housekeeping; between those, the last answer stands (what the entities show)."""
+
+    def __init__(self, scenario: Scenario, plan: bool = False) -> None:
+        self.inner = (OursPlanAsHa if plan else OursAsHa)(scenario)
+        self.name = f"{self.inner.name}_asked"
+        self.answers: dict[str, Any] = {}
+        self.unsettled: set[str] = set()
+        self.recheck_at: int | None = None
+        self.housekeeping_at = HOUSEKEEPING_MS
+        self.train = self.inner.train
+        self.node_online = self.inner.node_online
+
+    def settings(self) -> dict[str, Any]:
+        return self.inner.settings()
+
+    def _ask(self, asset: str, now: int) -> None:
+        found = self.answers[asset] = self.inner.locate(asset, now)
+        if found.settled:
+            self.unsettled.discard(asset)
+            return
+        self.unsettled.add(asset)
+        if self.recheck_at is None:
+            self.recheck_at = now + RECHECK_MS
+
+    def timers(self, now: int) -> None:
+        """Runs the re-checks and housekeeping due by now, in time order."""
+        while True:
+            due = [t for t in (self.recheck_at, self.housekeeping_at) if t is not None and t <= now]
+            if not due:
+                return
+            at = min(due)
+            if at == self.recheck_at:
+                self.recheck_at = None
+                for asset in sorted(self.unsettled):
+                    self._ask(asset, at)
+            else:
+                self.housekeeping_at += HOUSEKEEPING_MS
+                for asset in sorted(self.answers):
+                    self._ask(asset, at)
+
+    def observe(self, asset: str, node: str, rssi: float, at_ms: int, now: int) -> None:
+        self.inner.observe(asset, node, rssi, at_ms)
+        self._ask(asset, max(now, at_ms))
+
+    def lost(self, asset: str, node: str, at_ms: int, now: int) -> None:
+        self.inner.lost(asset, node, at_ms)
+        self._ask(asset, max(now, at_ms))
+
+    def locate(self, asset: str, now_ms: int) -> Any:
+        self.timers(now_ms)
+        return self.answers.get(asset) or Reading(None, None)
+
+
+EXTRA: dict[str, Callable[[Scenario], Any]] = {
+    "ours_ha": OursAsHa,
+    "ours_plan_ha": OursPlanAsHa,
+    "ours_ha_asked": AskedAsHa,
+    "ours_plan_ha_asked": lambda scenario: AskedAsHa(scenario, plan=True),
+}
 
 
 class Recording(Run):
@@ -100,7 +164,7 @@ class Recording(Run):
         seed: int,
         duration_s: float | None = None,
         locators: Sequence[str] = ("ours", "ours_plan"),
-        extra: Iterable[str] = ("ours_ha", "ours_plan_ha"),
+        extra: Iterable[str] = tuple(EXTRA),
     ) -> None:
         super().__init__(scenario, seed, False, list(locators), duration_s)
         for name in extra:
@@ -155,10 +219,15 @@ class Recording(Run):
             return
         # the integration keeps a sighting at its event's stamp (emission), not its obs_ms
         at = self.stamps[id(event)].hlc[0] - START_MS
+        asked = isinstance(score.impl, AskedAsHa)
+        now = (item.at_ms - START_MS,) if asked else ()
+        if asked:
+            score.impl.timers(now[0])
         if event.kind == "presence" and event.data.get("state") == "away":
-            self._call(score, "lost", event.asset, item.node, at)
+            self._call(score, "lost", event.asset, item.node, at, *now)
         elif event.kind in ("presence", "telemetry") and event.data.get("rssi") is not None:
-            self._call(score, "observe", event.asset, item.node, float(event.data["rssi"]), at)
+            rssi = float(event.data["rssi"])
+            self._call(score, "observe", event.asset, item.node, rssi, at, *now)
 
     def _evaluate(self, t: int, scored: bool, offline: set[str]) -> None:
         super()._evaluate(t, scored, offline)

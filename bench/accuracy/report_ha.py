@@ -17,6 +17,13 @@ MODES = {
 }
 
 
+def compared(mode: str) -> tuple[str, str, str]:
+    """The off-line locators a mode's entities are put beside: the estimator as the integration
+    configures it asked when the integration asks it, the same asked every tick, the harness's."""
+    _title, as_ha, harness = MODES[mode]
+    return f"{as_ha}_asked", as_ha, harness
+
+
 def write(
     results: dict[str, dict[str, Any]], out: Path, now: float | None = None
 ) -> dict[str, Any]:
@@ -99,6 +106,10 @@ def _scenario(s: dict[str, Any]) -> list[str]:
                 "**through Home Assistant** (entities, 1 s)",
                 played["through_ha"],
                 _fmt(wire["messages_per_tag_minute"], 2),
+            ),
+            _row(
+                f"{as_ha}_asked off-line (asked when the integration asks)",
+                played["offline"].get(f"{as_ha}_asked"),
             ),
             _row(f"{as_ha} off-line, same seconds", played["offline"].get(as_ha)),
             _row(f"{harness_name} off-line, same seconds", played["offline"].get(harness_name)),

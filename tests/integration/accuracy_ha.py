@@ -31,7 +31,7 @@ from mosquitto_broker import Mosquitto
 from through_ha import ThroughHa, real_monotonic
 
 from bench.accuracy.replay import Recording, agreement, figures, score
-from bench.accuracy.report_ha import MODES, write
+from bench.accuracy.report_ha import MODES, compared, write
 from bench.accuracy.scenario import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ async def test_through_home_assistant(
 ) -> None:
     recording, harness = await _recorded(path)
     scenario = recording.scenario
-    _title, as_ha, harness_name = MODES[mode]
+    names = compared(mode)
     began = real_monotonic()
     played = ThroughHa(hass, freezer, mosquitto, recording, tmp_path / "config", mode == "plan")
     try:
@@ -100,7 +100,7 @@ async def test_through_home_assistant(
     wall = round(real_monotonic() - began, 1)
 
     seen = {"through_ha": score(recording, "through_ha", readings)}
-    offline = {n: score(recording, n, recording.answers[n]) for n in (as_ha, harness_name)}
+    offline = {n: score(recording, n, recording.answers[n]) for n in names}
     nodes = len(scenario.nodes)
     per_tag = _messages_per_tag_minute(recording, played.messages)
     entry = _results.setdefault(
@@ -132,7 +132,7 @@ async def test_through_home_assistant(
         "wall_s": wall,
         "through_ha": figures(recording, seen)["through_ha"],
         "offline": figures(recording, offline),
-        "agreement": {n: agreement(readings, recording.answers[n]) for n in (as_ha, harness_name)},
+        "agreement": {n: agreement(readings, recording.answers[n]) for n in names},
         "wire": {
             "messages": played.messages,
             "events": played.events,
