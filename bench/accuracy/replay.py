@@ -92,9 +92,10 @@ class OursPlanAsHa(OursPlanLocator):
 
 class AskedAsHa:
     """`ours_ha` (or `ours_plan_ha`) asked when the integration asks it, not every tick: when an
-    event about the asset is applied (at its delivery time), every 0.5 s while its estimate is
+    event about the asset is applied (at its delivery time), 0.5 s later while its estimate is
     still moving (one timer for all assets, as the placement's re-check) and at the hub's 30 s
-    housekeeping; between those, the last answer stands (what the entities show)."""
+    housekeeping; between those, the last answer stands (what the entities show). The timers run
+    as the through-Home-Assistant player fires them (`timers`)."""
 
     def __init__(self, scenario: Scenario, plan: bool = False) -> None:
         self.inner = (OursPlanAsHa if plan else OursAsHa)(scenario)
@@ -119,20 +120,17 @@ class AskedAsHa:
             self.recheck_at = now + RECHECK_MS
 
     def timers(self, now: int) -> None:
-        """Runs the re-checks and housekeeping due by now, in time order."""
-        while True:
-            due = [t for t in (self.recheck_at, self.housekeeping_at) if t is not None and t <= now]
-            if not due:
-                return
-            at = min(due)
-            if at == self.recheck_at:
-                self.recheck_at = None
-                for asset in sorted(self.unsettled):
-                    self._ask(asset, at)
-            else:
+        """Runs the re-check and housekeeping due by now. They run at `now`, as Home Assistant's
+        timers run in the player: at the first tick or message time at or after they are due."""
+        if self.housekeeping_at <= now:
+            while self.housekeeping_at <= now:
                 self.housekeeping_at += HOUSEKEEPING_MS
-                for asset in sorted(self.answers):
-                    self._ask(asset, at)
+            for asset in sorted(self.answers):
+                self._ask(asset, now)
+        if self.recheck_at is not None and self.recheck_at <= now:
+            self.recheck_at = None
+            for asset in sorted(self.unsettled):
+                self._ask(asset, now)
 
     def observe(self, asset: str, node: str, rssi: float, at_ms: int, now: int) -> None:
         self.inner.observe(asset, node, rssi, at_ms)
