@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench accuracy alerts demo demo-check e2e screenshots faults faults-long faults-cluster fuzz check-wheels clean soak
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench bench-fleet accuracy alerts demo demo-check e2e screenshots faults faults-long faults-cluster fuzz check-wheels clean soak
 
 setup:
 	bash scripts/toolchain.sh
@@ -33,6 +33,14 @@ clean:
 # Targets whose scripts are owned by the parts they exercise.
 bench:
 	$(PY314) python bench/report.py
+
+# the fleet benchmark in its full form: 50 nodes x 100 tags (5,000 assets, 4 entries) into one
+# Home Assistant with the recorder, through mosquitto and through a three-node RabbitMQ cluster,
+# a 300 s window each (about 20 minutes); `make bench` runs its quick form (mosquitto, 60 s).
+# Writes build/bench/parts/fleet.json, then merges the parts into build/bench/report.{json,md}
+bench-fleet:
+	$(PY314) python bench/fleet.py --full
+	$(PY314) python bench/report.py --no-run
 
 # location accuracy: every scenario of bench/accuracy/scenarios at full length, three locators;
 # writes build/accuracy/report.{json,md} (ACCURACY_SEED=n for another seed); `make bench` runs a
