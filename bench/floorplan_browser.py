@@ -1,31 +1,42 @@
-"""The floor-plan view in a real browser: 200 assets moving, each updated about once a second.
+"""The floor-plan view in a real browser: 200 assets moving, each updated at least once a second.
 
 A real mosquitto and a real `hass` with the integration (added through its config flow, as in
 the end-to-end suite). A publisher in this process plays four edge nodes over MQTT: each announces
 itself (status, config with its share of the 200 assets, a suggested area) and then, ten times a
 second, sends the telemetry of the tenth of the assets whose turn it is: every asset walks across
-a 20 x 12 m floor of four rooms at 1.4 m/s and a node that hears it reports the RSSI a
-log-distance model with a wall loss gives at that spot. The integration does the rest on its real
-path (decode, dedupe, ordering, the locator's rooms and the radio map's positions, the tracker
-states), so each tracker's x, y, area and accuracy change about once a second.
+a 20 x 12 m floor of four rooms at 1.4 m/s, and each second one of the nodes that hear it, in turn,
+reports the RSSI a log-distance model with a wall loss gives at that spot (REPORTERS). The
+integration does the rest on its real path (decode, dedupe, ordering, the locator's rooms and the
+radio map's positions, the tracker states), so each tracker's x, y, area and accuracy change at
+least once a second.
 
 The floor is set up as a user does it: a floor, the nodes' areas on it, a plan image uploaded
 with Home Assistant's image upload, the rooms' outlines and the four nodes' positions, by the
 integration's actions. Then Debian's chromium opens the generated dashboard's floor-plan view,
-logged in, and the page's own performance timeline is read:
+logged in, and the page's own performance timeline is read, observed from before the first script
+runs:
 - `longtask` entries (tasks over 50 ms on the main thread) and `long-animation-frame` entries
-  (frames over 50 ms, with the scripts in them), both observed from before the first script runs;
+  (frames over 50 ms, with the scripts in them);
 - frame intervals from a `requestAnimationFrame` loop;
-- the card's `hass` setter, wrapped: calls, time in it, and how many trackers changed between
-  calls (the update rate the card sees);
-- the time from navigation start until the card draws all 200 assets (a frame after the setter
-  call that completed it);
-- the JS heap (DevTools `Runtime.getHeapUsage`), sampled through the window and after a GC.
-The window is MEASURE_S (60 s) of the live view after the first full render.
+- every WebSocket frame the frontend handles: the time in its message listeners, its size, the
+  state changes and tracker changes in it;
+- the card's `hass` setter and its deferred draw, wrapped: calls and time in them;
+- the time from navigation start until the card draws all 200 assets (a frame after the update
+  that completed it);
+- the JS heap (DevTools `Runtime.getHeapUsage`), sampled through the window and after a GC;
+- the CPU of the `hass` process and of Chromium's processes, and the load average.
+The window is MEASURE_S (60 s) of the live view after the first full render; then, as a control,
+as long again with the card's updates held back (same page and feed); then, with the feed
+stopped, the card alone with 200, 1,000 and 5,000 synthetic assets.
 
 Run: `scripts/py314 python bench/floorplan_browser.py` (part of `make bench`; needs chromium, as
-the end-to-end suite). ASSET_TRACKER_BENCH_QUICK=1 measures 20 s instead.
+the end-to-end suite). ASSET_TRACKER_BENCH_QUICK=1 measures 20 s and skips the control;
+ASSET_TRACKER_BENCH_REPORTERS=all has every node that hears an asset report it each second;
+ASSET_TRACKER_BENCH_CARD=<file> serves that card to the browser instead of the integration's (to
+compare two versions under the same conditions); ASSET_TRACKER_BENCH_PROFILE=1 writes a CPU
+profile of the page's live window (page.cpuprofile and page-profile.txt).
 Writes build/bench/parts/floorplan_browser.json and build/bench/floorplan_browser/result.json.
+(results in docs/benchmarks.md, "Floor-plan view, 200 assets")
 """
 
 from __future__ import annotations
