@@ -95,7 +95,9 @@ class AskedAsHa:
     event about the asset is applied (at its delivery time), 0.5 s later while its estimate is
     still moving (one timer for all assets, as the placement's re-check) and at the hub's 30 s
     housekeeping; between those, the last answer stands (what the entities show). The timers run
-    as the through-Home-Assistant player fires them (`timers`)."""
+    as the through-Home-Assistant player fires them (`timers`). Fed as the placement feeds it: a
+    node's `away` stands until that node reports the asset present again (its telemetry in between
+    takes nothing back)."""
 
     def __init__(self, scenario: Scenario, plan: bool = False) -> None:
         self.inner = (OursPlanAsHa if plan else OursAsHa)(scenario)
@@ -104,6 +106,7 @@ class AskedAsHa:
         self.unsettled: set[str] = set()
         self.recheck_at: int | None = None
         self.housekeeping_at = HOUSEKEEPING_MS
+        self.away: dict[tuple[str, str], bool] = {}  # (asset, node) -> its last presence was away
         self.train = self.inner.train
         self.node_online = self.inner.node_online
 
@@ -221,7 +224,12 @@ class Recording(Run):
         now = (item.at_ms - START_MS,) if asked else ()
         if asked:
             score.impl.timers(now[0])
-        if event.kind == "presence" and event.data.get("state") == "away":
+        away = event.kind == "presence" and event.data.get("state") == "away"
+        if asked and event.kind == "presence":
+            score.impl.away[(event.asset, item.node)] = away
+        if away or (asked and score.impl.away.get((event.asset, item.node))):
+            # the integration keeps a node's `away` until that node reports the asset present
+            # again: its telemetry in between is no reading
             self._call(score, "lost", event.asset, item.node, at, *now)
         elif event.kind in ("presence", "telemetry") and event.data.get("rssi") is not None:
             rssi = float(event.data["rssi"])
