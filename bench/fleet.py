@@ -60,8 +60,8 @@ Measured, per broker:
   included) at the start and the end of the window, as MB per hour, and the `states` rows written.
 
 The order: set-up and warm-up, then until the recorder's queue is empty (the first sighting of
-5,000 trackers leaves it minutes of work: each tracker turning `home` rewrites zone.home, whose
-attributes list every tracker in the zone), an idle window (the same fleet connected, no events),
+5,000 trackers leaves it minutes of work, zone.home among it: each tracker turning `home` rewrites
+zone.home, whose attributes list every tracker in the zone), an idle window (the same fleet connected, no events),
 then the load: 45 s of it before the measured window, longer than the integration's fusion window
 (40 s), since the warm-up's sightings have expired by then and the first heartbeats place every
 tag anew (a burst of area changes that is not the steady state), and until the recorder has
