@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import date
@@ -49,6 +50,16 @@ class LatencyWindow:
 
     def split_p95(self) -> dict[str, float | None]:
         return {part: percentile(values, 0.95) for part, values in self._parts.items()}
+
+
+def significant(value: float | None, figures: int = 2) -> float | None:
+    """`value` to `figures` significant figures: a health figure that would otherwise change
+    with every message (and be recorded each time) changes only when it moves visibly."""
+    if value is None or value == 0:
+        return value
+    digits = figures - 1 - math.floor(math.log10(abs(value)))
+    rounded = round(value, digits)
+    return float(int(rounded)) if digits <= 0 else rounded
 
 
 def percentile(values: deque[float], q: float) -> float | None:

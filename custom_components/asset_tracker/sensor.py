@@ -33,6 +33,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
+from .analytics import significant
 from .clock import wall_ms
 from .const import SIGNAL_NEW_BATTERY, SIGNAL_NEW_READING, SIGNAL_TICK
 from .entity import AssetEntity, NodeEntity, async_track_devices
@@ -171,7 +172,7 @@ NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
         device_class=SensorDeviceClass.DURATION,
         native_unit_of_measurement=UnitOfTime.MILLISECONDS,
         state_class=SensorStateClass.MEASUREMENT,
-        value_fn=lambda n: n.latency.p95(),
+        value_fn=lambda n: significant(n.latency.p95()),
     ),
     NodeSensorDescription(
         key="clock_offset",
@@ -194,7 +195,7 @@ NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
         translation_key="events_per_minute",
         native_unit_of_measurement="events/min",
         state_class=SensorStateClass.MEASUREMENT,
-        value_fn=lambda n: n.events.per_minute(wall_ms()),
+        value_fn=lambda n: significant(n.events.per_minute(wall_ms())),
     ),
     NodeSensorDescription(
         key="anomaly_rate",
@@ -346,5 +347,6 @@ class NodeSensor(NodeEntity, SensorEntity):
     @property
     def extra_state_attributes(self) -> dict[str, Any] | None:
         if self.entity_description.key == "latency_p95":
-            return {f"{part}_p95_ms": v for part, v in self.node.latency.split_p95().items()}
+            split = self.node.latency.split_p95().items()
+            return {f"{part}_p95_ms": significant(v) for part, v in split}
         return None
