@@ -66,12 +66,15 @@ def _last_seen(_hub: AssetTrackerHub, asset: AssetState) -> datetime | None:
 
 
 def _oldest_age_s(node: NodeState) -> float | None:
-    """Age of the oldest unacknowledged event; 0 for an empty outbox (nothing waits), unknown
-    only while the node has not reported its outbox."""
+    """Age of the oldest unacknowledged event when the node reported it, on the node's own clock
+    (its health's `hlc`), so the figure changes with each report, not with each message; 0 for
+    an empty outbox (nothing waits), unknown only while the node has not reported its outbox."""
     oldest = node.outbox.get("oldest_ms")
     if oldest is None:
         return 0 if node.outbox.get("depth") == 0 else None
-    return round(max(0, wall_ms() - int(oldest)) / 1000, 1)
+    reported = node.health.get("hlc")
+    at = int(reported[0]) if reported else wall_ms()
+    return round(max(0, at - int(oldest)) / 1000, 1)
 
 
 ASSET_SENSORS: tuple[AssetSensorDescription, ...] = (

@@ -330,3 +330,20 @@ async def test_a_broker_keeping_retained_messages_per_node_raises_a_repair(
     assert issue is not None and issue.translation_key == "broker_retained_scope"
     assert issue.translation_placeholders == {"node": "garage", "count": "2"}
     assert issue.severity is ir.IssueSeverity.WARNING
+
+
+async def test_oldest_unacknowledged_is_the_age_the_node_reported(
+    hass: HomeAssistant, setup_entry: Any
+) -> None:
+    """Measured on the node's clock when it reported: later messages without a new report do
+    not change it (each change would be a recorded row)."""
+    edge = Edge(hass)
+    edge.birth()
+    reported = now_ms() - 60_000
+    outbox = {"depth": 12, "oldest_ms": reported - 7_000}
+    edge.send("health", {"outbox": outbox, "hlc": [reported, 0], "uptime_s": 60})
+    await hass.async_block_till_done()
+    assert hass.states.get("sensor.garage_oldest_unacknowledged").state == "7.0"
+    edge.event("telemetry", "freezer", {"rssi": -60}, (now_ms(), 0))
+    await hass.async_block_till_done()
+    assert hass.states.get("sensor.garage_oldest_unacknowledged").state == "7.0"
