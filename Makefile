@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY314 := scripts/py314
 PY311 := .venv311/bin/python
 
-.PHONY: setup test test-edge311 test-edge314 test-integration lint bench bench-fleet accuracy alerts demo demo-check e2e screenshots faults faults-long faults-cluster fuzz check-wheels clean soak
+.PHONY: setup test test-edge311 test-edge314 test-integration lint bench bench-fleet accuracy accuracy-ha alerts demo demo-check e2e screenshots faults faults-long faults-cluster fuzz check-wheels clean soak
 
 setup:
 	bash scripts/toolchain.sh
