@@ -58,7 +58,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _part import ROOT, metric, percentile, write_part
-from e2e.browser import chromium, logged_in_page
+from e2e.browser import chromium, logged_in_page, on_floor_plan
 from e2e.hass_process import (
     HassClient,
     HassProcess,
@@ -206,18 +206,8 @@ INSTRUMENT = r"""
 })();
 """
 
-DRAWN = """
-(() => {
-  const walk = (root) => {
-    for (const el of root.querySelectorAll('*')) {
-      if (el.localName === 'asset-tracker-floor-plan' && el.shadowRoot) return el;
-      const inner = el.shadowRoot ? walk(el.shadowRoot) : null;
-      if (inner) return inner;
-    }
-    return null;
-  };
-  const card = walk(document);
-  if (!card) return null;
+DRAWN = on_floor_plan(
+    """
   const groups = [...card.shadowRoot.querySelectorAll('g.asset')];
   return {
     assets: groups.length,
@@ -226,8 +216,8 @@ DRAWN = """
     nodes: [...card.shadowRoot.querySelectorAll('rect.node')].map((n) => n.dataset.health),
     rooms: card.shadowRoot.querySelectorAll('polygon.room').length,
   };
-})()
 """
+)
 
 
 # The card alone at larger fleets, in the same page: a card of N assets on a 100 x 60 m plan fed

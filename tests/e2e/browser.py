@@ -218,6 +218,27 @@ async def wait_rendered(
     raise TimeoutError(f"{count} x {tags} not rendered, found {found}; console:\n{console}")
 
 
+# The integration's floor-plan card, found through every open shadow root.
+FLOOR_PLAN_CARD = """
+const floorPlanCard = () => {
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.localName === 'asset-tracker-floor-plan' && el.shadowRoot) return el;
+      const inner = el.shadowRoot ? walk(el.shadowRoot) : null;
+      if (inner) return inner;
+    }
+    return null;
+  };
+  return walk(document);
+};
+"""
+
+
+def on_floor_plan(body: str) -> str:
+    """A page script that runs `body` with `card`, the floor-plan card; null until it is drawn."""
+    return f"(() => {{{FLOOR_PLAN_CARD}const card = floorPlanCard();\nif (!card) return null;\n{body}}})()"
+
+
 # The centre of the last element of a tag name (through every open shadow root) whose text has
 # the needle, scrolled into view; null when none is rendered with a size yet.
 FIND_CENTRE = """

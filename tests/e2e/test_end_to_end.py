@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from e2e.browser import chromium, logged_in_page, wait_rendered
+from e2e.browser import chromium, logged_in_page, on_floor_plan, wait_rendered
 from e2e.conftest import ALERT_EVENT, NODE_AREA, WORK, Stack
 from e2e.hass_process import HassClient, wait_for, websocket
 
@@ -280,18 +280,8 @@ async def _node_area(client: HassClient) -> str | None:
 
 # The floor-plan view: a plan uploaded the way the UI does it (Home Assistant's image upload),
 # a floor, two rooms and the node placed by the actions; the card draws them in Chromium.
-FLOOR_PLAN_QUERY = """
-(() => {
-  const walk = (root) => {
-    for (const el of root.querySelectorAll('*')) {
-      if (el.localName === 'asset-tracker-floor-plan' && el.shadowRoot) return el;
-      const inner = el.shadowRoot ? walk(el.shadowRoot) : null;
-      if (inner) return inner;
-    }
-    return null;
-  };
-  const card = walk(document);
-  if (!card) return null;
+FLOOR_PLAN_QUERY = on_floor_plan(
+    """
   const root = card.shadowRoot;
   const img = root.querySelector('img');
   return {
@@ -302,8 +292,8 @@ FLOOR_PLAN_QUERY = """
       name: g.dataset.asset, where: g.dataset.where, x: g.dataset.x, y: g.dataset.y,
     })),
   };
-})()
 """
+)
 
 
 def _plan_png() -> bytes:
@@ -443,13 +433,11 @@ async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(sta
             await _edit_by_clicking(stack, page, plan)
             # a tap opens the asset's drill-down
             await page.evaluate(
-                "(() => { const walk = (root) => { for (const el of root.querySelectorAll('*')) {"
-                " if (el.localName === 'asset-tracker-floor-plan') return el;"
-                " const inner = el.shadowRoot ? walk(el.shadowRoot) : null; if (inner) return inner; }"
-                " return null; };"
-                " const g = [...walk(document).shadowRoot.querySelectorAll('g.asset')]"
-                ".find((g) => g.dataset.where === 'position');"
-                " g.dispatchEvent(new MouseEvent('click', {bubbles: true})); })()"
+                on_floor_plan(
+                    "const g = [...card.shadowRoot.querySelectorAll('g.asset')]"
+                    ".find((g) => g.dataset.where === 'position');"
+                    " g.dispatchEvent(new MouseEvent('click', {bubbles: true}));"
+                )
             )
 
             async def opened() -> Any:
@@ -462,12 +450,7 @@ async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(sta
         await client.close()
 
 
-CARD = (
-    "(() => { const walk = (root) => { for (const el of root.querySelectorAll('*')) {"
-    " if (el.localName === 'asset-tracker-floor-plan') return el;"
-    " const inner = el.shadowRoot ? walk(el.shadowRoot) : null; if (inner) return inner; }"
-    " return null; }; const card = walk(document); return (%s)(card.shadowRoot); })()"
-)
+CARD = on_floor_plan("return (%s)(card.shadowRoot);")
 
 
 async def _click_at(page: Any, x_m: float, y_m: float) -> None:

@@ -19,7 +19,7 @@ import aiomqtt
 import pytest
 from mosquitto_broker import Mosquitto
 
-from e2e.browser import chromium, logged_in_page
+from e2e.browser import chromium, logged_in_page, on_floor_plan
 from e2e.hass_process import (
     REPO,
     HassClient,
@@ -39,18 +39,8 @@ ROOT = "asset_tracker"
 NODE, AREA = "hall", "Big hall"
 ASSETS = 200
 
-DRAWN = """
-(() => {
-  const walk = (root) => {
-    for (const el of root.querySelectorAll('*')) {
-      if (el.localName === 'asset-tracker-floor-plan' && el.shadowRoot) return el;
-      const inner = el.shadowRoot ? walk(el.shadowRoot) : null;
-      if (inner) return inner;
-    }
-    return null;
-  };
-  const card = walk(document);
-  if (!card) return null;
+DRAWN = on_floor_plan(
+    """
   const groups = [...card.shadowRoot.querySelectorAll('g.asset')];
   return {
     assets: groups.length,
@@ -58,8 +48,8 @@ DRAWN = """
     names: new Set(groups.map((g) => g.dataset.asset)).size,
     holding: [...card.shadowRoot.querySelectorAll('polygon.room.holds')].length,
   };
-})()
 """
+)
 
 
 @pytest.fixture(scope="module")
