@@ -15,6 +15,7 @@ from .dashboard import async_setup_dashboard
 from .floorplan_actions import async_setup_floorplan_actions
 from .ha_scanners import async_start_ha_scanners
 from .hub import AssetTrackerConfigEntry, AssetTrackerData, AssetTrackerHub
+from .position_feed import async_setup_position_feed
 from .services import async_setup_services
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -24,6 +25,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the integration's actions once, whatever the number of fleets."""
     async_setup_services(hass)
     async_setup_floorplan_actions(hass)
+    async_setup_position_feed(hass)
     return True
 
 

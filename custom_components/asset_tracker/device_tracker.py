@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from homeassistant.components.device_tracker.const import SourceType
 from homeassistant.components.device_tracker.entity import BaseScannerEntity
-from homeassistant.core import HomeAssistant
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.event import async_call_later
 
 from .entity import AssetEntity, async_track_devices
 from .ha_scanners import is_live
 from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 from .placement import NODE_ROOM
+from .radio_map import Position
 
 PARALLEL_UPDATES = 0
+# a moving position shows on the tracker at most this often; the floor-plan card follows every
+# move over its own subscription (position_feed.py)
+POSITION_EVERY_S = 5.0
 
 
 async def async_setup_entry(
@@ -44,6 +50,13 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
 
     def __init__(self, hub: AssetTrackerHub, asset_id: str) -> None:
         super().__init__(hub, asset_id, "tracker")
+        self._shown: Position | None = None
+        self._shown_at = -math.inf
+        self._catch_up: CALLBACK_TYPE | None = None
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        self.async_on_remove(self._cancel_catch_up)
 
     def state_inputs(self) -> Any:
         return (self.is_connected, self.extra_state_attributes)
@@ -57,7 +70,7 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
         asset = self.asset
         # in steps of 0.05, so a settling estimate does not write the state twice a second
         confidence = None if asset.confidence is None else round(asset.confidence * 20) / 20
-        position = asset.position
+        position = self._position()
         return {
             "area": asset.area,
             "area_id": _area_id(asset.room),
@@ -72,6 +85,35 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
             "y": round(position.y, 2) if position else None,
             "position_accuracy_m": round(position.accuracy_m, 2) if position else None,
         }
+
+    def _position(self) -> Position | None:
+        """The asset's position as the tracker shows it: one that appears, goes or changes floor
+        at once, a move at most every POSITION_EVERY_S (the newest when that time is up)."""
+        live, shown = self.asset.position, self._shown
+        if live is shown:
+            return shown
+        now = self.hass.loop.time()
+        if live is not None and shown is not None and live.floor == shown.floor:
+            wait = self._shown_at + POSITION_EVERY_S - now
+            if wait > 0:
+                if self._catch_up is None:
+                    self._catch_up = async_call_later(self.hass, wait, self._caught_up)
+                return shown
+        self._cancel_catch_up()
+        self._shown, self._shown_at = live, now
+        return live
+
+    @callback
+    def _caught_up(self, _now: object) -> None:
+        self._catch_up = None
+        self._shown_at = -math.inf  # its time is up, whatever the clock says
+        self.async_write_if_changed()
+
+    @callback
+    def _cancel_catch_up(self) -> None:
+        if self._catch_up is not None:
+            self._catch_up()
+            self._catch_up = None
 
 
 def _area_id(room: str | None) -> str | None:

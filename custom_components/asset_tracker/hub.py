@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
@@ -37,6 +38,7 @@ from .ingest import Ingest
 from .models import AssetState, NodeState
 from .persistence import Persistence
 from .placement import Placement
+from .position_feed import DATA_POSITION_FEED
 from .repairs import Repairs
 
 HOUSEKEEPING_INTERVAL = timedelta(seconds=30)
@@ -55,6 +57,8 @@ class AssetTrackerHub:
         self.acks = Acks(self.fleet, self.persistence)
         self.floor_plans = FloorPlans(hass, entry_id, self.fleet.rejected)
         self.placement = Placement(self.fleet, self.floor_plans)
+        if (feed := hass.data.get(DATA_POSITION_FEED)) is not None:
+            self.placement.position_moved = partial(feed.moved, self)
         self.alerts = Alerts(self.fleet)
         self.repairs = Repairs(self.fleet)
         self.applier = Applier(

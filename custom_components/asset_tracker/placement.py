@@ -62,6 +62,8 @@ class Placement:
         # live sources (Home Assistant's Bluetooth scanners): source id -> area id; whoever
         # feeds them calls forget_areas() when that map changes
         self.live_sources: Callable[[], Mapping[str, str]] = dict
+        # told of every position taken or dropped (the floor-plan card's live feed)
+        self.position_moved: Callable[[AssetState], None] = lambda _asset: None
 
     def _settings(self) -> LocatorSettings:
         return LocatorSettings(fresh_s=float(self._fleet.options[CONF_FUSION_WINDOW]))
@@ -175,7 +177,7 @@ class Placement:
             estimate, nearest = Estimate(None, None, 0.0, now), None
         self._track_settling(asset.asset_id, estimate)
         moved = self._move(asset, estimate, nearest, now)
-        return _place(asset, self._position(asset.asset_id, estimate, now)) or moved
+        return self._place(asset, self._position(asset.asset_id, estimate, now)) or moved
 
     def _position(self, asset_id: str, estimate: Estimate, now: int) -> Position | None:
         """The estimate's position, but only while a node on the plan hears the asset: heard by
@@ -185,6 +187,12 @@ class Placement:
             return None
         placed = set(radio_map.nodes)
         return estimate.position if placed & self.locator.heard(asset_id, now).keys() else None
+
+    def _place(self, asset: AssetState, position: Position | None) -> bool:
+        if not _take(asset, position):
+            return False
+        self.position_moved(asset)
+        return True
 
     def _feed(self, asset: AssetState) -> None:
         for node_id, node in self._fleet.nodes.items():
@@ -225,7 +233,7 @@ class Placement:
             room, self._floor(room, ar.async_get(self._fleet.hass)) if room else None, 1.0, now
         )
         moved = self._move(asset, estimate, chosen, now)
-        return _place(asset, None) or moved
+        return self._place(asset, None) or moved
 
     def _move(self, asset: AssetState, estimate: Estimate, nearest: str | None, now: int) -> bool:
         asset.confidence = round(estimate.confidence, 3) if estimate.room else None
@@ -348,7 +356,7 @@ class Placement:
         self.forget_areas()
 
 
-def _place(asset: AssetState, position: Position | None) -> bool:
+def _take(asset: AssetState, position: Position | None) -> bool:
     """Takes the position when it is new, gone, or moved POSITION_STEP_M; True when taken."""
     old = asset.position
     if old is None and position is None:

@@ -4,6 +4,7 @@ next to the edge nodes, they are nodes of the radio map like any other."""
 from __future__ import annotations
 
 import pathlib
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import floor_registry as fr
 from mqtt_edge import Edge
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 from test_features import device
 from test_floor_plans import PNG
 from test_ha_scanners import (  # noqa: F401 (fixtures)
@@ -30,6 +31,7 @@ from test_rooms import area_state, tracker
 
 from custom_components.asset_tracker.const import DOMAIN
 from custom_components.asset_tracker.dashboard import _placeable
+from custom_components.asset_tracker.device_tracker import POSITION_EVERY_S
 
 # 12 x 4 m: the kitchen, the hall and the study side by side
 ROOMS = {
@@ -107,6 +109,10 @@ async def test_a_proxy_placed_on_the_plan_gives_positions_with_the_nodes(
     )
     assert hub.placement.locator.radio_map is not None
     assert area_state(hass, "keys") == "Hall"
+    # the tracker shows the newest position once its time is up
+    freezer.tick(timedelta(seconds=POSITION_EVERY_S))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
     attributes = tracker(hass, "keys")
     assert attributes["floor"] == plan["floor"]
     assert 4.0 <= attributes["x"] <= 8.0 and 0.0 <= attributes["y"] <= 4.0

@@ -44,6 +44,7 @@ from bench.accuracy.edge import START_MS
 from bench.accuracy.harness import TICK_MS
 from bench.accuracy.replay import Message, Reading, Recording
 from custom_components.asset_tracker.const import DOMAIN
+from custom_components.asset_tracker.position_feed import DATA_POSITION_FEED
 
 DEADLINE_S = 60.0  # real seconds for anything to happen; nothing here takes a second
 EPOCH = 1764374400123
@@ -57,6 +58,19 @@ def real_monotonic() -> float:
     """The real monotonic clock (freezegun replaces every module's own reference to it, so it is
     looked up in freezegun's module at each call)."""
     return float(freezegun_api.real_monotonic())
+
+
+class CardFeed:
+    """Stands in for a floor-plan card's WebSocket connection: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.floors: dict[int, str] = {}  # subscription id -> Home Assistant floor id
+        self.positions: dict[str, tuple[str, float, float] | None] = {}
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        floor = self.floors[message["id"]]
+        for entity_id, shown in message["event"]["positions"].items():
+            self.positions[entity_id] = None if shown is None else (floor, shown[0], shown[1])
 
 
 def _at(ms: int) -> dt.datetime:
@@ -92,6 +106,7 @@ class ThroughHa:
         self.ha_floor: dict[str, str] = {}  # scenario floor -> Home Assistant floor id
         self.offset = (0.0, 0.0)  # scenario (x, y) + offset = plan (x, y)
         self._entities: dict[str, tuple[str | None, str | None]] = {}
+        self.card = CardFeed()  # the positions a floor-plan card is sent
         self.messages = 0  # MQTT messages of events published
         self.events = 0
         self.waits = 0
@@ -243,6 +258,10 @@ class ThroughHa:
                 height=node.height,
             )
         assert self.hub.floor_plans.radio_plan() is not None, "the plan is not usable"
+        for msg_id, floor_id in enumerate(self.floor_of, 1):
+            self.card.floors[msg_id] = floor_id
+            feed = self.hass.data[DATA_POSITION_FEED]
+            self._stack.callback(feed.subscribe(self.card, msg_id, floor_id))  # type: ignore[arg-type]
 
     async def _action(self, service: str, **data: Any) -> None:
         response = service == "set_floor_plan"
@@ -344,13 +363,13 @@ class ThroughHa:
         tracker = self.hass.states.get(tracker_entity) if tracker_entity else None
         if tracker is None:
             return Reading(room, None)
-        attrs = tracker.attributes
-        floor_id = attrs.get("floor")
+        floor_id = tracker.attributes.get("floor")
         floor = self.floor_of.get(floor_id, floor_id) if floor_id else None
         position = None
-        if attrs.get("x") is not None and attrs.get("y") is not None and floor is not None:
+        if (fed := self.card.positions.get(tracker.entity_id)) is not None:
+            fed_floor, x, y = fed
             dx, dy = self.offset
-            position = (floor, float(attrs["x"]) - dx, float(attrs["y"]) - dy)
+            position = (self.floor_of[fed_floor], x - dx, y - dy)
         return Reading(room, floor, position)
 
     async def async_close(self) -> None:

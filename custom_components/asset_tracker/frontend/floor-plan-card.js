@@ -1,15 +1,19 @@
 // Asset Tracker floor plan: one floor's image with its rooms, the nodes (online or offline) and
 // the assets where they are, live. The dashboard generates the card's configuration (metres from
-// the image's top-left corner); this only draws it and moves the assets as their trackers change.
-// An asset with a position (tracker attributes x, y, position_accuracy_m on this floor) is drawn
-// there with its uncertainty as a circle; one without is drawn near its room's centre and the
-// room, its uncertainty, is highlighted. A tap opens the asset's drill-down view.
-// Updates stay cheap at a few hundred assets changing every second: the frontend hands the card a
-// new `hass` for every batch of state changes; the card only notes it and redraws at most every
-// DRAW_EVERY_MS, in an animation frame, the trackers whose state object changed, moving each
-// marker by one transform and writing only the attributes whose value changed. The markers are
-// an SVG layer of their own above the rooms and nodes, so a redraw repaints only them
-// (docs/benchmarks.md, "Floor-plan view, 200 assets").
+// the image's top-left corner); this only draws it and moves the assets.
+// Positions come from the integration's own subscription (`asset_tracker/positions`, one floor):
+// the floor's positions at once, then what moved, at most four times a second. The trackers show a
+// move only every few seconds (fewer state writes for the recorder and every open frontend); a
+// tracker the subscription never named is drawn from its attributes x, y, position_accuracy_m.
+// An asset with a position is drawn there with its uncertainty as a circle; one without is drawn
+// near its room's centre and the room, its uncertainty, is highlighted. A tap opens the asset's
+// drill-down view.
+// Updates stay cheap at a few hundred assets changing every second: the card only notes a new
+// `hass` or moved positions and redraws at most every DRAW_EVERY_MS, in an animation frame, the
+// trackers whose state object or position changed, moving each marker by one transform and
+// writing only the attributes whose value changed. The markers are an SVG layer of their own above
+// the rooms and nodes, so a redraw repaints only them (docs/benchmarks.md, "Floor-plan view, 200
+// assets").
 const SVG = "http://www.w3.org/2000/svg";
 const DRAW_EVERY_MS = 250;
 
@@ -24,7 +28,11 @@ class AssetTrackerFloorPlan extends HTMLElement {
     if (!config || !config.image || !(config.width_m > 0) || !(config.height_m > 0)) {
       throw new Error("image, width_m and height_m are required");
     }
+    const floor = this._config && this._config.floor;
     this._config = config;
+    if (floor !== config.floor) this._unsubscribe();
+    this._positions = new Map(); // tracker entity -> [x, y, accuracy] or null, as subscribed
+    this._moved = new Set(); // tracker entities whose position changed since the last draw
     this._drawn = new Map(); // tracker entity -> {group, state, ...what is drawn}
     this._nodes = new Map(); // connectivity entity -> {mark, state}
     this._build();
@@ -122,6 +130,40 @@ class AssetTrackerFloorPlan extends HTMLElement {
     this._layer = layer;
     this._buildEditor(root, plan);
     if (this._hass) this._draw();
+    this._subscribe();
+  }
+
+  connectedCallback() {
+    this._subscribe();
+  }
+
+  disconnectedCallback() {
+    this._unsubscribe();
+  }
+
+  _subscribe() {
+    if (this._subscription || !this._hass || !this._config || !this.isConnected) return;
+    const request = { type: "asset_tracker/positions", floor: this._config.floor };
+    const subscription = this._hass.connection.subscribeMessage((m) => this._fed(m), request);
+    this._subscription = subscription;
+    subscription.catch((err) => {
+      if (this._subscription === subscription) this._subscription = undefined;
+      console.warn("asset-tracker-floor-plan: no live positions", err);
+    });
+  }
+
+  _unsubscribe() {
+    const subscription = this._subscription;
+    this._subscription = undefined;
+    if (subscription) subscription.then((unsubscribe) => unsubscribe()).catch(() => {});
+  }
+
+  _fed(message) {
+    for (const [entity, position] of Object.entries(message.positions)) {
+      this._positions.set(entity, position);
+      this._moved.add(entity);
+    }
+    this._schedule();
   }
 
   // editing (administrators): pick a node and click where it stands, or a room and click its
@@ -254,9 +296,14 @@ class AssetTrackerFloorPlan extends HTMLElement {
 
   set hass(hass) {
     this._hass = hass;
-    // many updates a second: the newest is drawn in the next frame (pending in _frame), or once
-    // DRAW_EVERY_MS passed since the last draw (pending in _timer)
-    if (!this._config || this._frame || this._timer) return;
+    this._subscribe();
+    this._schedule();
+  }
+
+  // many updates a second: the newest is drawn in the next frame (pending in _frame), or once
+  // DRAW_EVERY_MS passed since the last draw (pending in _timer)
+  _schedule() {
+    if (!this._config || !this._hass || this._frame || this._timer) return;
     const wait = (this._drawnAt ?? -Infinity) + DRAW_EVERY_MS - performance.now();
     if (wait > 0) {
       this._timer = setTimeout(() => {
@@ -288,12 +335,14 @@ class AssetTrackerFloorPlan extends HTMLElement {
       node.mark.dataset.health = health;
     }
     let rooms = false;
+    const moved = this._moved;
+    this._moved = new Set();
     for (const [entity, drawn] of this._drawn) {
       const state = hass.states[entity];
-      if (state === drawn.state) continue;
+      if (state === drawn.state && !moved.has(entity)) continue;
       drawn.state = state;
       const room = drawn.room;
-      this._place(drawn, state);
+      this._place(drawn, state, entity);
       rooms = rooms || drawn.room !== room;
     }
     if (rooms) this._markRooms();
@@ -311,12 +360,19 @@ class AssetTrackerFloorPlan extends HTMLElement {
     }
   }
 
-  _place(drawn, state) {
+  // the subscription's position when it named the tracker, else the tracker's attributes
+  _position(entity, a) {
+    if (this._positions.has(entity)) return this._positions.get(entity);
+    const here = a.x != null && a.y != null && a.floor === this._config.floor;
+    return here ? [a.x, a.y, a.position_accuracy_m || 0] : null;
+  }
+
+  _place(drawn, state, entity) {
     const a = state ? state.attributes : {};
-    const floor = this._config.floor;
+    const position = this._position(entity, a);
     let x, y, r, where;
-    if (a.x != null && a.y != null && a.floor === floor) {
-      [x, y, r, where] = [a.x, a.y, a.position_accuracy_m || 0, "position"];
+    if (position) {
+      [x, y, r, where] = [...position, "position"];
     } else if (a.area_id && this._rooms.has(a.area_id)) {
       const room = this._rooms.get(a.area_id);
       // several assets in one room: each on its own spot of a small ring round the centre
