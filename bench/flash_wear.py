@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ha_core import add_mqtt_entry, add_tracker_entry, run_on_ha_loop, start_core
 from _part import ROOT, metric, write_part
 from mosquitto_broker import Mosquitto, free_port
 
@@ -569,34 +570,12 @@ def sections(data: dict[str, Any]) -> dict[str, int]:
 
 
 async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
-    from homeassistant import bootstrap, runner
-    from homeassistant.components.http import config as http_config
-    from homeassistant.exceptions import HomeAssistantError
-
-    config_dir = Path(args.ha)
-    hass = await bootstrap.async_setup_hass(
-        runner.RuntimeConfig(config_dir=str(config_dir), skip_pip=True)
-    )
-    assert hass is not None
-    await hass.async_start()
-    store = await http_config.async_get_and_load_store(hass)
-    with contextlib.suppress(HomeAssistantError):
-        await store.async_promote_pending()
+    hass = await start_core(Path(args.ha))
     result: dict[str, Any] = {"assets": args.assets, "nodes": args.nodes}
     pid = os.getpid()
     try:
-        flow = await hass.config_entries.flow.async_init("mqtt", context={"source": "user"})
-        other = {"set_client_cert": False, "set_ca_cert": "off", "transport": "tcp"}
-        answer = {"broker": "127.0.0.1", "port": args.port, "other_settings": other}
-        flow = await hass.config_entries.flow.async_configure(flow["flow_id"], answer)
-        assert flow["type"] == "create_entry", flow
-        flow = await hass.config_entries.flow.async_init(
-            "asset_tracker", context={"source": "user"}
-        )
-        flow = await hass.config_entries.flow.async_configure(
-            flow["flow_id"], {"root_topic": TOPIC_ROOT}
-        )
-        assert flow["type"] == "create_entry", flow
+        await add_mqtt_entry(hass, args.port)
+        await add_tracker_entry(hass, TOPIC_ROOT)
         await hass.async_block_till_done()
         entry = hass.config_entries.async_entries("asset_tracker")[0]
         hub = entry.runtime_data.hub
@@ -771,14 +750,7 @@ def cli() -> None:
     if args.publish:
         print(json.dumps(asyncio.run(publish(args))))
     elif args.ha:
-        from homeassistant import runner
-
-        loop = runner.create_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(ha_main(args))
-        finally:
-            loop.close()
+        run_on_ha_loop(ha_main(args))
     else:
         main()
 

@@ -102,6 +102,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ha_core import add_mqtt_entry, add_tracker_entry, run_on_ha_loop, start_core
 from _part import ROOT, metric, percentile, write_part
 from asset_tracker_edge import protocol
 from ha_ingest import HA_CPU, OTHER_CPU, OwnTime, watch_critical, write_config
@@ -860,20 +861,10 @@ def window(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
-    from homeassistant import bootstrap, runner
-    from homeassistant.components.http import config as http_config
-    from homeassistant.exceptions import HomeAssistantError
     from homeassistant.helpers import entity_registry as er
 
     config_dir = Path(args.ha)
-    hass = await bootstrap.async_setup_hass(
-        runner.RuntimeConfig(config_dir=str(config_dir), skip_pip=True)
-    )
-    assert hass is not None
-    await hass.async_start()
-    store = await http_config.async_get_and_load_store(hass)
-    with contextlib.suppress(HomeAssistantError):
-        await store.async_promote_pending()
+    hass = await start_core(config_dir)
     result: dict[str, Any] = {}
     own = OwnTime(asyncio.get_running_loop())
     own.install()  # before the entries subscribe, so their subscriptions hold the timed callback
@@ -882,19 +873,9 @@ async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
     collections = Collections()
     nodes: asyncio.subprocess.Process | None = None
     try:
-        flow = await hass.config_entries.flow.async_init("mqtt", context={"source": "user"})
-        other = {"set_client_cert": False, "set_ca_cert": "off", "transport": "tcp"}
-        answer = {"broker": "127.0.0.1", "port": args.port, "other_settings": other}
-        flow = await hass.config_entries.flow.async_configure(flow["flow_id"], answer)
-        assert flow["type"] == "create_entry", flow
+        await add_mqtt_entry(hass, args.port)
         for e in range(ENTRIES):
-            flow = await hass.config_entries.flow.async_init(
-                "asset_tracker", context={"source": "user"}
-            )
-            flow = await hass.config_entries.flow.async_configure(
-                flow["flow_id"], {"root_topic": root_of(e)}
-            )
-            assert flow["type"] == "create_entry", flow
+            await add_tracker_entry(hass, root_of(e))
         await hass.async_block_till_done()
         await asyncio.sleep(2.0)  # the MQTT client sends the subscriptions a moment later
         entries = hass.config_entries.async_entries("asset_tracker")
@@ -1234,14 +1215,7 @@ def cli() -> None:
     elif args.ha:
         if pinned:
             os.sched_setaffinity(0, {HA_CPU})
-        from homeassistant import runner
-
-        loop = runner.create_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(ha_main(args))
-        finally:
-            loop.close()
+        run_on_ha_loop(ha_main(args))
     else:
         full = args.full and os.environ.get("ASSET_TRACKER_BENCH_QUICK") != "1"
         broker = args.broker or ("both" if full else "mosquitto")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import gc
 import json
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ha_core import add_mqtt_entry, add_tracker_entry, run_on_ha_loop, start_core
 from _part import ROOT, metric, percentile, write_part
 from mosquitto_broker import Mosquitto, free_port
 
@@ -421,37 +421,15 @@ def phase_metrics(monitor: StallMonitor, base: int, total: int) -> dict[str, Any
 
 
 async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
-    from homeassistant import bootstrap, runner
-    from homeassistant.components.http import config as http_config
-    from homeassistant.exceptions import HomeAssistantError
     from homeassistant.helpers import entity_registry as er
 
-    config_dir = Path(args.config_dir)
-    hass = await bootstrap.async_setup_hass(
-        runner.RuntimeConfig(config_dir=str(config_dir), skip_pip=True)
-    )
-    assert hass is not None
-    await hass.async_start()
-    # the `http:` YAML is a five-minute trial until confirmed, as the user does in the UI
-    store = await http_config.async_get_and_load_store(hass)
-    with contextlib.suppress(HomeAssistantError):
-        await store.async_promote_pending()
+    hass = await start_core(Path(args.ha))
     result: dict[str, Any] = {}
     own = OwnTime(asyncio.get_running_loop())
     own.install()  # before the entry subscribes, so its subscription holds the timed callback
     try:
-        flow = await hass.config_entries.flow.async_init("mqtt", context={"source": "user"})
-        other = {"set_client_cert": False, "set_ca_cert": "off", "transport": "tcp"}
-        answer = {"broker": "127.0.0.1", "port": args.port, "other_settings": other}
-        flow = await hass.config_entries.flow.async_configure(flow["flow_id"], answer)
-        assert flow["type"] == "create_entry", flow
-        flow = await hass.config_entries.flow.async_init(
-            "asset_tracker", context={"source": "user"}
-        )
-        flow = await hass.config_entries.flow.async_configure(
-            flow["flow_id"], {"root_topic": TOPIC_ROOT}
-        )
-        assert flow["type"] == "create_entry", flow
+        await add_mqtt_entry(hass, args.port)
+        await add_tracker_entry(hass, TOPIC_ROOT)
         await hass.async_block_till_done()
         entry = hass.config_entries.async_entries("asset_tracker")[0]
         hub = entry.runtime_data.hub
@@ -679,15 +657,7 @@ def cli() -> None:
     elif args.ha:
         if pinned:
             os.sched_setaffinity(0, {HA_CPU})
-        from homeassistant import runner
-
-        args.config_dir = args.ha
-        loop = runner.create_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(ha_main(args))
-        finally:
-            loop.close()
+        run_on_ha_loop(ha_main(args))
     else:
         main()
 
