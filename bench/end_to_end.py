@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -65,9 +64,9 @@ from baseline import NAIVE_ALERT_ID, NaiveGateway, ha_mqtt_config, naive_unique_
 from e2e.hass_process import (
     HassClient,
     HassProcess,
+    broker_and_hass,
     ensure_integration,
     first_start,
-    free_port,
     wait_for,
     websocket,
     write_config,
@@ -443,21 +442,11 @@ def write_ha_config(hass: HassProcess) -> None:
 
 
 async def main() -> None:
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    broker = Mosquitto(WORK / "mosquitto", extra_conf="set_tcp_nodelay true")
-    broker.start()
-    hass = HassProcess(WORK / "ha", free_port())
-    write_ha_config(hass)
-    try:
-        hass.start()
+    stack = broker_and_hass(
+        WORK, write_ha_config, broker_conf="set_tcp_nodelay true", tail_on_error=60
+    )
+    with stack as (broker, hass):
         metrics = await run(broker, hass)
-    except BaseException:
-        print(hass.tail(60), file=sys.stderr)
-        raise
-    finally:
-        hass.stop()
-        broker.stop()
     path = write_part(
         "end_to_end",
         "End to end: BLE advert -> entity state in a real Home Assistant via mosquitto, "

@@ -43,12 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -62,13 +60,14 @@ from e2e.browser import chromium, logged_in_page, on_floor_plan
 from e2e.hass_process import (
     HassClient,
     HassProcess,
+    broker_and_hass,
     ensure_integration,
     first_start,
-    free_port,
+    trackers,
     wait_for,
     websocket,
-    write_config,
 )
+from e2e.plan_image import WALL_COLOUR, plan_png
 from mosquitto_broker import Mosquitto
 
 WORK = ROOT / "build" / "bench" / "floorplan_browser"
@@ -434,50 +433,23 @@ class Publisher:
         self.stopped = time.monotonic()
 
 
-def plan_png() -> bytes:
-    """A 20 x 12 m plan at 50 px a metre: four rooms with doors."""
-    from PIL import Image, ImageDraw
-
+def floor_png() -> bytes:
+    """A 20 x 12 m plan at 50 px a metre (a grid line a metre): four rooms with doors."""
     scale = 50
-    image = Image.new("RGB", (int(WIDTH_M * scale), int(HEIGHT_M * scale)), "white")
-    draw = ImageDraw.Draw(image)
-    for x in range(0, image.width, scale):
-        draw.line([(x, 0), (x, image.height)], fill=(236, 239, 241))
-    for y in range(0, image.height, scale):
-        draw.line([(0, y), (image.width, y)], fill=(236, 239, 241))
-    wall = (69, 90, 100)
-    draw.rectangle([3, 3, image.width - 4, image.height - 4], outline=wall, width=6)
-    mid_x, mid_y = image.width // 2, image.height // 2
-    draw.line([(mid_x, 0), (mid_x, mid_y - 60)], fill=wall, width=6)
-    draw.line([(mid_x, mid_y + 60), (mid_x, image.height)], fill=wall, width=6)
-    draw.line([(0, mid_y), (mid_x - 200, mid_y)], fill=wall, width=6)
-    draw.line([(mid_x + 200, mid_y), (image.width, mid_y)], fill=wall, width=6)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    width, height = int(WIDTH_M * scale), int(HEIGHT_M * scale)
 
+    def walls(draw: Any) -> None:
+        draw.rectangle([3, 3, width - 4, height - 4], outline=WALL_COLOUR, width=6)
+        mid_x, mid_y = width // 2, height // 2
+        for line in (
+            [(mid_x, 0), (mid_x, mid_y - 60)],
+            [(mid_x, mid_y + 60), (mid_x, height)],
+            [(0, mid_y), (mid_x - 200, mid_y)],
+            [(mid_x + 200, mid_y), (width, mid_y)],
+        ):
+            draw.line(line, fill=WALL_COLOUR, width=6)
 
-async def upload(client: HassClient, png: bytes) -> str:
-    form = aiohttp.FormData()
-    form.add_field("file", png, filename="bench-floor.png", content_type="image/png")
-    async with client.session.post(
-        f"{client.url}/api/image/upload",
-        data=form,
-        headers={"Authorization": f"Bearer {client.token}"},
-    ) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"image upload: {resp.status} {await resp.text()}")
-        return str((await resp.json())["id"])
-
-
-async def trackers(client: HassClient) -> list[str]:
-    async with websocket(client) as ws:
-        entities = await ws.call("config/entity_registry/list")
-    return [
-        e["entity_id"]
-        for e in entities
-        if e["platform"] == "asset_tracker" and str(e["unique_id"]).endswith(":tracker")
-    ]
+    return plan_png(width, height, walls, grid=scale)
 
 
 async def draw_plan(client: HassClient) -> str:
@@ -496,7 +468,7 @@ async def draw_plan(client: HassClient) -> str:
                 area_id=by_name[area]["area_id"],
                 floor_id=floor["floor_id"],
             )
-    image = await upload(client, plan_png())
+    image = await client.upload_image(floor_png(), "bench-floor.png")
     service = "/api/services/asset_tracker"
     await client.post(
         f"{service}/set_floor_plan",
@@ -941,21 +913,8 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def main() -> None:
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    broker = Mosquitto(WORK / "mosquitto")
-    broker.start()
-    hass = HassProcess(WORK / "ha", free_port())
-    write_config(hass.config_dir, hass.port)
-    try:
-        hass.start()
+    with broker_and_hass(WORK, tail_on_error=60) as (broker, hass):
         result = await measure(hass, broker)
-    except BaseException:
-        print(hass.tail(60), file=sys.stderr)
-        raise
-    finally:
-        hass.stop()
-        broker.stop()
     (WORK / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     path = write_part(
         "floorplan_browser",

@@ -8,7 +8,6 @@ Everything lives under build/e2e/ and is kept after the run for inspection (logs
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,8 @@ from e2e.hass_process import (
     HassClient,
     HassProcess,
     Tokens,
-    ensure_integration,
-    first_start,
-    free_port,
+    broker_and_hass,
+    ready_with_integration,
     write_config,
 )
 
@@ -85,29 +83,17 @@ def edge_config(workdir: Path, port: int) -> dict[str, Any]:
     return config
 
 
+def write_stack_config(hass: HassProcess) -> None:
+    write_config(hass.config_dir, hass.port, automations=[ALERT_AUTOMATION], debug_integration=True)
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    broker = Mosquitto(WORK / "mosquitto")
-    broker.start()
-    hass = HassProcess(WORK / "ha", free_port())
-    write_config(hass.config_dir, hass.port, automations=[ALERT_AUTOMATION], debug_integration=True)
-    edge = EdgeProcess(WORK / "edge", edge_config(WORK / "edge", broker.port))
-    try:
-        hass.start()
-
-        async def setup() -> tuple[Tokens, str]:
-            await hass.wait_ready()
-            client, tokens = await first_start(hass, LOGIN, (broker.host, broker.port))
-            entry = await ensure_integration(client)
-            await client.close()
-            return tokens, str(entry["entry_id"])
-
-        tokens, entry_id = asyncio.run(setup())
-        edge.start()
-        yield Stack(broker, hass, edge, tokens, entry_id)
-    finally:
-        edge.stop()
-        hass.stop()
-        broker.stop()
+    with broker_and_hass(WORK, write_stack_config) as (broker, hass):
+        edge = EdgeProcess(WORK / "edge", edge_config(WORK / "edge", broker.port))
+        try:
+            tokens, entry_id = asyncio.run(ready_with_integration(hass, LOGIN, broker))
+            edge.start()
+            yield Stack(broker, hass, edge, tokens, entry_id)
+        finally:
+            edge.stop()

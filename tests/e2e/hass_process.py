@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import yaml
 from homeassistant.const import __version__ as HA_VERSION
+from mosquitto_broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 # ASSET_TRACKER_HASS_VENV: the `hass` process runs from this Python environment (one of the
@@ -380,6 +381,17 @@ class HassClient:
                 raise HassApiError(f"GET {path}: {resp.status} {text}")
             return json.loads(text)
 
+    async def upload_image(self, png: bytes, filename: str) -> str:
+        """A PNG uploaded the way the UI uploads a picture (the image upload); returns its id."""
+        form = aiohttp.FormData()
+        form.add_field("file", png, filename=filename, content_type="image/png")
+        async with self.session.post(
+            f"{self.url}/api/image/upload", data=form, headers=self._headers(True)
+        ) as resp:
+            if resp.status != 200:
+                raise HassApiError(f"image upload: {resp.status} {await resp.text()}")
+            return str((await resp.json())["id"])
+
     async def states(self) -> dict[str, dict[str, Any]]:
         return {s["entity_id"]: s for s in await self.get("/api/states")}
 
@@ -520,6 +532,51 @@ async def first_start(
     return client, tokens
 
 
+def plain_config(hass: HassProcess) -> None:
+    write_config(hass.config_dir, hass.port)
+
+
+@contextlib.contextmanager
+def broker_and_hass(
+    work: Path,
+    configure: Callable[[HassProcess], None] = plain_config,
+    *,
+    broker_conf: str = "",
+    tail_on_error: int = 0,
+) -> Iterator[tuple[Mosquitto, HassProcess]]:
+    """A fresh `work` folder, mosquitto and a `hass` (configured by `configure`) started on free
+    ports; both stopped after. `tail_on_error` lines of hass's output go to stderr when the body
+    fails: a benchmark has no test report to show them in."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    broker = Mosquitto(work / "mosquitto", extra_conf=broker_conf)
+    broker.start()
+    hass = HassProcess(work / "ha", free_port())
+    configure(hass)
+    try:
+        hass.start()
+        yield broker, hass
+    except BaseException:
+        if tail_on_error:
+            print(hass.tail(tail_on_error), file=sys.stderr)
+        raise
+    finally:
+        hass.stop()
+        broker.stop()
+
+
+async def ready_with_integration(
+    hass_proc: HassProcess, login: tuple[str, str, str], broker: Mosquitto
+) -> tuple[Tokens, str]:
+    """Once `hass` answers: owner, MQTT and the Asset Tracker entry set up as a user would; the
+    owner's tokens and the entry's id."""
+    await hass_proc.wait_ready()
+    client, tokens = await first_start(hass_proc, login, (broker.host, broker.port))
+    entry = await ensure_integration(client)
+    await client.close()
+    return tokens, str(entry["entry_id"])
+
+
 async def ensure_integration(client: HassClient, root: str = "asset_tracker") -> dict[str, Any]:
     """The Asset Tracker config entry for `root`: the existing one, the discovered one confirmed
     (a node that announced itself first), or one added by hand."""
@@ -533,6 +590,17 @@ async def ensure_integration(client: HassClient, root: str = "asset_tracker") ->
     if result.get("type") != "create_entry":
         raise HassApiError(f"asset_tracker flow: {result}")
     return dict(result["result"])
+
+
+async def trackers(client: HassClient) -> list[str]:
+    """The entity ids of the Asset Tracker's device trackers, from the entity registry."""
+    async with websocket(client) as ws:
+        entities = await ws.call("config/entity_registry/list")
+    return [
+        e["entity_id"]
+        for e in entities
+        if e["platform"] == "asset_tracker" and str(e["unique_id"]).endswith(":tracker")
+    ]
 
 
 async def long_lived_token(client: HassClient, name: str = CLIENT_NAME) -> str:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -46,9 +45,8 @@ from e2e.hass_process import (
     HassClient,
     HassProcess,
     Tokens,
-    ensure_integration,
-    first_start,
-    free_port,
+    broker_and_hass,
+    ready_with_integration,
     wait_for,
     websocket,
     write_config,
@@ -80,27 +78,12 @@ class Demo:
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[Demo]:
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    broker = Mosquitto(WORK / "mosquitto")
-    broker.start()
-    hass = HassProcess(WORK / "ha", free_port())
-    write_config(hass.config_dir, hass.port, automations=[ALERT_AUTOMATION])
-    try:
-        hass.start()
+    def configure(hass: HassProcess) -> None:
+        write_config(hass.config_dir, hass.port, automations=[ALERT_AUTOMATION])
 
-        async def setup() -> tuple[Tokens, str]:
-            await hass.wait_ready()
-            client, tokens = await first_start(hass, LOGIN, (broker.host, broker.port))
-            entry = await ensure_integration(client)
-            await client.close()
-            return tokens, str(entry["entry_id"])
-
-        tokens, entry_id = asyncio.run(setup())
+    with broker_and_hass(WORK, configure) as (broker, hass):
+        tokens, entry_id = asyncio.run(ready_with_integration(hass, LOGIN, broker))
         yield Demo(broker, hass, tokens, entry_id)
-    finally:
-        hass.stop()
-        broker.stop()
 
 
 @pytest.mark.timeout(RUN_S + 600)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import sqlite3
 import time
@@ -20,6 +19,7 @@ import aiohttp
 from e2e.browser import chromium, logged_in_page, on_floor_plan, wait_rendered
 from e2e.conftest import ALERT_EVENT, NODE_AREA, WORK, Stack
 from e2e.hass_process import HassClient, wait_for, websocket
+from e2e.plan_image import WALL_COLOUR, plan_png
 
 DOMAIN = "asset_tracker"
 ROOT = "asset_tracker"
@@ -297,33 +297,15 @@ FLOOR_PLAN_QUERY = on_floor_plan(
 
 
 def _plan_png() -> bytes:
-    """A 10 x 6 m plan at 100 px a metre: a workshop and a hallway."""
-    from PIL import Image, ImageDraw
+    """A 10 x 6 m plan at 100 px a metre (a grid line every half metre): a workshop and a
+    hallway."""
 
-    image = Image.new("RGB", (1000, 600), "white")
-    draw = ImageDraw.Draw(image)
-    for x in range(0, 1000, 50):
-        draw.line([(x, 0), (x, 600)], fill=(236, 239, 241))
-    for y in range(0, 600, 50):
-        draw.line([(0, y), (1000, y)], fill=(236, 239, 241))
-    draw.rectangle([4, 4, 995, 595], outline=(69, 90, 100), width=8)
-    draw.line([(650, 4), (650, 250)], fill=(69, 90, 100), width=8)
-    draw.line([(650, 350), (650, 595)], fill=(69, 90, 100), width=8)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    def walls(draw: Any) -> None:
+        draw.rectangle([4, 4, 995, 595], outline=WALL_COLOUR, width=8)
+        draw.line([(650, 4), (650, 250)], fill=WALL_COLOUR, width=8)
+        draw.line([(650, 350), (650, 595)], fill=WALL_COLOUR, width=8)
 
-
-async def _upload(client: HassClient, png: bytes) -> str:
-    form = aiohttp.FormData()
-    form.add_field("file", png, filename="ground-floor.png", content_type="image/png")
-    async with client.session.post(
-        f"{client.url}/api/image/upload",
-        data=form,
-        headers={"Authorization": f"Bearer {client.token}"},
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        return str((await resp.json())["id"])
+    return plan_png(1000, 600, walls)
 
 
 async def _draw_plan(client: HassClient) -> dict[str, Any]:
@@ -338,7 +320,7 @@ async def _draw_plan(client: HassClient) -> dict[str, Any]:
         hallway = await ws.call(
             "config/area_registry/create", name="Hallway", floor_id=floor["floor_id"]
         )
-    image = await _upload(client, _plan_png())
+    image = await client.upload_image(_plan_png(), "ground-floor.png")
     service = f"/api/services/{DOMAIN}"
     await client.post(
         f"{service}/set_floor_plan",

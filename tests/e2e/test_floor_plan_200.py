@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,12 +24,11 @@ from e2e.hass_process import (
     HassClient,
     HassProcess,
     Tokens,
-    ensure_integration,
-    first_start,
-    free_port,
+    broker_and_hass,
+    ready_with_integration,
+    trackers,
     wait_for,
     websocket,
-    write_config,
 )
 
 WORK = REPO / "build" / "e2e-floor-plan-200"
@@ -54,26 +52,9 @@ DRAWN = on_floor_plan(
 
 @pytest.fixture(scope="module")
 def hall() -> Iterator[tuple[HassProcess, Mosquitto, Tokens]]:
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    broker = Mosquitto(WORK / "mosquitto")
-    broker.start()
-    hass = HassProcess(WORK / "ha", free_port())
-    write_config(hass.config_dir, hass.port)
-    try:
-        hass.start()
-
-        async def setup() -> Tokens:
-            await hass.wait_ready()
-            client, tokens = await first_start(hass, LOGIN, (broker.host, broker.port))
-            await ensure_integration(client)
-            await client.close()
-            return tokens
-
-        yield hass, broker, asyncio.run(setup())
-    finally:
-        hass.stop()
-        broker.stop()
+    with broker_and_hass(WORK) as (broker, hass):
+        tokens, _entry_id = asyncio.run(ready_with_integration(hass, LOGIN, broker))
+        yield hass, broker, tokens
 
 
 class Node:
@@ -119,16 +100,6 @@ class Node:
         await self.mqtt.publish(f"{ROOT}/{NODE}/events", json.dumps(message), 1)
 
 
-async def _trackers(client: HassClient) -> list[str]:
-    async with websocket(client) as ws:
-        entities = await ws.call("config/entity_registry/list")
-    return [
-        e["entity_id"]
-        for e in entities
-        if e["platform"] == ROOT and str(e["unique_id"]).endswith(":tracker")
-    ]
-
-
 def _png() -> bytes:
     from PIL import Image
 
@@ -150,15 +121,7 @@ async def _plan(client: HassClient) -> None:
         await ws.call(
             "config/area_registry/update", area_id=hall_area["area_id"], floor_id=floor["floor_id"]
         )
-    form = aiohttp.FormData()
-    form.add_field("file", _png(), filename="hall.png", content_type="image/png")
-    async with client.session.post(
-        f"{client.url}/api/image/upload",
-        data=form,
-        headers={"Authorization": f"Bearer {client.token}"},
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        image = (await resp.json())["id"]
+    image = await client.upload_image(_png(), "hall.png")
     await client.post(
         f"/api/services/{ROOT}/set_floor_plan",
         {
@@ -189,7 +152,7 @@ async def test_the_floor_plan_card_draws_200_assets(
             await node.announce()
 
             async def all_trackers() -> Any:
-                found = await _trackers(client)
+                found = await trackers(client)
                 return found if len(found) >= ASSETS else None
 
             entities = await wait_for(all_trackers, 120, 0.5, f"{ASSETS} trackers")
