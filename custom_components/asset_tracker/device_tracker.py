@@ -68,8 +68,8 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         asset = self.asset
-        # in steps of 0.05, so a settling estimate does not write the state twice a second
-        confidence = None if asset.confidence is None else round(asset.confidence * 20) / 20
+        # in steps of 0.1, so a settling estimate does not rewrite the state at every report
+        confidence = None if asset.confidence is None else round(asset.confidence, 1)
         position = self._position()
         return {
             "area": asset.area,

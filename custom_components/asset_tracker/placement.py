@@ -218,8 +218,17 @@ class Placement:
             self.locator.node_online(source, online, wall_ms())
 
     def _strongest(self, asset: AssetState, now: int) -> str | None:
+        """The node that hears the asset best; the one named now stays until another hears it
+        louder by the hysteresis (a node named anew rewrites the tracker)."""
         heard = self.locator.heard(asset.asset_id, now)
-        return max(heard, key=lambda n: (heard[n], n)) if heard else None
+        if not heard:
+            return None
+        best = max(heard, key=lambda n: (heard[n], n))
+        current = asset.node
+        hysteresis = float(self._fleet.options[CONF_HYSTERESIS])
+        if current in heard and heard[best] - heard[current] < hysteresis:
+            return current
+        return best
 
     def _update_nearest(self, asset: AssetState, now: int) -> bool:
         options = self._fleet.options

@@ -115,6 +115,19 @@ async def test_an_asset_is_in_its_nodes_area_on_its_floor(
     assert attributes["confidence"] >= 0.9
 
 
+async def test_the_nearest_node_changes_only_when_another_is_clearly_louder(
+    hass: HomeAssistant, house: tuple[Edge, Edge], freezer: FrozenDateTimeFactory
+) -> None:
+    await present(hass, house, -60.0, -75.0)
+    assert tracker(hass, "cat")["node"] == "kitchen"
+    # the study heard a little louder now and then (2 dB < the 6 dB hysteresis): no new node
+    await heard_for(hass, freezer, house, (-62.0, -60.0), 3)
+    assert tracker(hass, "cat")["node"] == "kitchen"
+    # clearly louder: it is the nearest node now
+    await heard_for(hass, freezer, house, (-80.0, -58.0), 3)
+    assert tracker(hass, "cat")["node"] == "study"
+
+
 async def test_a_move_shows_without_waiting_for_another_event(
     hass: HomeAssistant, house: tuple[Edge, Edge], freezer: FrozenDateTimeFactory
 ) -> None:
