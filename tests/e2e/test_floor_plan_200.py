@@ -58,12 +58,13 @@ def hall() -> Iterator[tuple[HassProcess, Mosquitto, Tokens]]:
 
 
 class Node:
-    """The node on MQTT: its status and config (200 assets, its area), then every asset present,
-    said again with new sequence numbers until Home Assistant shows them all (as a node repeats
-    what it hears)."""
+    """A node on MQTT: its status and config (200 assets, its area), then what it hears, said
+    again with new sequence numbers until Home Assistant shows it (as a node repeats what it
+    hears)."""
 
-    def __init__(self, mqtt: Any) -> None:
+    def __init__(self, mqtt: Any, node_id: str = NODE) -> None:
         self.mqtt = mqtt
+        self.node_id = node_id
         self.epoch = time.time_ns() // 1_000_000
         self.seq = 0
 
@@ -71,18 +72,22 @@ class Node:
         return [max(self.epoch, time.time_ns() // 1_000_000), self.seq]
 
     async def announce(self) -> None:
-        status = {"v": 1, "node": NODE, "state": "online", "boot": 1, "epoch": self.epoch}
+        node = self.node_id
+        status = {"v": 1, "node": node, "state": "online", "boot": 1, "epoch": self.epoch}
         status["hlc"] = self.hlc()
         assets = [
             {"id": f"tag-{i:03d}", "name": f"Tag {i:03d}", "type": "tag"} for i in range(ASSETS)
         ]
-        config = {"v": 1, "node": NODE, "name": "Hall node", "area": AREA, "assets": assets}
-        await self.mqtt.publish(f"{ROOT}/{NODE}/status", json.dumps(status), 1, True)
-        await self.mqtt.publish(f"{ROOT}/{NODE}/config", json.dumps(config), 1, True)
+        config = {"v": 1, "node": node, "name": f"{node} node", "area": AREA, "assets": assets}
+        await self.mqtt.publish(f"{ROOT}/{node}/status", json.dumps(status), 1, True)
+        await self.mqtt.publish(f"{ROOT}/{node}/config", json.dumps(config), 1, True)
 
     async def present(self) -> None:
+        await self.hears({f"tag-{i:03d}": -60.0 for i in range(ASSETS)})
+
+    async def hears(self, rssi: dict[str, float]) -> None:
         events = []
-        for i in range(ASSETS):
+        for asset, value in rssi.items():
             self.seq += 1
             hlc = self.hlc()
             events.append(
@@ -90,14 +95,14 @@ class Node:
                     "seq": self.seq,
                     "hlc": hlc,
                     "obs_ms": hlc[0],
-                    "asset": f"tag-{i:03d}",
+                    "asset": asset,
                     "kind": "presence",
                     "prio": "critical",
-                    "data": {"state": "present", "rssi": -60},
+                    "data": {"state": "present", "rssi": value},
                 }
             )
-        message = {"v": 1, "node": NODE, "epoch": self.epoch, "floor": 1, "events": events}
-        await self.mqtt.publish(f"{ROOT}/{NODE}/events", json.dumps(message), 1)
+        message = {"v": 1, "node": self.node_id, "epoch": self.epoch, "floor": 1, "events": events}
+        await self.mqtt.publish(f"{ROOT}/{self.node_id}/events", json.dumps(message), 1)
 
 
 def _png() -> bytes:
@@ -108,9 +113,13 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
-async def _plan(client: HassClient) -> None:
-    """A floor with the node's area on it, a plan and the area's outline."""
+async def _plan(client: HassClient) -> str:
+    """A floor with the node's area on it, a plan and the area's outline (once); the floor's id."""
     async with websocket(client) as ws:
+        floors = await ws.call("config/floor_registry/list")
+        drawn = next((f["floor_id"] for f in floors if f["name"] == "Hall floor"), None)
+        if drawn is not None:
+            return str(drawn)
         floor = await ws.call("config/floor_registry/create", name="Hall floor", level=0)
 
         async def area() -> Any:
@@ -138,6 +147,7 @@ async def _plan(client: HassClient) -> None:
         f"/api/services/{ROOT}/set_room_outline",
         {"area_id": hall_area["area_id"], "outline": [[0, 0], [40, 0], [40, 30], [0, 30]]},
     )
+    return str(floor["floor_id"])
 
 
 async def test_the_floor_plan_card_draws_200_assets(
@@ -189,5 +199,90 @@ async def test_the_floor_plan_card_draws_200_assets(
             except TimeoutError as err:
                 raise AssertionError((seen, page.console[-20:])) from err
         assert found == {"assets": ASSETS, "in_room": ASSETS, "names": ASSETS, "holding": 1}
+    finally:
+        await client.close()
+
+
+# three nodes on the plan give positions; (x, y) metres
+PLACED = {NODE: (5.0, 5.0), "east": (35.0, 5.0), "south": (20.0, 25.0)}
+NEAR_HALL = {NODE: -62.0, "east": -92.0, "south": -90.0}
+NEAR_EAST = {NODE: -92.0, "east": -62.0, "south": -90.0}
+WALKERS = [f"tag-{i:03d}" for i in range(5)]
+
+POSITIONS = on_floor_plan(
+    """
+  const groups = [...card.shadowRoot.querySelectorAll('g.asset')]
+    .filter((g) => g.dataset.where === 'position');
+  return {
+    fed: card._positions.size,
+    at: Object.fromEntries(groups.map((g) => [g.dataset.asset, [+g.dataset.x, +g.dataset.y]])),
+  };
+"""
+)
+
+
+async def test_positions_reach_the_card_live_over_its_subscription(
+    hall: tuple[HassProcess, Mosquitto, Tokens],
+) -> None:
+    """Three placed nodes hear five assets near the hall node: the card draws them there, from
+    the positions its subscription sends; one walks to the east node and the card follows."""
+    hass, broker, tokens = hall
+    client = HassClient(hass.url)
+    client.token = tokens.access_token
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="e2e-plan") as mqtt:
+            nodes = {node_id: Node(mqtt, node_id) for node_id in PLACED}
+            for node in nodes.values():
+                await node.announce()
+
+            async def node_devices() -> Any:
+                async with websocket(client) as ws:
+                    devices = await ws.call("config/device_registry/list")
+                named = {d["name"] for d in devices}
+                return all(f"{n} node" in named for n in PLACED if n != NODE) or None
+
+            await wait_for(node_devices, 60, 0.5, "the east and south nodes' devices")
+            floor_id = await _plan(client)
+            for node_id, (x, y) in PLACED.items():
+                await client.post(
+                    f"/api/services/{ROOT}/set_node_position",
+                    {"node_id": node_id, "floor_id": floor_id, "x": x, "y": y},
+                )
+
+            async def hear(where: dict[str, dict[str, float]]) -> None:
+                for node_id, node in nodes.items():
+                    await node.hears({asset: where[asset][node_id] for asset in where})
+
+            async with (
+                chromium(WORK / "browser-positions") as endpoint,
+                aiohttp.ClientSession() as session,
+                logged_in_page(session, endpoint, tokens) as page,
+            ):
+                await page.send("Page.navigate", url=f"{hass.url}/asset-tracker/floor-plan")
+                seen: list[Any] = []
+
+                async def placed(where: dict[str, dict[str, float]], west: set[str]) -> Any:
+                    await hear(where)
+                    found = await page.evaluate(POSITIONS)
+                    seen[:] = [found]
+                    at = (found or {}).get("at", {})
+                    names = {f"Tag {a[4:]}": a for a in where}
+                    ok = len(names.keys() & at.keys()) == len(names) and all(
+                        (at[name][0] < 20) == (names[name] in west) for name in names
+                    )
+                    return found if ok else None
+
+                near_hall = dict.fromkeys(WALKERS, NEAR_HALL)
+                try:
+                    found = await wait_for(
+                        lambda: placed(near_hall, set(WALKERS)), 120, 2.0, "five assets placed"
+                    )
+                    assert found["fed"] >= len(WALKERS)  # given by the subscription
+                    moved = {**near_hall, WALKERS[0]: NEAR_EAST}
+                    await wait_for(
+                        lambda: placed(moved, set(WALKERS[1:])), 120, 2.0, "one walked east"
+                    )
+                except TimeoutError as err:
+                    raise AssertionError((seen, page.console[-20:])) from err
     finally:
         await client.close()
