@@ -45,8 +45,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Generated {report['generated_at']} (Python {report['python']}).",
         "Each scenario's run is played through Home Assistant: the edge pipelines' events over a "
         "real mosquitto into the integration in a Home Assistant test instance on the simulated "
-        "clock; the tags' area sensor and tracker (floor, position) are read every simulated "
-        "second and scored with the harness's metrics. Beside them, the off-line estimator of the "
+        "clock; the tags' area sensor, tracker (floor) and position (as the floor-plan card's "
+        "subscription sends it) are read every simulated second and scored with the harness's "
+        "metrics. Beside them, the off-line estimator of the "
         "same run asked at the same seconds: as the integration configures it (`*_ha`: rooms "
         "without neighbours) and as the harness does (`ours`, `ours_plan`: the scenario's doors as "
         "neighbours), and the harness's own figures (every 250 ms). Latency is at 1 s resolution "
