@@ -57,8 +57,7 @@ class AssetTrackerHub:
         self.acks = Acks(self.fleet, self.persistence)
         self.floor_plans = FloorPlans(hass, entry_id, self.fleet.rejected)
         self.placement = Placement(self.fleet, self.floor_plans)
-        if (feed := hass.data.get(DATA_POSITION_FEED)) is not None:
-            self.placement.position_moved = partial(feed.moved, self)
+        self.placement.position_moved = partial(hass.data[DATA_POSITION_FEED].moved, self)
         self.alerts = Alerts(self.fleet)
         self.repairs = Repairs(self.fleet)
         self.applier = Applier(

@@ -40,7 +40,7 @@ from .models import AssetState
 from .radio_map import FloorPlan, Position, RadioMap
 
 RECHECK_S = 0.5
-POSITION_STEP_M = 0.25  # a position moves on the tracker once it moved this far (fewer writes)
+POSITION_STEP_M = 0.25  # a position is taken (sent to the card) once it moved this far
 NODE_ROOM = "node:"  # the room of a node whose device has no Home Assistant area
 
 
