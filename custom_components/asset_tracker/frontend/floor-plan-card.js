@@ -30,8 +30,11 @@ class AssetTrackerFloorPlan extends HTMLElement {
     }
     const floor = this._config && this._config.floor;
     this._config = config;
-    if (floor !== config.floor) this._unsubscribe();
-    this._positions = new Map(); // tracker entity -> [x, y, accuracy] or null, as subscribed
+    if (!this._positions || floor !== config.floor) {
+      // another floor: its positions come with a new subscription
+      this._unsubscribe();
+      this._positions = new Map(); // tracker entity -> [x, y, accuracy] or null, as subscribed
+    }
     this._moved = new Set(); // tracker entities whose position changed since the last draw
     this._drawn = new Map(); // tracker entity -> {group, state, ...what is drawn}
     this._nodes = new Map(); // connectivity entity -> {mark, state}
