@@ -85,6 +85,8 @@ class LocatorSettings:
     map_calibrate: bool = False
     tx_sigma_min_db: float = 1.0  # how firmly a tag's learned transmit power is held
     map_weight: float = 1.0  # with a floor plan: dB of score per unit of log-likelihood, per dB
+    # with a floor plan: positions from the whole floor's fit, moved into the reported room
+    floor_fit: bool = True
 
 
 @dataclass(slots=True)
@@ -134,6 +136,8 @@ class _Asset:
     scored: tuple[tuple[Any, ...], dict[str, float], str] | None = None
     tx_db: float = 0.0  # with a floor plan: the tag's learned transmit power offset
     tx_samples: int = 0
+    # with a floor plan: the report last placed on its floor, and where
+    fixed: tuple[tuple[tuple[str, float], ...], Position | None] = ((), None)
 
 
 @dataclass(slots=True)
@@ -285,8 +289,31 @@ class Locator:
         confidence = state.belief.get(room, 0.0)
         position = None
         if self._map is not None and heard and self._map.covers(room):
-            position = self._map.position(room, heard, self._online_map(), self._tx(state))
+            position = self._position(state, room, heard, now_ms)
         return Estimate(room, self.rooms[room].floor, confidence, state.since_ms, settled, position)
+
+    def _position(
+        self, state: _Asset, room: str, heard: Mapping[str, float], now_ms: int
+    ) -> Position | None:
+        """Where the report fits best on the room's floor, moved into the room if it lies out.
+        The room changes later than the signal on purpose (a room must lead for a while); the
+        fit over the whole floor keeps an asset crossing a doorway next to it, where a fit
+        within the room alone puts it in the room's middle."""
+        assert self._map is not None
+        online, tx = self._online_map(), self._tx(state)
+        if not self.settings.floor_fit:
+            return self._map.position(room, heard, online, tx)
+        floor = self._map.rooms[room].floor
+        key = tuple(sorted(heard.items()))
+        fix = state.fixed[1]
+        if key != state.fixed[0] or fix is None or fix.floor != floor:
+            fix = self._map.floor_position(floor, heard, online, tx)
+            state.fixed = (key, fix)
+        if fix is None:
+            return None
+        x, y = self._map.within(room, fix.x, fix.y)
+        moved = math.hypot(x - fix.x, y - fix.y)
+        return Position(x, y, floor, max(fix.accuracy_m, moved))
 
     def knows(self, asset: str) -> bool:
         """Whether any node has reported the asset since the estimator started."""

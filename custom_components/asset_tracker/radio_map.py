@@ -31,6 +31,7 @@ MAX_SPOTS = 80  # per room: a large room gets a coarser grid, so cost does not g
 MIN_SPACING_M = 0.5
 # a spot where the loudest node should hear the tag this much weaker than it did is not fitted
 PLAUSIBLE_DB = 25.0
+EDGE_INSET_M = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,50 @@ class RadioMap:
             float(x), float(y), self.rooms[room].floor, max(spread, self._spacing[room] / 2)
         )
 
+    def floor_position(
+        self,
+        floor: str,
+        heard: Mapping[str, float],
+        online: Mapping[str, bool],
+        offset: TagOffset = NO_OFFSET,
+    ) -> Position | None:
+        """Where on `floor` the report fits best, whatever the room: the raw fit a track follows
+        (the room an asset is reported in changes later than the signal, on purpose)."""
+        rooms = [r for r in self._order if self.rooms[r].floor == floor]
+        if not rooms or not self.hears(heard):
+            return None
+        ll = np.concatenate(
+            [self._spot_fits(heard, online, offset, self._slices[r])[0] for r in rooms]
+        )
+        spots = np.concatenate([self.spots[r] for r in rooms])
+        weights = np.exp(ll - ll.max())
+        weights /= weights.sum()
+        x, y = (weights[:, None] * spots).sum(axis=0)
+        spread = float(np.sqrt((weights * ((spots[:, 0] - x) ** 2 + (spots[:, 1] - y) ** 2)).sum()))
+        spacing = min(self._spacing[r] for r in rooms)
+        return Position(float(x), float(y), floor, max(spread, spacing / 2))
+
+    def spacing(self, room: str) -> float:
+        """The distance between the spots of `room`'s grid (m)."""
+        return self._spacing[room]
+
+    def within(self, room: str, x: float, y: float) -> tuple[float, float]:
+        """The point of `room` nearest to (x, y): a position never leaves its reported room."""
+        outline = self.rooms[room].outline
+        if _inside((x, y), outline):
+            return x, y
+        edges = zip(outline, [*outline[1:], outline[0]], strict=True)
+        best = min(
+            (_nearest_on(a, b, (x, y)) for a, b in edges),
+            key=lambda p: (p[0] - x) ** 2 + (p[1] - y) ** 2,
+        )
+        # a hair inside, so the point's room is the reported one whatever the rounding
+        cx, cy = self.spots[room].mean(axis=0)
+        dx, dy = cx - best[0], cy - best[1]
+        norm = math.hypot(dx, dy) or 1.0
+        step = min(EDGE_INSET_M, norm)
+        return best[0] + dx / norm * step, best[1] + dy / norm * step
+
     def replace_means(self, means: Mapping[str, Array]) -> None:
         """Other means for some rooms' spots (one row per spot, one column per node)."""
         self.means.update(means)
@@ -290,6 +335,16 @@ def _spots(outline: Sequence[tuple[float, float]]) -> tuple[Array, float]:
     if not inside:
         inside = [(sum(xs) / len(xs), sum(ys) / len(ys))]
     return np.array(inside, dtype=np.float64), spacing
+
+
+def _nearest_on(
+    a: tuple[float, float], b: tuple[float, float], p: tuple[float, float]
+) -> tuple[float, float]:
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    length2 = dx * dx + dy * dy
+    t = 0.0 if length2 == 0 else ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / length2
+    t = min(1.0, max(0.0, t))
+    return a[0] + t * dx, a[1] + t * dy
 
 
 def _shoelace(points: Sequence[tuple[float, float]]) -> float:

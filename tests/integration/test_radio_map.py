@@ -222,3 +222,41 @@ def test_an_asset_heard_only_off_the_plan_gets_no_position() -> None:
         estimate = locator.locate("car", t)
     assert estimate.room == "garage"  # the nodes' silence on the plan places nothing
     assert estimate.position is None
+
+
+def test_a_point_outside_a_room_moves_to_its_nearest_edge(radio_map: RadioMap) -> None:
+    assert radio_map.within("kitchen", 2.0, 1.5) == (2.0, 1.5)
+    x, y = radio_map.within("kitchen", 6.2, 1.5)  # in the hall, 1.2 m east of the kitchen
+    assert _inside(KITCHEN, x, y)
+    assert math.dist((x, y), (5.0, 1.5)) < 0.1
+    x, y = radio_map.within("living", 9.0, -3.0)  # far off the plan, south-east
+    assert _inside(LIVING, x, y)
+    assert math.dist((x, y), (5.0, 4.0)) < 0.1
+
+
+def test_an_asset_crossing_a_doorway_is_drawn_at_the_door_before_its_room_changes(
+    radio_map: RadioMap,
+) -> None:
+    locator = locator_on_plan()
+    t = 0
+    for _ in range(40):  # settled in the kitchen's middle
+        t += 500
+        for node, rssi in expected(radio_map, 2.5, 2.0, "ground").items():
+            locator.observe("tag", node, rssi, t)
+        locator.locate("tag", t)
+    across = expected(radio_map, 5.6, 2.0, "ground")  # a step into the hall
+    t += 500
+    for node, rssi in across.items():
+        locator.observe("tag", node, rssi, t)
+    estimate = locator.locate("tag", t)
+    assert estimate.room == "kitchen"  # a room must lead a while before it is reported
+    assert estimate.position is not None
+    assert _inside(KITCHEN, estimate.position.x, estimate.position.y)
+    # the whole floor's fit puts it at the kitchen's wall next to the hall; a fit within the
+    # kitchen alone would hold it further inside
+    assert estimate.position.x > 4.5
+    room_only = radio_map.position("kitchen", across, ONLINE)
+    assert room_only is not None
+    assert estimate.position.x > room_only.x
+    # the shown accuracy covers the move into the room
+    assert estimate.position.accuracy_m >= 5.6 - estimate.position.x - 0.3
