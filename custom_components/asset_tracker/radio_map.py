@@ -161,14 +161,7 @@ class RadioMap:
         ll = self._all_fits(heard, online, offset)[0][self._slices[room]]
         if not np.isfinite(ll.max()):
             ll = self._spot_fits(heard, online, offset, self._slices[room])[0]
-        weights = np.exp(ll - ll.max())
-        weights /= weights.sum()
-        spots = self.spots[room]
-        x, y = (weights[:, None] * spots).sum(axis=0)
-        spread = float(np.sqrt((weights * ((spots[:, 0] - x) ** 2 + (spots[:, 1] - y) ** 2)).sum()))
-        return Position(
-            float(x), float(y), self.rooms[room].floor, max(spread, self._spacing[room] / 2)
-        )
+        return _weighted(self.spots[room], ll, self.rooms[room].floor, self._spacing[room])
 
     def floor_position(
         self,
@@ -177,25 +170,13 @@ class RadioMap:
         online: Mapping[str, bool],
         offset: TagOffset = NO_OFFSET,
     ) -> Position | None:
-        """Where on `floor` the report fits best, whatever the room: the raw fit a track follows
-        (the room an asset is reported in changes later than the signal, on purpose)."""
-        rooms = [r for r in self._order if self.rooms[r].floor == floor]
-        if not rooms or not self.hears(heard):
+        """Where on `floor` the report fits best, whatever the room (the room an asset is
+        reported in changes later than the signal, on purpose)."""
+        if floor not in self._floors or not self.hears(heard):
             return None
-        ll = np.concatenate(
-            [self._spot_fits(heard, online, offset, self._slices[r])[0] for r in rooms]
-        )
-        spots = np.concatenate([self.spots[r] for r in rooms])
-        weights = np.exp(ll - ll.max())
-        weights /= weights.sum()
-        x, y = (weights[:, None] * spots).sum(axis=0)
-        spread = float(np.sqrt((weights * ((spots[:, 0] - x) ** 2 + (spots[:, 1] - y) ** 2)).sum()))
-        spacing = min(self._spacing[r] for r in rooms)
-        return Position(float(x), float(y), floor, max(spread, spacing / 2))
-
-    def spacing(self, room: str) -> float:
-        """The distance between the spots of `room`'s grid (m)."""
-        return self._spacing[room]
+        index, spots, spacing = self._floors[floor]
+        ll = self._spot_fits(heard, online, offset, index)[0]
+        return _weighted(spots, ll, floor, spacing)
 
     def within(self, room: str, x: float, y: float) -> tuple[float, float]:
         """The point of `room` nearest to (x, y): a position never leaves its reported room."""
@@ -233,6 +214,14 @@ class RadioMap:
             r: slice(int(start), int(start) + size)
             for r, start, size in zip(self._order, self._starts, sizes, strict=True)
         }
+        self._floors: dict[str, tuple[npt.NDArray[np.intp], Array, float]] = {}
+        for floor in {self.rooms[r].floor for r in self._order}:
+            on = [r for r in self._order if self.rooms[r].floor == floor]
+            index = np.concatenate(
+                [np.arange(self._slices[r].start, self._slices[r].stop) for r in on]
+            )
+            spots = np.concatenate([self.spots[r] for r in on])
+            self._floors[floor] = (index, spots, min(self._spacing[r] for r in on))
 
     def _all_fits(
         self, heard: Mapping[str, float], online: Mapping[str, bool], prior: TagOffset
@@ -310,6 +299,15 @@ class RadioMap:
                 columns.append(m.ref_dbm + node.offset_db - loss)
             out[room.room_id] = np.stack(columns, axis=1)
         return out
+
+
+def _weighted(spots: Array, ll: Array, floor: str, spacing: float) -> Position:
+    """The spots' mean weighted by how well each fits, and their spread about it."""
+    weights = np.exp(ll - ll.max())
+    weights /= weights.sum()
+    x, y = (weights[:, None] * spots).sum(axis=0)
+    spread = float(np.sqrt((weights * ((spots[:, 0] - x) ** 2 + (spots[:, 1] - y) ** 2)).sum()))
+    return Position(float(x), float(y), floor, max(spread, spacing / 2))
 
 
 def _level(plan: FloorPlan, floor: str) -> int:
