@@ -59,9 +59,10 @@ async def test_events_over_a_real_broker_are_applied_and_acknowledged(
                 if done:
                     break
             assert reader.done(), "no acknowledgement from Home Assistant"
+            # copies re-sent before the ack came may still be on their way: each adds 3 more
             duplicates = hub.dedupe.duplicates
             await edge.publish("asset_tracker/garage/events", json.dumps(batch), qos=1)
-            await wait_for(lambda: hub.dedupe.duplicates == duplicates + 3)
+            await wait_for(lambda: hub.dedupe.duplicates >= duplicates + 3)
         await wait_for(lambda: hub.applied == 3)
         assert seen["asset_tracker/host/status"]["state"] == "online"
         assert seen["asset_tracker/garage/ack"]["epoch"] == 42
