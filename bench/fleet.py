@@ -74,6 +74,9 @@ ASSET_TRACKER_BENCH_QUICK=1, the quick form: 15 s idle and a 60 s window, on mos
 (the full form would exceed its 20-minute limit per script). ASSET_TRACKER_BENCH_PROFILE=path
 writes a cProfile of Home Assistant's process over the window to path.<broker>;
 ASSET_TRACKER_FLEET_HEAP=1 adds a census of the objects the garbage collector tracks, by module;
+ASSET_TRACKER_FLEET_PROMOTED=1 a census of what reaches the old generation between two full
+collections in the window, by type (it lengthens the pauses it watches);
+ASSET_TRACKER_FLEET_STALLS=1 where the event loop's thread is when a 5 ms beat is over 50 ms late;
 ASSET_TRACKER_FLEET_GC_FREEZE=1 is an experiment, not the product: `gc.freeze()` in Home
 Assistant's process once the warm-up is recorded, which takes the heap built so far out of the
 collector's full collections.
@@ -98,6 +101,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +131,7 @@ HOME_RSSI, NEIGHBOUR_RSSI, CROSSING_RSSI = -58.0, -74.0, -66.0
 TICK_S = 0.05
 PROFILE = os.environ.get("ASSET_TRACKER_BENCH_PROFILE")
 FREEZE = os.environ.get("ASSET_TRACKER_FLEET_GC_FREEZE") == "1"
+STALLS = os.environ.get("ASSET_TRACKER_FLEET_STALLS") == "1"
 # load before the measured window: longer than the integration's fusion window (40 s), since the
 # warm-up's sightings have expired by then and the first heartbeats place every tag anew
 LEAD_S = 45
@@ -779,6 +784,90 @@ def heap_census() -> dict[str, Any]:
     return {"tracked": len(objects), "by_module": dict(top), "by_type": dict(types)}
 
 
+def _type_name(obj: object) -> str:
+    cls = type(obj)
+    module = getattr(cls, "__module__", None)
+    return f"{module if isinstance(module, str) else '?'}.{getattr(cls, '__qualname__', '?')}"
+
+
+class Promoted:
+    """What reaches the old generation between two full collections, by type: a census of it
+    after one full collection and at the start of the next (survivors of the young collections,
+    garbage among them, are still there then). A diagnostic: each census walks the old
+    generation, which lengthens the pauses it measures."""
+
+    def __init__(self) -> None:
+        self._after: Counter[str] | None = None
+        self.windows: list[Counter[str]] = []
+        self.active = False
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if not self.active or info["generation"] != 2:
+            return
+        census = Counter(_type_name(o) for o in gc.get_objects(generation=2))
+        if phase == "start" and self._after is not None:
+            self.windows.append(census - self._after)
+        elif phase == "stop":
+            self._after = census
+
+    def take(self) -> dict[str, Any]:
+        total: Counter[str] = Counter()
+        for window in self.windows:
+            total.update(window)
+        n = max(len(self.windows), 1)
+        top = {name: round(count / n) for name, count in total.most_common(30)}
+        return {"full_collections": len(self.windows), "per_collection": top}
+
+
+class Stalls:
+    """Where the event loop is when it stalls: a beat every 5 ms on the loop, and a thread that,
+    when the beat is over 50 ms late, takes the loop thread's stack (a diagnostic; the frames
+    named are those of Home Assistant, the integration and SQLAlchemy, innermost first)."""
+
+    LATE_S = 0.05
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._beat = time.monotonic()
+        self._thread = threading.get_ident()
+        self._seen: Counter[str] = Counter()
+        self._stalled_s: Counter[str] = Counter()
+        self.active = False
+        self._stop = threading.Event()
+        loop.call_soon(self._tick)
+        threading.Thread(target=self._watch, name="stall-watch", daemon=True).start()
+
+    def _tick(self) -> None:
+        self._beat = time.monotonic()
+        self._loop.call_later(0.005, self._tick)
+
+    def _watch(self) -> None:
+        caught = 0.0
+        while not self._stop.wait(0.01):
+            late = time.monotonic() - self._beat
+            if not self.active or late < self.LATE_S or self._beat == caught:
+                continue
+            caught = self._beat
+            frame = sys._current_frames().get(self._thread)
+            where = []
+            while frame is not None:
+                name = frame.f_code.co_filename
+                if "homeassistant" in name or "custom_components" in name or "sqlalchemy" in name:
+                    where.append(f"{Path(name).stem}.{frame.f_code.co_name}")
+                frame = frame.f_back
+            key = " < ".join(where[:6]) or "(outside: gc or C code)"
+            self._seen[key] += 1
+            self._stalled_s[key] += late
+
+    def take(self) -> dict[str, Any]:
+        top = self._seen.most_common(15)
+        out = {key: {"count": n, "late_s": round(self._stalled_s[key], 2)} for key, n in top}
+        self._seen.clear()
+        self._stalled_s.clear()
+        return out
+
+
 class Collections:
     """The garbage collector's pauses per generation (anywhere in the process)."""
 
@@ -871,6 +960,8 @@ async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
     own_cpu = OwnCpu()
     own_cpu.install()  # around OwnTime's wrappers
     collections = Collections()
+    promoted = Promoted()
+    stalls = Stalls(asyncio.get_running_loop()) if STALLS else None
     nodes: asyncio.subprocess.Process | None = None
     try:
         await add_mqtt_entry(hass, args.port)
@@ -937,6 +1028,9 @@ async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
         own.take()
         own_cpu.take()
         collections.take()
+        promoted.active = os.environ.get("ASSET_TRACKER_FLEET_PROMOTED") == "1"
+        if stalls is not None:
+            stalls.active = True
         profiler = cProfile.Profile() if PROFILE else None
         a = await probe.take()
         if profiler is not None:
@@ -952,6 +1046,12 @@ async def ha_main(args: argparse.Namespace) -> dict[str, Any]:
         load["callback_ms"] = sum(own.callback_turns_ms)
         load["gc_ms"] = sum(own.gc_ms)
         load["gc"] = collections.take()
+        if promoted.active:
+            promoted.active = False
+            load["promoted"] = promoted.take()
+        if stalls is not None:
+            stalls.active = False
+            load["stalls"] = stalls.take()
         load |= own_cpu.take()
         load |= own.take()
         load["critical_ms"] = [x for samples in critical for x in samples]

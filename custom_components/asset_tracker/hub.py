@@ -9,7 +9,9 @@ neither lose an event (the edge still holds it) nor apply it twice (the saved st
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,11 +27,11 @@ from homeassistant.helpers.event import async_track_time_interval
 from .acks import Acks
 from .adoption import Adoption
 from .alerts import Alerts
-from .apply import Applier
+from .apply import SLICE_S, Applier
 from .assets import AssetDistribution
 from .backlog import Backlog
 from .clock import HybridClock, wall_ms
-from .const import CONF_ROOT_TOPIC, SIGNAL_TICK
+from .const import CONF_ROOT_TOPIC, DOMAIN, SIGNAL_TICK
 from .dedupe import DedupeState
 from .fleet import Fleet
 from .floorplan import FloorPlans
@@ -77,6 +79,10 @@ class AssetTrackerHub:
         self.scanners: HaScanners | None = None  # Home Assistant's Bluetooth scanners, when used
         self._unsubscribers: list[Callable[[], None]] = []
         self._next_version: dict[str, int] = {}
+        # what the housekeeping has yet to go through: nodes to rewrite, assets to re-place
+        self._due_nodes: list[str] = []
+        self._due: list[str] = []
+        self._sweep_task: asyncio.Task[None] | None = None
 
     # what the platforms, actions and diagnostics read
 
@@ -139,6 +145,8 @@ class AssetTrackerHub:
         self.ingest.announce()
 
     async def async_stop(self) -> None:
+        self._due_nodes.clear()
+        self._due.clear()
         self.ingest.stop()
         if self.scanners is not None:
             self.scanners.async_stop()
@@ -217,19 +225,55 @@ class AssetTrackerHub:
 
     @callback
     def _housekeeping(self, _now: datetime | None = None) -> None:
-        """What changes with time alone: nodes gone silent, sightings aged out, dwell."""
-        now = wall_ms()
-        self.repairs.check_offline(now)
-        for node in self.nodes.values():
-            self.fleet.node_changed(node)
-        for asset in self.assets.values():
-            # a node's sightings aged out of the fusion window
-            if self.placement.update(asset, wall_ms()):
-                self.fleet.asset_changed(asset)
-                self.persistence.schedule_state_save()
+        """What changes with time alone: nodes gone silent, sightings aged out, dwell. Nodes and
+        assets are gone through in slices (a site of thousands would hold the event loop for
+        tens of milliseconds in one go)."""
+        self.repairs.check_offline(wall_ms())
+        self._due_nodes = list(self.nodes)
+        self._due = list(self.assets)
+        if self._sweep_task is None:
+            # a tracked task: Home Assistant waits for it when it waits for pending work
+            self._sweep_task = self.hass.async_create_task(
+                self._sweep(), f"{DOMAIN} housekeeping {self.root}", eager_start=False
+            )
+
+    async def _sweep(self) -> None:
+        try:
+            more = self._sweep_slice()
+            while more:
+                await asyncio.sleep(0)  # the loop runs everything else that is due
+                more = self._sweep_slice()
+            # time-based values (dwell) refresh on their own signal, not by rewriting every entity
+            async_dispatcher_send(self.hass, SIGNAL_TICK.format(self.entry_id))
+        finally:
+            self._sweep_task = None
+
+    def _sweep_slice(self) -> bool:
+        """Rewrites nodes, then re-places assets, for half a slice (the moved assets' writes take
+        the other half); True while any are left."""
+        deadline = time.perf_counter() + SLICE_S / 2
+        while self._due_nodes or self._due:
+            if self._due_nodes:
+                self._rewrite_node(self._due_nodes.pop())
+            else:
+                self._replace_asset(self._due.pop())
+            if time.perf_counter() >= deadline:
+                break
         self.fleet.flush_changes()
-        # time-based values (dwell) refresh on their own signal, not by rewriting every entity
-        async_dispatcher_send(self.hass, SIGNAL_TICK.format(self.entry_id))
+        return bool(self._due_nodes or self._due)
+
+    def _rewrite_node(self, node_id: str) -> None:
+        """Writes a node's many entities (its health, "last seen") at once."""
+        if (node := self.nodes.get(node_id)) is not None:
+            self.fleet.node_changed(node)
+            self.fleet.flush_changes()
+
+    def _replace_asset(self, asset_id: str) -> None:
+        """Re-places an asset whose sightings may have aged out of the fusion window."""
+        asset = self.assets.get(asset_id)
+        if asset is not None and self.placement.update(asset, wall_ms()):
+            self.fleet.asset_changed(asset)
+            self.persistence.schedule_state_save()
 
 
 @dataclass(slots=True)

@@ -287,3 +287,38 @@ async def test_training_an_unheard_asset_changes_nothing(
             return_response=True,
         )
     assert err.value.translation_key == "unknown_area"
+
+
+async def test_housekeeping_goes_through_the_assets_in_slices(
+    hass: HomeAssistant,
+    house: tuple[Edge, Edge],
+    freezer: FrozenDateTimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from custom_components.asset_tracker import hub as hub_module
+
+    kitchen, _study = house
+    cats = [f"cat{i}" for i in range(4)]
+    for cat in cats:
+        kitchen.event("presence", cat, {"state": "present", "rssi": -55.0}, (now_ms(), 0))
+    await hass.async_block_till_done()
+    assert {area_state(hass, cat) for cat in cats} == {"Kitchen"}
+    # no slice longer than one asset: each asset is its own turn of the event loop
+    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    hub = entry.runtime_data.hub
+    slices: list[int] = []
+    sweep_slice = hub._sweep_slice
+
+    def counted() -> bool:
+        slices.append(len(hub._due_nodes) + len(hub._due))
+        return sweep_slice()
+
+    monkeypatch.setattr(hub, "_sweep_slice", counted)
+    # nothing heard for longer than the fusion window: only the housekeeping moves them
+    freezer.tick(timedelta(seconds=61))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert {area_state(hass, cat) for cat in cats} == {"unknown"}
+    # the two nodes, then the four assets: one a slice
+    assert slices == [6, 5, 4, 3, 2, 1]
