@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any, Protocol
 
-from homeassistant.core import CoreState, Event, callback
+from homeassistant.core import CALLBACK_TYPE, CoreState, Event, callback
 from homeassistant.helpers import area_registry as ar
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.event import async_call_later
 
 from . import protocol
 from .acks import Acks
@@ -39,6 +41,9 @@ from .placement import Placement
 from .repairs import Repairs
 
 _LOGGER = logging.getLogger(__name__)
+# a node's event rate and latency sensors show what they count at most this often: every
+# `events` message moves them (twice a second for a busy node), a recorder row each time
+NODE_FIGURES_EVERY_S = 10.0
 # how long one slice of routine events may hold the event loop (entity writes included)
 SLICE_S = 0.004
 _STOPPING = frozenset({CoreState.stopping, CoreState.final_write, CoreState.stopped})
@@ -77,7 +82,9 @@ class Applier:
         self.invalid_events = 0
         self._drain_task: asyncio.Task[None] | None = None
         self.inbox: Inbox | None = None  # handled before the backlog, a slice at a time
-        self._counted_nodes: set[str] = set()  # event rates and latencies moved
+        self._counted_nodes: set[str] = set()  # event rates and latencies to show
+        self._figures_shown: dict[str, int] = {}  # node -> when they were last shown (wall ms)
+        self._figures_later: dict[str, CALLBACK_TYPE] = {}  # node -> its pending showing
         # set when Home Assistant starts to stop, and never cleared: after the final write its
         # state is `not_running` again, while slices of the backlog may still run
         self.home_assistant_stopped = False
@@ -90,6 +97,9 @@ class Applier:
     def stop(self) -> None:
         """Nothing waiting is applied any more: not claimed, so not acknowledged, the edges send
         it again."""
+        for cancel in self._figures_later.values():
+            cancel()
+        self._figures_later.clear()
         if self._drain_task is not None:
             self._drain_task.cancel()
             self._drain_task = None
@@ -214,9 +224,26 @@ class Applier:
 
     def events_received(self, node_id: str) -> None:
         """A node's events arrived: its rate and latency sensors are written with the next slice
-        (they are not urgent), and the backlog is drained."""
-        self._counted_nodes.add(node_id)
+        (they are not urgent), at most every NODE_FIGURES_EVERY_S (what came in between shows
+        at the end of that time), and the backlog is drained."""
+        now = wall_ms()
+        due = self._figures_shown.get(node_id, now) + int(NODE_FIGURES_EVERY_S * 1000)
+        if node_id not in self._figures_shown or now >= due:
+            self._figures_shown[node_id] = now
+            self._counted_nodes.add(node_id)
+        elif node_id not in self._figures_later:
+            self._figures_later[node_id] = async_call_later(
+                self._fleet.hass, (due - now) / 1000, partial(self._show_figures, node_id)
+            )
         self.drain_soon()
+
+    @callback
+    def _show_figures(self, node_id: str, _now: Any = None) -> None:
+        del self._figures_later[node_id]
+        self._figures_shown[node_id] = wall_ms()
+        if (node := self._fleet.nodes.get(node_id)) is not None:
+            self._fleet.node_changed(node)
+            self._fleet.flush_changes()
 
     def drain_soon(self) -> None:
         """Waiting messages, then the backlog, are handled in slices from the next turn of the

@@ -357,3 +357,38 @@ async def test_node_offline_repair(hass: HomeAssistant, setup_entry: Any, mqtt_m
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=31))
     await hass.async_block_till_done()
     assert ir.async_get(hass).async_get_issue(DOMAIN, f"node_offline_{setup_entry.entry_id}_garage")
+
+
+async def test_a_nodes_event_rate_shows_at_most_every_ten_seconds(
+    hass: HomeAssistant, setup_entry: Any, freezer: Any
+) -> None:
+    from datetime import timedelta
+
+    from custom_components.asset_tracker.apply import NODE_FIGURES_EVERY_S
+
+    edge = Edge(hass)
+    edge.birth()
+    rate = entity_id(hass, "sensor", "asset_tracker:node:garage:events_per_minute")
+    writes: list[str] = []
+    hass.bus.async_listen(
+        "state_changed",
+        lambda e: writes.append(e.data["new_state"].state) if e.data["entity_id"] == rate else None,
+    )
+    t = now_ms()
+    edge.event("presence", "dog", {"state": "present", "rssi": -60.0}, (t, 0))
+    await flush(hass)
+    first = hass.states.get(rate).state
+    assert float(first) > 0
+    # two more messages a second apart: counted, but the sensor shows them only once the ten
+    # seconds since it last changed are up
+    for i in (1, 2):
+        freezer.tick(timedelta(seconds=1))
+        edge.event("presence", "cat", {"state": "present", "rssi": -60.0}, (t + i * 1000, i))
+        await flush(hass)
+    assert hass.states.get(rate).state == first
+    freezer.tick(timedelta(seconds=NODE_FIGURES_EVERY_S))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    last = hass.states.get(rate).state
+    assert float(last) > float(first)
+    assert writes == [first, last]
