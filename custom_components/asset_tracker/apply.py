@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
@@ -47,6 +48,15 @@ NODE_FIGURES_EVERY_S = 10.0
 # how long one slice of routine events may hold the event loop (entity writes included)
 SLICE_S = 0.004
 _STOPPING = frozenset({CoreState.stopping, CoreState.final_write, CoreState.stopped})
+
+
+async def in_slices(step: Callable[[], bool]) -> None:
+    """Calls `step` (one slice of work; True while any is left) until the work is done, with a
+    return to the event loop between slices, so the loop runs everything else that is due."""
+    more = step()
+    while more:
+        await asyncio.sleep(0)
+        more = step()
 
 
 class Inbox(Protocol):
@@ -313,10 +323,7 @@ class Applier:
 
     async def _drain(self) -> None:
         try:
-            more = self._slice()
-            while more:
-                await asyncio.sleep(0)  # the loop runs everything else that is due
-                more = self._slice()
+            await in_slices(self._slice)
         finally:
             self._drain_task = None
 

@@ -27,7 +27,7 @@ from homeassistant.helpers.event import async_track_time_interval
 from .acks import Acks
 from .adoption import Adoption
 from .alerts import Alerts
-from .apply import SLICE_S, Applier
+from .apply import SLICE_S, Applier, in_slices
 from .assets import AssetDistribution
 from .backlog import Backlog
 from .clock import HybridClock, wall_ms
@@ -239,10 +239,7 @@ class AssetTrackerHub:
 
     async def _sweep(self) -> None:
         try:
-            more = self._sweep_slice()
-            while more:
-                await asyncio.sleep(0)  # the loop runs everything else that is due
-                more = self._sweep_slice()
+            await in_slices(self._sweep_slice)
             # time-based values (dwell) refresh on their own signal, not by rewriting every entity
             async_dispatcher_send(self.hass, SIGNAL_TICK.format(self.entry_id))
         finally:
