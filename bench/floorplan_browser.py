@@ -52,11 +52,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _part import ROOT, metric, percentile, write_part
-from e2e.browser import chromium, logged_in_page, on_floor_plan
+from e2e.browser import browser_page, on_floor_plan
 from e2e.hass_process import (
     HassClient,
     HassProcess,
@@ -627,11 +625,7 @@ async def measure(hass: HassProcess, broker: Mosquitto) -> dict[str, Any]:
 async def browse(hass: HassProcess, tokens: Any, stop_feed: asyncio.Event) -> dict[str, Any]:
     """Opens the view, waits for the first full render, then measures two windows: the card live,
     and the same page with the card's updates held back (what the frontend costs without it)."""
-    async with (
-        chromium(WORK / "browser", 1280, 1000) as endpoint,
-        aiohttp.ClientSession() as session,
-        logged_in_page(session, endpoint, tokens) as page,
-    ):
+    async with browser_page(WORK / "browser", tokens, 1280, 1000) as page:
         await page.send("Page.addScriptToEvaluateOnNewDocument", source=INSTRUMENT % ASSETS)
         if CARD:
             await serve_card(page, Path(CARD).read_bytes())

@@ -203,6 +203,20 @@ async def logged_in_page(
         await page.close()
 
 
+@contextlib.asynccontextmanager
+async def browser_page(
+    workdir: Path, tokens: Tokens, width: int = 1280, height: int = 1000
+) -> AsyncIterator[Page]:
+    """A Chromium of its own (profile in `workdir`) and its first page, logged in with `tokens`;
+    the caller navigates."""
+    async with (
+        chromium(workdir, width, height) as endpoint,
+        aiohttp.ClientSession() as session,
+        logged_in_page(session, endpoint, tokens) as page,
+    ):
+        yield page
+
+
 async def wait_rendered(
     page: Page, tags: tuple[str, ...], count: int, timeout: float = 60.0
 ) -> list[dict[str, str]]:

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import aiomqtt
 import pytest
 from asset_tracker_edge.simulator import Simulator
 from mosquitto_broker import Mosquitto
 
-from e2e.browser import Page, chromium, click_at, find_centre, logged_in_page, settled_centre
+from e2e.browser import Page, browser_page, click_at, find_centre, settled_centre
 from e2e.demo_scenario import (
     ALERT_AUTOMATION,
     NODES,
@@ -241,11 +240,7 @@ async def test_adding_a_heard_tag_takes_two_clicks_and_reaches_every_node(demo: 
 
             # every node online, applying the current list and reporting the tags it hears
             before = await wait_for(ready, 240, 0.5, f"nodes ready\n{demo.hass.tail(20)}")
-            async with (
-                chromium(WORK / "browser") as endpoint,
-                aiohttp.ClientSession() as session,
-                logged_in_page(session, endpoint, demo.tokens) as page,
-            ):
+            async with browser_page(WORK / "browser", demo.tokens) as page:
                 url = f"{demo.hass.url}/config/integrations/integration/asset_tracker"
                 await page.send("Page.navigate", url=url)
                 try:

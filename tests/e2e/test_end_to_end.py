@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from e2e.browser import chromium, logged_in_page, on_floor_plan, wait_rendered
+from e2e.browser import browser_page, on_floor_plan, wait_rendered
 from e2e.conftest import ALERT_EVENT, NODE_AREA, WORK, Stack
 from e2e.hass_process import HassClient, wait_for, websocket
 from e2e.plan_image import WALL_COLOUR, plan_png
@@ -174,11 +174,7 @@ async def _alert_for(queue: asyncio.Queue[Any], data: dict[str, Any]) -> dict[st
 async def test_dashboard_renders_the_asset_cards_in_chromium(stack: Stack) -> None:
     assets = stack.notes.get("assets") or []
     assert assets
-    async with (
-        chromium(WORK / "browser") as endpoint,
-        aiohttp.ClientSession() as session,
-        logged_in_page(session, endpoint, stack.tokens) as page,
-    ):
+    async with browser_page(WORK / "browser", stack.tokens) as page:
         await page.send("Page.navigate", url=f"{stack.hass.url}/asset-tracker/fleet")
         tiles = await wait_rendered(page, ("hui-tile-card",), len(assets), timeout=90)
         # the node's area card: the node announced its area, which is a Home Assistant area now
@@ -361,11 +357,7 @@ async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(sta
         )
         plan = await _draw_plan(client)
         trackers = {_entity(entities, f"{ROOT}:asset:{a}:tracker"): a for a in _asset_ids(devices)}
-        async with (
-            chromium(WORK / "browser") as endpoint,
-            aiohttp.ClientSession() as session,
-            logged_in_page(session, endpoint, stack.tokens) as page,
-        ):
+        async with browser_page(WORK / "browser", stack.tokens) as page:
             await page.send("Page.navigate", url=f"{stack.hass.url}/asset-tracker/floor-plan")
 
             seen: list[Any] = []

@@ -13,12 +13,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import aiomqtt
 import pytest
 from mosquitto_broker import Mosquitto
 
-from e2e.browser import chromium, logged_in_page, on_floor_plan
+from e2e.browser import browser_page, on_floor_plan
 from e2e.hass_process import (
     REPO,
     HassClient,
@@ -181,11 +180,7 @@ async def test_the_floor_plan_card_draws_200_assets(
                 return len(home) >= ASSETS
 
             await wait_for(home_in_the_hall, 120, 2.0, f"{ASSETS} trackers home in the hall")
-        async with (
-            chromium(WORK / "browser") as endpoint,
-            aiohttp.ClientSession() as session,
-            logged_in_page(session, endpoint, tokens) as page,
-        ):
+        async with browser_page(WORK / "browser", tokens) as page:
             await page.send("Page.navigate", url=f"{hass.url}/asset-tracker/floor-plan")
             seen: list[Any] = []
 
@@ -253,11 +248,7 @@ async def test_positions_reach_the_card_live_over_its_subscription(
                 for node_id, node in nodes.items():
                     await node.hears({asset: where[asset][node_id] for asset in where})
 
-            async with (
-                chromium(WORK / "browser-positions") as endpoint,
-                aiohttp.ClientSession() as session,
-                logged_in_page(session, endpoint, tokens) as page,
-            ):
+            async with browser_page(WORK / "browser-positions", tokens) as page:
                 await page.send("Page.navigate", url=f"{hass.url}/asset-tracker/floor-plan")
                 seen: list[Any] = []
 
