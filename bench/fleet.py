@@ -834,7 +834,6 @@ class Stalls:
         self._seen: Counter[str] = Counter()
         self._stalled_s: Counter[str] = Counter()
         self.active = False
-        self._stop = threading.Event()
         loop.call_soon(self._tick)
         threading.Thread(target=self._watch, name="stall-watch", daemon=True).start()
 
@@ -844,7 +843,8 @@ class Stalls:
 
     def _watch(self) -> None:
         caught = 0.0
-        while not self._stop.wait(0.01):
+        while True:  # a daemon thread: it ends with the process
+            time.sleep(0.01)
             late = time.monotonic() - self._beat
             if not self.active or late < self.LATE_S or self._beat == caught:
                 continue
