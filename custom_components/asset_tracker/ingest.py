@@ -9,7 +9,9 @@ Home Assistant's MQTT client hands us up to 500 messages in one turn of its even
 callbacks handle messages at once for INLINE_S of a turn; past that, and until they are all
 handled, messages wait in the inbox in the order they came, and the applier handles them first in
 its slices (before any waiting routine event), so a burst never holds the loop and a critical
-event in it is applied within a few slices.
+event in it is applied within a few slices. An `events` message that outlasts the time left is
+cut between two events: the rest of it waits at the head of the inbox, ahead of every message
+that came after it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.core import CALLBACK_TYPE, callback
@@ -39,6 +43,18 @@ PROBE_INTERVAL_S = 0.5
 INLINE_S = 0.004
 
 
+@dataclass(slots=True)
+class _Batch:
+    """An `events` message part-way through sorting."""
+
+    node_id: str
+    epoch: int
+    events: list[Any]
+    sent: list[int] | None
+    replay: bool
+    next: int = 0  # the first event not sorted yet
+
+
 class Ingest:
     """Receives the fleet's messages and says the host is online once it can."""
 
@@ -51,8 +67,9 @@ class Ingest:
         self._persistence = persistence
         self._subscribed = asyncio.Event()
         self._announce_task: asyncio.Task[None] | None = None
-        self._inbox: deque[mqtt.ReceiveMessage] = deque()
+        self._inbox: deque[mqtt.ReceiveMessage | _Batch] = deque()
         self._spent = 0.0  # in the MQTT callbacks during this turn of the loop
+        self._deadline = 0.0  # perf_counter: when the message being handled is to be cut
         self._turn_open = False
         applier.inbox = self
         self._routes: dict[str, Callable[[str, protocol.Decoded], None]] = {
@@ -154,6 +171,7 @@ class Ingest:
             self._applier.drain_soon()
             return
         start = time.perf_counter()
+        self._deadline = start + INLINE_S - self._spent
         try:
             self._handle(msg)
         finally:
@@ -168,9 +186,14 @@ class Ingest:
     def handle_waiting(self, deadline: float) -> bool:
         """Handles waiting messages, oldest first, until `deadline` (perf_counter); True when
         none is left."""
-        inbox = self._inbox
+        inbox, self._deadline = self._inbox, deadline
         while inbox:
-            self._handle(inbox.popleft())
+            item = inbox.popleft()
+            if isinstance(item, _Batch):
+                self._sort_batch(item)
+                self._changed()
+            else:
+                self._handle(item)
             if time.perf_counter() >= deadline:
                 break
         return not inbox
@@ -194,8 +217,11 @@ class Ingest:
         route = self._routes.get(decoded.kind)
         if route is not None and decoded.node is not None:
             route(decoded.node, decoded)
-            self._fleet.flush_changes()
-            self._persistence.schedule_state_save()  # at least the node's last_seen_ms moved
+            self._changed()
+
+    def _changed(self) -> None:
+        self._fleet.flush_changes()
+        self._persistence.schedule_state_save()  # at least the node's last_seen_ms moved
 
     def _on_events(self, node_id: str, decoded: protocol.Decoded) -> None:
         msg, fleet = decoded.message, self._fleet
@@ -210,16 +236,33 @@ class Ingest:
             return
         node.epoch = epoch  # a late message of a closed epoch is not the node's current one
         window.raise_floor(msg["floor"])
-        sent, replay = msg.get("sent"), msg.get("replay", False)
+        self._sort_batch(
+            _Batch(node_id, epoch, msg["events"], msg.get("sent"), msg.get("replay", False))
+        )
+
+    def _sort_batch(self, batch: _Batch) -> None:
+        """Sorts the message's events in order until the deadline; the rest waits at the head
+        of the inbox (at least one event is sorted, so every turn moves it on)."""
+        fleet, events = self._fleet, batch.events
+        window = fleet.dedupe.window(batch.node_id, batch.epoch)
         now = wall_ms()
-        for index, raw in enumerate(msg["events"]):
-            self._sort(PendingEvent(node_id, epoch, index, raw, replay, sent), now)
-            if window.closed:
-                fleet.dedupe.refused += len(msg["events"]) - index - 1
-                break
-        self._applier.merge_clock(node, sent)
+        while batch.next < len(events) and not window.closed:
+            index = batch.next
+            batch.next += 1
+            pending = PendingEvent(
+                batch.node_id, batch.epoch, index, events[index], batch.replay, batch.sent
+            )
+            self._sort(pending, now)
+            if batch.next < len(events) and time.perf_counter() >= self._deadline:
+                self._inbox.appendleft(batch)
+                self._applier.drain_soon()
+                return
+        if window.closed:
+            fleet.dedupe.refused += len(events) - batch.next
+        if (node := fleet.nodes.get(batch.node_id)) is not None:
+            self._applier.merge_clock(node, batch.sent)
         self._acks.schedule_flush()
-        self._applier.events_received(node_id)
+        self._applier.events_received(batch.node_id)
 
     def _sort(self, pending: PendingEvent, now: int) -> None:
         """Critical events are applied now; routine ones wait unless already applied."""

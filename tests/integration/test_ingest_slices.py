@@ -312,3 +312,30 @@ async def test_waiting_messages_are_dropped_unclaimed_on_stop(
     await hub.async_stop()
     assert len(hub.ingest) == 0
     assert hub.dedupe.watermark("garage", edge.epoch) == watermark
+
+
+async def test_a_message_outlasting_its_turn_is_cut_between_events_and_finished_first(
+    hass: HomeAssistant, fleet: tuple[Edge, Any, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a share smaller than any event takes: the first event of the turn's message is sorted at
+    # once, the rest of that message waits at the head of the inbox, ahead of what came later
+    monkeypatch.setattr(ingest_module, "INLINE_S", 1e-12)
+    edge, hub, t = fleet
+    applied = hub.applied
+    send_batch(
+        edge, [("presence", a, {"state": "away"}, t + 1) for a in ("tag_0", "tag_1", "tag_2")]
+    )
+    assert state(hass, "binary_sensor", "tag_0", "presence") == "off"
+    assert state(hass, "binary_sensor", "tag_1", "presence") == "on"
+    assert state(hass, "binary_sensor", "tag_2", "presence") == "on"
+    assert len(hub.ingest) == 1
+    send_batch(edge, [("presence", "tag_1", {"state": "present", "rssi": -50.0}, t + 2)])
+    assert len(hub.ingest) == 2
+    await hass.async_block_till_done()
+    assert len(hub.ingest) == 0
+    # the rest of the first message went before the second: tag_1 left, then came back
+    assert state(hass, "binary_sensor", "tag_1", "presence") == "on"
+    assert state(hass, "binary_sensor", "tag_2", "presence") == "off"
+    assert hub.applied == applied + 4
+    await hub.async_flush()
+    assert hub.dedupe.watermark("garage", edge.epoch) == edge.seq
