@@ -76,7 +76,8 @@ writes a cProfile of Home Assistant's process over the window to path.<broker>;
 ASSET_TRACKER_FLEET_HEAP=1 adds a census of the objects the garbage collector tracks, by module;
 ASSET_TRACKER_FLEET_PROMOTED=1 a census of what reaches the old generation between two full
 collections in the window, by type (it lengthens the pauses it watches);
-ASSET_TRACKER_FLEET_STALLS=1 where the event loop's thread is when a 5 ms beat is over 50 ms late;
+ASSET_TRACKER_FLEET_STALLS=1 where the event loop's thread is when a 5 ms beat is over 50 ms late
+(ASSET_TRACKER_FLEET_STALL_MS=n: over n ms);
 ASSET_TRACKER_FLEET_GC_FREEZE=1 is an experiment, not the product: `gc.freeze()` in Home
 Assistant's process once the warm-up is recorded, which takes the heap built so far out of the
 collector's full collections.
@@ -825,7 +826,7 @@ class Stalls:
     when the beat is over 50 ms late, takes the loop thread's stack (a diagnostic; the frames
     named are those of Home Assistant, the integration and SQLAlchemy, innermost first)."""
 
-    LATE_S = 0.05
+    LATE_S = float(os.environ.get("ASSET_TRACKER_FLEET_STALL_MS") or 50) / 1000
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

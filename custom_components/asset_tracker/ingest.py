@@ -244,6 +244,9 @@ class Ingest:
         """Sorts the message's events in order until the deadline; the rest waits at the head
         of the inbox (at least one event is sorted, so every turn moves it on)."""
         fleet, events = self._fleet, batch.events
+        node = fleet.nodes.get(batch.node_id)
+        if node is None:
+            return  # removed meanwhile: nothing of the rest was claimed
         window = fleet.dedupe.window(batch.node_id, batch.epoch)
         now = wall_ms()
         while batch.next < len(events) and not window.closed:
@@ -259,8 +262,7 @@ class Ingest:
                 return
         if window.closed:
             fleet.dedupe.refused += len(events) - batch.next
-        if (node := fleet.nodes.get(batch.node_id)) is not None:
-            self._applier.merge_clock(node, batch.sent)
+        self._applier.merge_clock(node, batch.sent)
         self._acks.schedule_flush()
         self._applier.events_received(batch.node_id)
 
