@@ -55,7 +55,6 @@ SIGNAL_NEW_NODE: Final = f"{DOMAIN}_new_node_{{}}"
 SIGNAL_ASSET_UPDATE: Final = f"{DOMAIN}_asset_{{}}_{{}}"
 SIGNAL_NODE_UPDATE: Final = f"{DOMAIN}_node_{{}}_{{}}"
 SIGNAL_ANOMALY: Final = f"{DOMAIN}_anomaly_{{}}_{{}}"
-SIGNAL_TICK: Final = f"{DOMAIN}_tick_{{}}"
 SIGNAL_NEW_READING: Final = f"{DOMAIN}_new_reading_{{}}"
 # an asset reported its first battery level: its battery sensor is made only then (iBeacon tags and
 # the like never report one, and an entity that can only be unknown is noise)

@@ -21,7 +21,6 @@ from typing import Any
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_track_time_interval
 
 from .acks import Acks
@@ -31,7 +30,7 @@ from .apply import SLICE_S, Applier, in_slices
 from .assets import AssetDistribution
 from .backlog import Backlog
 from .clock import HybridClock, wall_ms
-from .const import CONF_ROOT_TOPIC, DOMAIN, SIGNAL_TICK
+from .const import CONF_ROOT_TOPIC, DOMAIN
 from .dedupe import DedupeState
 from .fleet import Fleet
 from .floorplan import FloorPlans
@@ -82,6 +81,9 @@ class AssetTrackerHub:
         # what the housekeeping has yet to go through: nodes to rewrite, assets to re-place
         self._due_nodes: list[str] = []
         self._due: list[str] = []
+        # entities whose state changes with time alone (dwell): written after each sweep
+        self.tickers: set[Callable[[], None]] = set()
+        self._due_ticks: list[Callable[[], None]] = []
         self._sweep_task: asyncio.Task[None] | None = None
 
     # what the platforms, actions and diagnostics read
@@ -147,6 +149,7 @@ class AssetTrackerHub:
     async def async_stop(self) -> None:
         self._due_nodes.clear()
         self._due.clear()
+        self._due_ticks.clear()
         self.ingest.stop()
         if self.scanners is not None:
             self.scanners.async_stop()
@@ -240,8 +243,10 @@ class AssetTrackerHub:
     async def _sweep(self) -> None:
         try:
             await in_slices(self._sweep_slice)
-            # time-based values (dwell) refresh on their own signal, not by rewriting every entity
-            async_dispatcher_send(self.hass, SIGNAL_TICK.format(self.entry_id))
+            # time-based values (dwell) are written on their own, not by rewriting every entity,
+            # and in slices too: a site of thousands has thousands of them
+            self._due_ticks = list(self.tickers)
+            await in_slices(self._tick_slice)
         finally:
             self._sweep_task = None
 
@@ -258,6 +263,15 @@ class AssetTrackerHub:
                 break
         self.fleet.flush_changes()
         return bool(self._due_nodes or self._due)
+
+    def _tick_slice(self) -> bool:
+        """Writes time-based entities for a slice; True while any are left."""
+        deadline = time.perf_counter() + SLICE_S
+        while self._due_ticks:
+            self._due_ticks.pop()()
+            if time.perf_counter() >= deadline:
+                break
+        return bool(self._due_ticks)
 
     def _rewrite_node(self, node_id: str) -> None:
         """Writes a node's many entities (its health, "last seen") at once."""

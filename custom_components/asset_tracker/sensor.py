@@ -35,7 +35,7 @@ from homeassistant.util import dt as dt_util
 
 from .analytics import significant
 from .clock import wall_ms
-from .const import SIGNAL_NEW_BATTERY, SIGNAL_NEW_READING, SIGNAL_TICK
+from .const import SIGNAL_NEW_BATTERY, SIGNAL_NEW_READING
 from .entity import AssetEntity, NodeEntity, async_track_devices
 from .hub import AssetTrackerConfigEntry, AssetTrackerHub
 from .models import AssetState, NodeState
@@ -281,10 +281,9 @@ class AssetSensor(AssetEntity, SensorEntity):
     async def async_added_to_hass(self) -> None:
         await super().async_added_to_hass()
         if self.entity_description.ticks:
-            signal = SIGNAL_TICK.format(self.hub.entry_id)
-            self.async_on_remove(
-                async_dispatcher_connect(self.hass, signal, self.async_write_ha_state)
-            )
+            tickers, tick = self.hub.tickers, self.async_write_ha_state
+            tickers.add(tick)
+            self.async_on_remove(lambda: tickers.discard(tick))
 
     def state_inputs(self) -> Any:
         return (self.native_value, self.extra_state_attributes)

@@ -322,3 +322,48 @@ async def test_housekeeping_goes_through_the_assets_in_slices(
     assert {area_state(hass, cat) for cat in cats} == {"unknown"}
     # the two nodes, then the four assets: one a slice
     assert slices == [6, 5, 4, 3, 2, 1]
+
+
+async def test_time_based_sensors_are_written_after_the_sweep_in_slices(
+    hass: HomeAssistant,
+    house: tuple[Edge, Edge],
+    freezer: FrozenDateTimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from custom_components.asset_tracker import hub as hub_module
+
+    kitchen, _study = house
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    hub = entry.runtime_data.hub
+    registry = er.async_get(hass)
+    cats = [f"cat{i}" for i in range(3)]
+    # "Time in area" is disabled by default: enabled here before the cats are first heard
+    dwell = {
+        cat: registry.async_get_or_create(
+            "sensor", DOMAIN, f"{DOMAIN}:asset:{cat}:dwell", config_entry=entry
+        ).entity_id
+        for cat in cats
+    }
+    for cat in cats:
+        kitchen.event("presence", cat, {"state": "present", "rssi": -55.0}, (now_ms(), 0))
+    await hass.async_block_till_done()
+
+    def minutes() -> set[str]:
+        return {state.state for cat in cats if (state := hass.states.get(dwell[cat]))}
+
+    assert minutes() == {"0.0"}
+    assert len(hub.tickers) == len(cats)
+    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)  # one entity a slice
+    slices: list[int] = []
+    tick_slice = hub._tick_slice
+
+    def counted() -> bool:
+        slices.append(len(hub._due_ticks))
+        return tick_slice()
+
+    monkeypatch.setattr(hub, "_tick_slice", counted)
+    freezer.tick(timedelta(seconds=30))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert minutes() == {"0.5"}
+    assert slices == [3, 2, 1]
