@@ -87,6 +87,10 @@ class LocatorSettings:
     map_weight: float = 1.0  # with a floor plan: dB of score per unit of log-likelihood, per dB
     # with a floor plan: positions from the whole floor's fit, moved into the reported room
     floor_fit: bool = True
+    # with a floor plan, a trained room's fingerprint counts too: it holds what the map cannot
+    # know there (the shadowing of that spot); dB of score per dB of RMS mismatch below the level
+    plan_fingerprint_db: float = 1.0
+    plan_fingerprint_level_db: float = 5.0
 
 
 @dataclass(slots=True)
@@ -428,11 +432,24 @@ class Locator:
                 best = max(known.values())
                 scale = self.settings.map_weight * self.settings.temperature_db
                 scores.update({r: scale * (v - best) for r, v in known.items()})
+                self._add_fingerprints(scores, known, heard)
             if state is not None:
                 self._learn_tx(state, fit.offset_db)
                 if state.belief.get(state.room or "", 0.0) >= SETTLED:
                     self._learn_map_bias(fit.residuals)
         return scores
+
+    def _add_fingerprints(
+        self, scores: dict[str, float], rooms: Iterable[str], heard: Mapping[str, float]
+    ) -> None:
+        """On a floor plan: a trained room scores better the closer the report is to what the
+        user recorded there, worse when it is far from it."""
+        s = self.settings
+        for room in rooms:
+            fingerprint = self._fingerprints.get(room)
+            if fingerprint is not None:
+                mismatch = fingerprint.mismatch(heard)
+                scores[room] += s.plan_fingerprint_db * (s.plan_fingerprint_level_db - mismatch)
 
     def _map_offset(self, state: _Node | None) -> float:
         """On a floor plan: the node's bias against the map, relative to the others' (a common

@@ -260,3 +260,32 @@ def test_an_asset_crossing_a_doorway_is_drawn_at_the_door_before_its_room_change
     assert estimate.position.x > room_only.x
     # the shown accuracy covers the move into the room
     assert estimate.position.accuracy_m >= 5.6 - estimate.position.x - 0.3
+
+
+def test_on_a_plan_a_trained_room_counts_what_the_user_recorded_there(
+    radio_map: RadioMap,
+) -> None:
+    # by the map this report is the hall's: the hall's node loudest, the kitchen's 6 dB louder
+    # than the map expects there. The user stood in the kitchen's corner by the hall wall, where
+    # the radio sounds like that (shadowing the map cannot know), and trained the kitchen
+    heard = expected(radio_map, 5.4, 2.0, "ground")
+    heard["k"] += 6
+    samples = [{n: v + (k % 3 - 1) for n, v in heard.items()} for k in range(12)]
+
+    def room_after_a_while(locator: Locator) -> str | None:
+        for step in range(40):
+            for node, rssi in heard.items():
+                locator.observe("tag", node, rssi, step * 500)
+            estimate = locator.locate("tag", step * 500)
+        return estimate.room
+
+    assert room_after_a_while(locator_on_plan()) == "hall"
+    trained = locator_on_plan()
+    trained.train("kitchen", samples)
+    assert room_after_a_while(trained) == "kitchen"
+    # a report far from the kitchen's recording is not pulled there
+    far = expected(radio_map, 6.0, 7.0, "ground")
+    trained.forget("tag")
+    heard = far
+    assert room_after_a_while(trained) == "hall"
+    assert room_after_a_while(locator_on_plan(plan_fingerprint_db=0.0)) == "hall"
