@@ -21,6 +21,10 @@ PARALLEL_UPDATES = 0
 # a moving position shows on the tracker at most this often; the floor-plan card follows every
 # move over its own subscription (position_feed.py)
 POSITION_EVERY_S = 5.0
+# the confidence shows in steps of 0.1, and a new value only once it moved this far from the one
+# shown (or the estimate is sure): a settling estimate does not rewrite the tracker at every step
+CONFIDENCE_STEP = 0.2
+SURE = 1.0
 
 
 async def async_setup_entry(
@@ -51,6 +55,7 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
     def __init__(self, hub: AssetTrackerHub, asset_id: str) -> None:
         super().__init__(hub, asset_id, "tracker")
         self._shown: Position | None = None
+        self._confidence: tuple[str | None, float | None] = (None, None)  # room, value shown
         self._shown_at = -math.inf
         self._catch_up: CALLBACK_TYPE | None = None
 
@@ -68,8 +73,7 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         asset = self.asset
-        # in steps of 0.1, so a settling estimate does not rewrite the state at every report
-        confidence = None if asset.confidence is None else round(asset.confidence, 1)
+        confidence = self._shown_confidence()
         position = self._position()
         return {
             "area": asset.area,
@@ -85,6 +89,23 @@ class AssetTracker(AssetEntity, BaseScannerEntity):
             "y": round(position.y, 2) if position else None,
             "position_accuracy_m": round(position.accuracy_m, 2) if position else None,
         }
+
+    def _shown_confidence(self) -> float | None:
+        """The confidence as the tracker shows it: a new room or a sure estimate shows at once,
+        otherwise a change of at least CONFIDENCE_STEP."""
+        asset = self.asset
+        live = None if asset.confidence is None else round(asset.confidence, 1)
+        room, shown = self._confidence
+        if (
+            live is None
+            or shown is None
+            or room != asset.room
+            or live == SURE
+            or abs(live - shown) >= CONFIDENCE_STEP - 1e-9
+        ):
+            self._confidence = (asset.room, live)
+            return live
+        return shown
 
     def _position(self) -> Position | None:
         """The asset's position as the tracker shows it: one that appears, goes or changes floor

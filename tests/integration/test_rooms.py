@@ -367,3 +367,34 @@ async def test_time_based_sensors_are_written_after_the_sweep_in_slices(
     await hass.async_block_till_done()
     assert minutes() == {"0.5"}
     assert slices == [3, 2, 1]
+
+
+async def test_the_trackers_confidence_shows_steps_of_two_tenths_or_certainty(
+    hass: HomeAssistant, house: tuple[Edge, Edge]
+) -> None:
+    await present(hass, house, -55.0, -85.0)
+    hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data.hub
+    cat = hub.assets["cat"]
+    eid = er.async_get(hass).async_get_entity_id(
+        "device_tracker", DOMAIN, f"{DOMAIN}:asset:cat:tracker"
+    )
+    assert eid is not None
+
+    def shown(confidence: float) -> tuple[float, bool]:
+        """The tracker after the estimate's confidence became `confidence`: what it shows, and
+        whether its state was written."""
+        before = hass.states.get(eid)
+        assert before is not None
+        cat.confidence = confidence
+        hub.fleet.asset_changed(cat)
+        hub.fleet.flush_changes()
+        after = hass.states.get(eid)
+        assert after is not None
+        return after.attributes["confidence"], after.last_updated != before.last_updated
+
+    assert tracker(hass, "cat")["confidence"] == 1.0
+    assert shown(0.91) == (1.0, False)  # a wobble of a tenth is not written
+    assert shown(0.79) == (0.8, True)
+    assert shown(0.88) == (0.8, False)
+    assert shown(0.62) == (0.6, True)
+    assert shown(0.99) == (1.0, True)  # sure again: shown at once
