@@ -81,7 +81,7 @@ class AssetTrackerHub:
         # what the housekeeping has yet to go through: nodes to rewrite, assets to re-place
         self._due_nodes: list[str] = []
         self._due: list[str] = []
-        # entities whose state changes with time alone (dwell): written after each sweep
+        # entities whose state changes with time alone (dwell): written at the end of each sweep
         self.tickers: set[Callable[[], None]] = set()
         self._due_ticks: list[Callable[[], None]] = []
         self._sweep_task: asyncio.Task[None] | None = None
@@ -234,6 +234,7 @@ class AssetTrackerHub:
         self.repairs.check_offline(wall_ms())
         self._due_nodes = list(self.nodes)
         self._due = list(self.assets)
+        self._due_ticks = list(self.tickers)
         if self._sweep_task is None:
             # a tracked task: Home Assistant waits for it when it waits for pending work
             self._sweep_task = self.hass.async_create_task(
@@ -243,35 +244,25 @@ class AssetTrackerHub:
     async def _sweep(self) -> None:
         try:
             await in_slices(self._sweep_slice)
-            # time-based values (dwell) are written on their own, not by rewriting every entity,
-            # and in slices too: a site of thousands has thousands of them
-            self._due_ticks = list(self.tickers)
-            await in_slices(self._tick_slice)
         finally:
             self._sweep_task = None
 
     def _sweep_slice(self) -> bool:
-        """Rewrites nodes, then re-places assets, for half a slice (the moved assets' writes take
-        the other half); True while any are left."""
+        """Rewrites nodes, then re-places assets, then writes the entities that change with time
+        alone (dwell: not by rewriting every entity), for half a slice (the moved assets' writes
+        take the other half); True while any are left."""
         deadline = time.perf_counter() + SLICE_S / 2
-        while self._due_nodes or self._due:
+        while self._due_nodes or self._due or self._due_ticks:
             if self._due_nodes:
                 self._rewrite_node(self._due_nodes.pop())
-            else:
+            elif self._due:
                 self._replace_asset(self._due.pop())
+            else:
+                self._due_ticks.pop()()
             if time.perf_counter() >= deadline:
                 break
         self.fleet.flush_changes()
-        return bool(self._due_nodes or self._due)
-
-    def _tick_slice(self) -> bool:
-        """Writes time-based entities for a slice; True while any are left."""
-        deadline = time.perf_counter() + SLICE_S
-        while self._due_ticks:
-            self._due_ticks.pop()()
-            if time.perf_counter() >= deadline:
-                break
-        return bool(self._due_ticks)
+        return bool(self._due_nodes or self._due or self._due_ticks)
 
     def _rewrite_node(self, node_id: str) -> None:
         """Writes a node's many entities (its health, "last seen") at once."""

@@ -324,7 +324,7 @@ async def test_housekeeping_goes_through_the_assets_in_slices(
     assert slices == [6, 5, 4, 3, 2, 1]
 
 
-async def test_time_based_sensors_are_written_after_the_sweep_in_slices(
+async def test_time_based_sensors_are_written_at_the_end_of_the_sweep_in_slices(
     hass: HomeAssistant,
     house: tuple[Edge, Edge],
     freezer: FrozenDateTimeFactory,
@@ -353,20 +353,22 @@ async def test_time_based_sensors_are_written_after_the_sweep_in_slices(
 
     assert minutes() == {"0.0"}
     assert len(hub.tickers) == len(cats)
-    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)  # one entity a slice
-    slices: list[int] = []
-    tick_slice = hub._tick_slice
+    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)  # one node, asset or entity a slice
+    slices: list[tuple[int, int, int]] = []
+    sweep_slice = hub._sweep_slice
 
     def counted() -> bool:
-        slices.append(len(hub._due_ticks))
-        return tick_slice()
+        slices.append((len(hub._due_nodes), len(hub._due), len(hub._due_ticks)))
+        return sweep_slice()
 
-    monkeypatch.setattr(hub, "_tick_slice", counted)
+    monkeypatch.setattr(hub, "_sweep_slice", counted)
     freezer.tick(timedelta(seconds=30))
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
     assert minutes() == {"0.5"}
-    assert slices == [3, 2, 1]
+    # the two nodes, the three cats re-placed, then their Time in area: one a slice
+    assert [n + a + t for n, a, t in slices] == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert slices[-3:] == [(0, 0, 3), (0, 0, 2), (0, 0, 1)]
 
 
 async def test_the_trackers_confidence_shows_steps_of_two_tenths_or_certainty(
