@@ -733,7 +733,7 @@ class OwnCpu:
     def install(self) -> None:
         from homeassistant.core import callback
 
-        from custom_components.asset_tracker import apply, ingest
+        from custom_components.asset_tracker import apply, hub, ingest
 
         def wrap(cls: Any, name: str, is_callback: bool) -> None:
             inner = getattr(cls, name)
@@ -755,6 +755,8 @@ class OwnCpu:
         wrap(apply.Applier, "_apply_slice", False)
         if hasattr(apply.Applier, "_inbox_slice"):
             wrap(apply.Applier, "_inbox_slice", False)
+        if hasattr(hub.AssetTrackerHub, "_sweep_slice"):
+            wrap(hub.AssetTrackerHub, "_sweep_slice", False)
 
     def take(self) -> dict[str, float]:
         out = {"own_cpu_s": self.cpu_s, "own_gc_s": self.gc_s, "own_gc_count": self.gc_count}

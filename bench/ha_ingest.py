@@ -273,8 +273,9 @@ def watch_critical(hub: Any) -> list[float]:
 
 class OwnTime:
     """The integration's own time in the event loop, measured around its callbacks and slices
-    (time.perf_counter): summed per turn of the loop, since everything in one turn runs before
-    the loop can do anything else. The MQTT client's reads and dispatch are not in it."""
+    (its MQTT callback, the applier's and the housekeeping's slices; time.perf_counter): summed
+    per turn of the loop, since everything in one turn runs before the loop can do anything
+    else. The MQTT client's reads and dispatch are not in it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -302,7 +303,7 @@ class OwnTime:
         gc.callbacks.append(self._gc)
         from homeassistant.core import callback
 
-        from custom_components.asset_tracker import apply, ingest
+        from custom_components.asset_tracker import apply, hub, ingest
 
         def wrap(cls: Any, name: str, is_callback: bool) -> None:
             inner = getattr(cls, name)
@@ -328,6 +329,8 @@ class OwnTime:
         wrap(apply.Applier, "_apply_slice", False)
         if hasattr(apply.Applier, "_inbox_slice"):
             wrap(apply.Applier, "_inbox_slice", False)
+        if hasattr(hub.AssetTrackerHub, "_sweep_slice"):  # the housekeeping, every 30 s
+            wrap(hub.AssetTrackerHub, "_sweep_slice", False)
 
     def _close(self) -> None:
         self.turns_ms.append(self._turn * 1000)
