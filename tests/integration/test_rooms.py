@@ -289,14 +289,32 @@ async def test_training_an_unheard_asset_changes_nothing(
     assert err.value.translation_key == "unknown_area"
 
 
+def sweep_slices(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, int, int]]:
+    """Makes every housekeeping slice one node, asset or time-based entity long, and records what
+    is left to do (nodes, assets, entities) as each slice starts."""
+    from custom_components.asset_tracker import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)
+    hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data.hub
+    slices: list[tuple[int, int, int]] = []
+    sweep_slice = hub._sweep_slice
+
+    def counted() -> bool:
+        slices.append((len(hub._due_nodes), len(hub._due), len(hub._due_ticks)))
+        return sweep_slice()
+
+    monkeypatch.setattr(hub, "_sweep_slice", counted)
+    return slices
+
+
 async def test_housekeeping_goes_through_the_assets_in_slices(
     hass: HomeAssistant,
     house: tuple[Edge, Edge],
     freezer: FrozenDateTimeFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from custom_components.asset_tracker import hub as hub_module
-
     kitchen, _study = house
     cats = [f"cat{i}" for i in range(4)]
     for cat in cats:
@@ -304,24 +322,14 @@ async def test_housekeeping_goes_through_the_assets_in_slices(
     await hass.async_block_till_done()
     assert {area_state(hass, cat) for cat in cats} == {"Kitchen"}
     # no slice longer than one asset: each asset is its own turn of the event loop
-    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)
-    entry = hass.config_entries.async_entries(DOMAIN)[0]
-    hub = entry.runtime_data.hub
-    slices: list[int] = []
-    sweep_slice = hub._sweep_slice
-
-    def counted() -> bool:
-        slices.append(len(hub._due_nodes) + len(hub._due))
-        return sweep_slice()
-
-    monkeypatch.setattr(hub, "_sweep_slice", counted)
+    slices = sweep_slices(hass, monkeypatch)
     # nothing heard for longer than the fusion window: only the housekeeping moves them
     freezer.tick(timedelta(seconds=61))
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
     assert {area_state(hass, cat) for cat in cats} == {"unknown"}
     # the two nodes, then the four assets: one a slice
-    assert slices == [6, 5, 4, 3, 2, 1]
+    assert [nodes + assets for nodes, assets, _ticks in slices] == [6, 5, 4, 3, 2, 1]
 
 
 async def test_time_based_sensors_are_written_at_the_end_of_the_sweep_in_slices(
@@ -330,8 +338,6 @@ async def test_time_based_sensors_are_written_at_the_end_of_the_sweep_in_slices(
     freezer: FrozenDateTimeFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from custom_components.asset_tracker import hub as hub_module
-
     kitchen, _study = house
     entry = hass.config_entries.async_entries(DOMAIN)[0]
     hub = entry.runtime_data.hub
@@ -353,15 +359,7 @@ async def test_time_based_sensors_are_written_at_the_end_of_the_sweep_in_slices(
 
     assert minutes() == {"0.0"}
     assert len(hub.tickers) == len(cats)
-    monkeypatch.setattr(hub_module, "SLICE_S", 0.0)  # one node, asset or entity a slice
-    slices: list[tuple[int, int, int]] = []
-    sweep_slice = hub._sweep_slice
-
-    def counted() -> bool:
-        slices.append((len(hub._due_nodes), len(hub._due), len(hub._due_ticks)))
-        return sweep_slice()
-
-    monkeypatch.setattr(hub, "_sweep_slice", counted)
+    slices = sweep_slices(hass, monkeypatch)  # one node, asset or entity a slice
     freezer.tick(timedelta(seconds=30))
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
