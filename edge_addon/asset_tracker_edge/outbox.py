@@ -6,6 +6,14 @@ no AUTOINCREMENT, no extra index), so that replay reads, acknowledgement deletes
 policy (oldest routine first, critical last) are all rowid range operations. Appends are buffered in
 memory and committed in groups, one transaction per commit window; a critical event cuts the window
 short. All SQLite work runs on one writer thread, in submission order, off the event loop.
+
+Young events. While acknowledgements keep up, an event lives a second or two, and writing it into
+SQLite's B-tree costs several times its bytes in whole pages. So a commit puts its events in
+in-memory tables of the same shape (the `young` schema) and appends them to the journal
+(journal.py), which is what makes them durable; the tables are what every query reads, together
+with the SQLite ones. Young events move into SQLite (a "spill", committed with fsync) when they
+would outgrow YOUNG_MAX_BYTES, before a purge, before a rotation and on open, where whatever the
+journal holds is folded in. Within a class every young seq is above every seq in SQLite.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any, TypeVar
 
 from .events import Priority
 from .hlc import MAX_WALL_MS, Timestamp, wall_clock_ms
+from .journal import HEADER_BYTES, Entry, Journal, Kind, unfolded
 from .runs import Owners, creator_ranges
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,6 +46,9 @@ _T = TypeVar("_T")
 SCHEMA_VERSION = 1
 CLASSES: tuple[Priority, Priority] = (Priority.CRITICAL, Priority.ROUTINE)
 _TABLE = {Priority.CRITICAL: "critical", Priority.ROUTINE: "routine"}
+_KIND = {Priority.CRITICAL: Kind.CRITICAL, Priority.ROUTINE: Kind.ROUTINE}
+_PRIORITY = {k: p for p, k in _KIND.items()}
+_SCHEMAS = ("main", "young")
 # the runs a store remembers (a run's seqs below the oldest one's base have no known creator)
 KEEP_RUNS = 256
 # purge and ack deletes work in chunks so one long statement never holds the writer thread
@@ -108,6 +120,12 @@ GROUP_MAX_BYTES = 1024 * 1024
 # _CHECKPOINT_OVERDUE bytes wait: at most _CHECKPOINT_OVERDUE + GROUP_MAX_BYTES of events (their
 # pages) can wait to be added to the database file.
 RESERVE_BYTES = 4 * 1024 * 1024
+# young events (their journal records) held in memory at most: a quarter of the journal, so a new
+# lap always takes them with a commit of the largest size that goes to the journal
+YOUNG_MAX_BYTES = 256 * 1024
+# with `sync: normal` the journal is synced this long after an append at the latest: what a
+# power cut can take back (with `sync: full`, every commit is synced)
+JOURNAL_SYNC_S = 10.0
 _RESERVE_HEADROOM = 1024 * 1024
 # a vacuum to win the reserve back is tried at most this often
 _VACUUM_EVERY_S = 60.0
@@ -200,6 +218,9 @@ class _Snapshot:
     # taken in operation order; an inline commit can finish before an earlier threaded
     # operation's result reaches the loop, and that older snapshot must not win
     version: int
+    # journal bytes of the young events, and what the journal takes before a new lap
+    young_bytes: int = 0
+    journal_room: int = 0
 
 
 @dataclass(slots=True)
@@ -235,6 +256,8 @@ class OutboxOptions:
     routine_window_ms: int | None = None
     # allocated space kept beside the store for deleting and checkpointing on a full disk
     reserve_bytes: int = RESERVE_BYTES
+    # young events go to the journal (see the module's text); without it every commit is SQLite's
+    journal: bool = True
 
 
 @dataclass(slots=True)
@@ -250,6 +273,16 @@ class _Disk:
     # acknowledged events that freed the store on a full disk
     full_count: int = 0
     reclaims: int = 0
+
+
+@dataclass(slots=True)
+class _Young:
+    """The writer thread's view of the young rows: their journal bytes, the newest seq a spill
+    moved into SQLite, and the newest ack the journal recorded (this epoch's)."""
+
+    bytes: int = 0
+    spilled: int = 0
+    acked: int = 0
 
 
 @dataclass(slots=True)
@@ -314,15 +347,23 @@ class _WriterThread:
 class Outbox:
     """The node's durable event log with an ack cursor, a purge policy and backpressure."""
 
-    # writer thread: the store's epoch, and when a commit last wrote `acked` to `meta`
+    # writer thread: the store's epoch, when a commit last wrote `acked` to `meta`, and what
+    # SQLite's log took since the last checkpoint
     _db_epoch = 0
     _acked_written_at = 0.0
+    _writes_since_checkpoint = 0
+    _bytes_since_checkpoint = 0
+    _checkpoint_queued = False
     # loop: when the oldest pending event was appended (time.monotonic), and the delete of
     # acknowledged rows no commit carried (see ack)
     _pending_since = 0.0
     _delete_timer: asyncio.TimerHandle | None = None
     _held: _Held | None = None
     _held_task: asyncio.Task[None] | None = None
+    # loop: the writer's journal figures as of the last snapshot, and the pending journal sync
+    _young_seen = 0
+    _journal_room_seen = 0
+    _sync_timer: asyncio.TimerHandle | None = None
 
     def __init__(self, path: Path, options: OutboxOptions | None = None) -> None:
         self.path = path
@@ -374,9 +415,6 @@ class Outbox:
         self._db_high = 0
         self._db_acked = 0
         self._db_dropped: dict[Priority, int] = dict.fromkeys(CLASSES, 0)
-        self._writes_since_checkpoint = 0
-        self._bytes_since_checkpoint = 0
-        self._checkpoint_queued = False
         # set when a write failed: what the tables hold may differ from the _db_* view, since
         # SQLite can report a failure (SQLITE_FULL) for a transaction that is partly or fully
         # on disk
@@ -385,6 +423,8 @@ class Outbox:
         self._db_version = 0
         self._applied_version = 0
         self._busy = 0  # operations submitted to the writer thread and not finished
+        self._journal = Journal(Path(f"{path}-log")) if self.options.journal else None
+        self._young = _Young()
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -406,6 +446,9 @@ class Outbox:
         if self._delete_timer is not None:
             self._delete_timer.cancel()
             self._delete_timer = None
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
         if self._commit_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.flush()
@@ -565,6 +608,7 @@ class Outbox:
             batch = batch[len(part) :]
             self.commits += 1
             self._checkpoint_when_due()
+            self._sync_journal_when_due()
             self._committing = len(batch)
             info.since = since
             self._apply(snap)
@@ -829,6 +873,8 @@ class Outbox:
         self.high_seq = max(self.high_seq, snap.high_seq)
         self._dropped = snap.dropped
         self.acked = max(self.acked, snap.acked)
+        self._young_seen = snap.young_bytes
+        self._journal_room_seen = snap.journal_room
 
     async def _run(self, fn: Callable[..., _T], *args: Any, urgent: bool = False) -> _T:
         return await asyncio.wrap_future(self._submit(fn, *args, urgent=urgent))
@@ -857,6 +903,16 @@ class Outbox:
             self._checkpoint_queued = True
             self._submit(self._checkpoint_db)
 
+    def _sync_journal_when_due(self) -> None:
+        if self._journal is None or self.options.sync == "full" or self._sync_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._sync_timer = loop.call_later(JOURNAL_SYNC_S, self._sync_journal)
+
+    def _sync_journal(self) -> None:
+        self._sync_timer = None
+        self._submit(self._sync_journal_db)
+
     def _can_inline(self, batch: list[Record]) -> bool:
         """A small commit may run on the event loop when the writer thread is idle (so nothing
         runs concurrently on the connection) and it cannot block: with synchronous=NORMAL a WAL
@@ -868,6 +924,21 @@ class Outbox:
             and self._bytes_since_checkpoint < _CHECKPOINT_OVERDUE
             and len(batch) <= _INLINE_MAX
             and any(r.priority is Priority.CRITICAL for r in batch)
+            # nothing spilled and no new lap: neither may wait on an fsync
+            and (self._journal is None or self._fits_young(batch))
+        )
+
+    def _fits_young(self, batch: list[Record]) -> bool:
+        """Whether a commit of `batch` stays in the journal's current lap without a spill (as
+        far as the loop's view tells: the writer thread decides)."""
+        size = _journal_bytes(batch)
+        stored = sum(s.count for s in self._states.values())
+        stored_bytes = sum(s.bytes for s in self._states.values())
+        return (
+            self._young_seen + size <= YOUNG_MAX_BYTES
+            and size + 2 * HEADER_BYTES <= self._journal_room_seen
+            and stored + len(batch) <= self.options.max_events
+            and stored_bytes + sum(len(r.body) for r in batch) <= self.options.max_bytes
         )
 
     # writer thread -----------------------------------------------------------------------------
@@ -885,9 +956,10 @@ class Outbox:
             db, epoch = self._connect_checked()
         self._db = db
         self._db_epoch = epoch
+        self._fold_journal_db()
         self._db_states = {p: self._class_state(p) for p in CLASSES}
         self._db_high = self._stored_high_db()
-        self._db_acked = self._db_meta("acked")
+        self._db_acked = self._young.acked = self._db_meta("acked")
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
         row = db.execute("SELECT value FROM meta WHERE key='rotations'").fetchone()
         self._db_rotations = int(row[0]) if row else 0
@@ -897,8 +969,57 @@ class Outbox:
             self._disk.reserve = min(st.st_size, st.st_blocks * 512)
         self._top_up_reserve_db()
         runs = self._record_run_db()
+        if self._journal is not None:
+            self._journal.start(self.run)
         snap = self._snapshot()
         return snap, epoch, recovery, self._newest_hlc(), runs
+
+    def _fold_journal_db(self) -> None:
+        """Moves what the journal holds of this epoch into SQLite, durably, before the new run
+        appends to it: unacknowledged events (not already spilled), the newest seq and `acked`."""
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            entries = journal.open()
+        except OSError as err:
+            _LOGGER.warning(
+                "outbox journal %s unusable (%s): every commit goes to SQLite", journal.path, err
+            )
+            self._journal = None
+            return
+        events, acked, high = unfolded(entries, self._db_epoch, self._db_meta("acked"))
+        if not high:
+            return
+        db = self._conn()
+        with self._synchronous_full():
+            db.execute("BEGIN")
+            try:
+                for priority, table in _TABLE.items():
+                    rows = [(e.seq, e.wall_ms, e.body) for e in events if e.kind is _KIND[priority]]
+                    db.executemany(
+                        f"INSERT OR IGNORE INTO main.{table} (seq, wall_ms, body) "  # noqa: S608
+                        "VALUES (?, ?, ?)",
+                        rows,
+                    )
+                    db.execute(f"DELETE FROM main.{table} WHERE seq <= ?", (acked,))  # noqa: S608
+                for key, value in (("acked", acked), ("high_seq", high)):
+                    db.execute(
+                        "UPDATE meta SET value=? WHERE key=? AND value < ?", (value, key, value)
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                self._abort_db()
+                raise
+        self._db_stale = False
+
+    def _sync_journal_db(self) -> None:
+        if self._journal is None:
+            return
+        try:
+            self._journal.sync()
+        except OSError as err:
+            _LOGGER.warning("outbox journal sync failed: %s", err)
 
     def _record_run_db(self) -> list[tuple[int, int]]:
         """Adds this run with its base, durably before any event of it exists: a lost record would
@@ -960,6 +1081,12 @@ class Outbox:
                 epoch = self._create_schema(db)
             else:
                 epoch = int(db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
+            db.execute("ATTACH DATABASE ':memory:' AS young")
+            for table in _TABLE.values():
+                db.execute(
+                    f"CREATE TABLE young.{table} (seq INTEGER PRIMARY KEY, "
+                    "wall_ms INTEGER NOT NULL, body BLOB NOT NULL)"
+                )
         except BaseException:
             db.close()
             raise
@@ -1023,6 +1150,8 @@ class Outbox:
         return Recovery(reason=reason[:256], moved_to=str(target), at_ms=wall_clock_ms())
 
     def _close_db(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -1041,8 +1170,13 @@ class Outbox:
         image less in every commit)."""
         rows = max(
             (
-                int(self._conn().execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()[0])  # noqa: S608
+                int(
+                    self._conn()
+                    .execute(f"SELECT coalesce(max(seq), 0) FROM {schema}.{t}")  # noqa: S608
+                    .fetchone()[0]
+                )
                 for t in _TABLE.values()
+                for schema in _SCHEMAS
             ),
         )
         return max(rows, self._db_meta("high_seq"))
@@ -1053,12 +1187,14 @@ class Outbox:
             row = (
                 self._conn()
                 .execute(
-                    f"SELECT body FROM {table} ORDER BY seq DESC LIMIT 1"  # noqa: S608
+                    f"SELECT seq, body FROM young.{table} UNION ALL "  # noqa: S608
+                    f"SELECT seq, body FROM main.{table} ORDER BY seq DESC LIMIT 1"
                 )
                 .fetchone()
             )
             if row is None:
                 continue
+            row = row[1:]
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 ts = Timestamp.from_wire(json.loads(row[0])["hlc"])
                 newest = ts if newest is None else max(newest, ts)
@@ -1067,10 +1203,13 @@ class Outbox:
     def _class_state(self, priority: Priority) -> ClassState:
         db = self._conn()
         table = _TABLE[priority]
-        count, size = db.execute(
-            f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {table}"  # noqa: S608
-        ).fetchone()
-        state = ClassState(count=int(count), bytes=int(size))
+        count = size = 0
+        for schema in _SCHEMAS:
+            n, b = db.execute(
+                f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {schema}.{table}"  # noqa: S608
+            ).fetchone()
+            count, size = count + int(n), size + int(b)
+        state = ClassState(count=count, bytes=size)
         self._refresh_bounds(priority, state)
         return state
 
@@ -1078,11 +1217,15 @@ class Outbox:
         db = self._conn()
         table = _TABLE[priority]
         first = db.execute(
-            f"SELECT seq, wall_ms FROM {table} ORDER BY seq LIMIT 1"  # noqa: S608
+            f"SELECT seq, wall_ms FROM main.{table} UNION ALL "  # noqa: S608
+            f"SELECT seq, wall_ms FROM young.{table} ORDER BY seq LIMIT 1"
         ).fetchone()
         state.min_seq, state.min_wall = (int(first[0]), int(first[1])) if first else (None, None)
-        last = db.execute(f"SELECT max(seq) FROM {table}").fetchone()  # noqa: S608
-        state.max_seq = max(state.max_seq, int(last[0]) if last[0] is not None else 0)
+        last = db.execute(
+            f"SELECT max(coalesce((SELECT max(seq) FROM main.{table}), 0), "  # noqa: S608
+            f"coalesce((SELECT max(seq) FROM young.{table}), 0))"
+        ).fetchone()
+        state.max_seq = max(state.max_seq, int(last[0]))
 
     def _snapshot(self) -> _Snapshot:
         states = {
@@ -1090,8 +1233,15 @@ class Outbox:
             for p, s in self._db_states.items()
         }
         self._db_version += 1
+        journal = self._journal
         return _Snapshot(
-            states, self._db_high, self._db_acked, dict(self._db_dropped), self._db_version
+            states,
+            self._db_high,
+            self._db_acked,
+            dict(self._db_dropped),
+            self._db_version,
+            self._young.bytes,
+            journal.room if journal is not None else 0,
         )
 
     def _checkpoint_db(self, mode: str = "PASSIVE") -> bool:
@@ -1207,30 +1357,132 @@ class Outbox:
     def _end_commit_db(
         self, states: dict[Priority, ClassState], high: int, through: int, epoch: int
     ) -> dict[Priority, int]:
-        """Deletes what was acknowledged, purges and commits the open transaction."""
+        """Deletes what was acknowledged and purges, in the open transaction."""
         db = self._conn()
         if through and epoch == self._db_epoch:
-            # (an ack of an epoch a rotation closed since is not applied)
-            meta = time.monotonic() - self._acked_written_at >= _ACKED_EVERY_S
+            # (an ack of an epoch a rotation closed since is not applied; with the journal, its
+            # record of the ack stands for `acked` in `meta`)
+            meta = (
+                self._journal is None
+                and time.monotonic() - self._acked_written_at >= _ACKED_EVERY_S
+            )
             self._delete_acked_in_txn(states, through, meta=meta)
         dropped = self._purge_db(states)
         if any(dropped.values()):
             # a purge may leave no row at all (a bound smaller than the group); it writes the
             # `meta` page for its counters anyway
             db.execute("UPDATE meta SET value=? WHERE key='high_seq'", (high,))
-        db.execute("COMMIT")
         return dropped
+
+    def _goes_young_db(self, batch: list[Record], states: dict[Priority, ClassState]) -> bool:
+        """Whether `batch` is committed to the journal (and the young tables), not to SQLite:
+        when it fits beside the young rows and no purge will follow."""
+        if self._journal is None:
+            return False
+        count = sum(s.count for s in states.values()) + len(batch)
+        size = sum(s.bytes for s in states.values()) + sum(len(r.body) for r in batch)
+        return (
+            self._young.bytes + _journal_bytes(batch) <= YOUNG_MAX_BYTES
+            and count <= self.options.max_events
+            and size <= self.options.max_bytes
+        )
+
+    def _spill_in_txn(self) -> int:
+        """Moves the young rows into SQLite inside the open transaction; their newest seq."""
+        db = self._conn()
+        top = 0
+        for table in _TABLE.values():
+            newest = db.execute(f"SELECT max(seq) FROM young.{table}").fetchone()[0]  # noqa: S608
+            if newest is None:
+                continue
+            db.execute(
+                f"INSERT OR REPLACE INTO main.{table} SELECT seq, wall_ms, body "  # noqa: S608
+                f"FROM young.{table}"
+            )
+            db.execute(f"DELETE FROM young.{table}")  # noqa: S608
+            top = max(top, int(newest))
+        return top
+
+    def _young_size_db(self) -> int:
+        db = self._conn()
+        return sum(
+            int(
+                db.execute(
+                    f"SELECT coalesce(sum(length(body)), 0) + ? * count(*) FROM young.{t}",  # noqa: S608
+                    (HEADER_BYTES,),
+                ).fetchone()[0]
+            )
+            for t in _TABLE.values()
+        )
+
+    def _live_entries_db(self) -> list[Entry]:
+        """What a new lap of the journal starts with: the young rows, what was spilled and the
+        acknowledgement (inside the open transaction, as it will be committed)."""
+        db = self._conn()
+        epoch = self._db_epoch
+        entries = [
+            Entry(_KIND[p], epoch, int(seq), int(wall), bytes(body))
+            for p, table in _TABLE.items()
+            for seq, wall, body in db.execute(
+                f"SELECT seq, wall_ms, body FROM young.{table}"  # noqa: S608
+            )
+        ]
+        entries.sort(key=lambda e: e.seq)
+        if self._young.spilled:
+            entries.append(Entry(Kind.SPILLED, epoch, self._young.spilled))
+        if self._young.acked:
+            entries.append(Entry(Kind.ACK, epoch, self._young.acked))
+        return entries
+
+    def _entries(self, batch: list[Record], through: int) -> list[Entry]:
+        epoch = self._db_epoch
+        entries = [Entry(_KIND[r.priority], epoch, r.seq, r.wall_ms, r.body) for r in batch]
+        if through > self._young.acked:
+            self._young.acked = through
+            entries.append(Entry(Kind.ACK, epoch, through))
+        return entries
+
+    def _after_main_commit_db(self, spilled: int, through: int) -> None:
+        """Tells the journal what a commit to SQLite did to its records: spilled them, and
+        acknowledged some (best effort: without it, the fold on open re-reads rows SQLite has)."""
+        if spilled > self._young.spilled:
+            self._young.spilled = spilled
+            entries = [Entry(Kind.SPILLED, self._db_epoch, spilled)]
+        else:
+            entries = []
+        if through > self._young.acked:
+            self._young.acked = through
+            entries.append(Entry(Kind.ACK, self._db_epoch, through))
+        try:
+            self._append_journal_db(entries)
+        except sqlite3.Error as err:
+            _LOGGER.warning("%s", err)
+
+    def _append_journal_db(self, entries: list[Entry]) -> None:
+        """Appends to the journal (synced with `sync: full`); a failure fails the transaction."""
+        journal = self._journal
+        assert journal is not None
+        try:
+            journal.append(entries, self._live_entries_db)
+            if self.options.sync == "full":
+                journal.sync()
+        except OSError as err:
+            raise sqlite3.OperationalError(f"outbox journal write failed: {err}") from err
 
     def _commit_db(
         self, batch: list[Record], through: int = 0, epoch: int = 0
     ) -> tuple[CommitInfo, _Snapshot]:
         """Stores `batch` in one transaction, which also deletes the rows through `through` (the
         acknowledged ones) when the store is still in `epoch`."""
-        self._before_commit_db(batch)
         db = self._conn()
         stale = self._db_stale
         if stale:
             self._resync_db()
+        # (a retry after a failed write goes to SQLite: its rows may be there already)
+        young = not stale and self._goes_young_db(batch, self._db_states)
+        spill = not young and self._journal is not None and self._young.bytes > 0
+        if not young:
+            self._before_commit_db(batch)
         states = {
             p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
             for p, s in self._db_states.items()
@@ -1238,40 +1490,34 @@ class Outbox:
         appended = dict.fromkeys(CLASSES, 0)
         prev_max = {p: s.max_seq for p, s in states.items()}
         committed: dict[Priority, list[tuple[int, bytes]]] = {p: [] for p in CLASSES}
-        high = self._db_high
-        db.execute("BEGIN")
-        try:
-            for priority in CLASSES:
-                rows = [(r.seq, r.wall_ms, r.body) for r in batch if r.priority is priority]
-                if not rows:
-                    continue
-                # after a failed write some of these rows may already be stored: a retry
-                # replaces them (same seq, same body) and counts the table afresh
-                verb = "INSERT OR REPLACE" if stale else "INSERT"
-                db.executemany(
-                    f"{verb} INTO {_TABLE[priority]} (seq, wall_ms, body) VALUES (?, ?, ?)",
-                    rows,
+        acks = bool(through) and epoch == self._db_epoch
+        spilled = 0
+        # beside the journal, a commit to SQLite is durable at once: a spill before the journal's
+        # record of it (see _fold_journal_db), and a group too large for the journal before the
+        # journal's next records, so a power cut only ever takes back the newest events
+        to_sqlite = not young and self._journal is not None
+        sync = self._synchronous_full() if to_sqlite else contextlib.nullcontext()
+        with sync:
+            db.execute("BEGIN")
+            try:
+                if spill:
+                    spilled = self._spill_in_txn()
+                high = self._insert_in_txn(
+                    batch, "young" if young else "main", states, appended, committed
                 )
-                state = states[priority]
-                if stale:
-                    fresh = self._class_state(priority)
-                    fresh.max_seq = max(fresh.max_seq, state.max_seq, rows[-1][0])
-                    states[priority] = state = fresh
-                else:
-                    state.count += len(rows)
-                    state.bytes += sum(len(r[2]) for r in rows)
-                    if state.min_seq is None:
-                        state.min_seq, state.min_wall = rows[0][0], rows[0][1]
-                state.max_seq = max(state.max_seq, rows[-1][0])
-                appended[priority] = len(rows)
-                committed[priority] = [(r[0], r[2]) for r in rows]
-                high = max(high, rows[-1][0])
-            dropped = self._end_commit_db(states, high, through, epoch)
-        except BaseException as err:
-            self._abort_db()
-            if isinstance(err, sqlite3.Error) and _out_of_space(err):
-                self._mark_full_db()
-            raise
+                dropped = self._end_commit_db(states, high, through, epoch)
+                if young:
+                    self._append_journal_db(self._entries(batch, through if acks else 0))
+                db.execute("COMMIT")
+            except BaseException as err:
+                self._abort_db()
+                if isinstance(err, sqlite3.Error) and _out_of_space(err):
+                    self._mark_full_db()
+                raise
+        if self._journal is not None:
+            self._young.bytes = self._young_size_db()
+            if not young:
+                self._after_main_commit_db(spilled, through if acks else 0)
         self._db_stale = False
         self._disk.full = False
         self._db_states = states
@@ -1289,6 +1535,45 @@ class Outbox:
             prev_max_seq=prev_max,
         )
         return info, self._snapshot()
+
+    def _insert_in_txn(
+        self,
+        batch: list[Record],
+        schema: str,
+        states: dict[Priority, ClassState],
+        appended: dict[Priority, int],
+        committed: dict[Priority, list[tuple[int, bytes]]],
+    ) -> int:
+        """Inserts `batch` into `schema`'s tables, counting it in `states`; the new high seq."""
+        db = self._conn()
+        stale = self._db_stale
+        high = self._db_high
+        for priority in CLASSES:
+            rows = [(r.seq, r.wall_ms, r.body) for r in batch if r.priority is priority]
+            if not rows:
+                continue
+            # after a failed write some of these rows may already be stored: a retry replaces
+            # them (same seq, same body) and counts the table afresh
+            verb = "INSERT OR REPLACE" if stale else "INSERT"
+            db.executemany(
+                f"{verb} INTO {schema}.{_TABLE[priority]} (seq, wall_ms, body) VALUES (?, ?, ?)",
+                rows,
+            )
+            state = states[priority]
+            if stale:
+                fresh = self._class_state(priority)
+                fresh.max_seq = max(fresh.max_seq, state.max_seq, rows[-1][0])
+                states[priority] = state = fresh
+            else:
+                state.count += len(rows)
+                state.bytes += sum(len(r[2]) for r in rows)
+                if state.min_seq is None:
+                    state.min_seq, state.min_wall = rows[0][0], rows[0][1]
+            state.max_seq = max(state.max_seq, rows[-1][0])
+            appended[priority] = len(rows)
+            committed[priority] = [(r[0], r[2]) for r in rows]
+            high = max(high, rows[-1][0])
+        return high
 
     def _purge_db(self, states: dict[Priority, ClassState]) -> dict[Priority, int]:
         """Drops the oldest routine events, then the oldest critical ones, until within bounds."""
@@ -1338,8 +1623,10 @@ class Outbox:
     def _read_db(
         self, priority: Priority, after_seq: int, limit: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
+        table = _TABLE[priority]
         rows = self._conn().execute(
-            f"SELECT seq, body FROM {_TABLE[priority]} WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+            f"SELECT seq, body FROM main.{table} WHERE seq > ?1 UNION ALL "  # noqa: S608
+            f"SELECT seq, body FROM young.{table} WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             (after_seq, limit),
         )
         out: list[tuple[int, bytes]] = []
@@ -1390,12 +1677,13 @@ class Outbox:
     def _held_db(self, acked: int) -> tuple[int, int, int]:
         above = self._db_high + 1
         count = size = 0
-        for table in _TABLE.values():
+        for table, schema in ((t, s) for t in _TABLE.values() for s in _SCHEMAS):
             low, n, b = (
                 self._conn()
                 .execute(
-                    f"SELECT (SELECT min(seq) FROM {table} WHERE seq > ?1), count(*), "  # noqa: S608
-                    f"coalesce(sum(length(body)), 0) FROM {table} WHERE seq <= ?1",
+                    f"SELECT (SELECT min(seq) FROM {schema}.{table} WHERE seq > ?1), "  # noqa: S608
+                    f"count(*), coalesce(sum(length(body)), 0) FROM {schema}.{table} "
+                    "WHERE seq <= ?1",
                     (acked,),
                 )
                 .fetchone()
@@ -1415,18 +1703,26 @@ class Outbox:
             p: ClassState(s.count, s.bytes, s.min_seq, s.min_wall, s.max_seq)
             for p, s in self._db_states.items()
         }
+        journal = self._journal is not None
         db.execute("BEGIN")
         try:
-            self._delete_acked_in_txn(states, through, meta=True)
-            # the newest rows may be gone: `high_seq` is read from `meta` then
-            db.execute(
-                "UPDATE meta SET value=? WHERE key='high_seq' AND value < ?",
-                (self._db_high, self._db_high),
-            )
+            # (with the journal, its record of the ack stands for `acked` in `meta`, and its
+            # records for `high_seq`)
+            self._delete_acked_in_txn(states, through, meta=not journal)
+            if not journal:
+                # the newest rows may be gone: `high_seq` is read from `meta` then
+                db.execute(
+                    "UPDATE meta SET value=? WHERE key='high_seq' AND value < ?",
+                    (self._db_high, self._db_high),
+                )
+            else:
+                self._append_journal_db(self._entries([], through))
             db.execute("COMMIT")
         except BaseException:
             self._abort_db()
             raise
+        if journal:
+            self._young.bytes = self._young_size_db()
         self._db_stale = False
         self._db_states = states
         self._db_acked = max(self._db_acked, through)
@@ -1442,14 +1738,17 @@ class Outbox:
             if state.min_seq is None or state.min_seq > through:
                 continue
             table = _TABLE[priority]
-            count, size = db.execute(
-                f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {table} "  # noqa: S608
-                "WHERE seq <= ?",
-                (through,),
-            ).fetchone()
-            db.execute(f"DELETE FROM {table} WHERE seq <= ?", (through,))  # noqa: S608
-            state.count -= int(count)
-            state.bytes -= int(size)
+            for schema in _SCHEMAS:
+                count, size = db.execute(
+                    f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {schema}.{table} "  # noqa: S608
+                    "WHERE seq <= ?",
+                    (through,),
+                ).fetchone()
+                if count:
+                    # (a delete of nothing would still write SQLite's log)
+                    db.execute(f"DELETE FROM {schema}.{table} WHERE seq <= ?", (through,))  # noqa: S608
+                state.count -= int(count)
+                state.bytes -= int(size)
             self._refresh_bounds(priority, state)
         if meta:
             db.execute(
@@ -1476,6 +1775,8 @@ class Outbox:
         with self._synchronous_full():
             db.execute("BEGIN")
             try:
+                # the journal's records are of the closed epoch: what it holds goes to SQLite
+                self._spill_in_txn()
                 for table in _TABLE.values():
                     seqs = [int(r[0]) for r in db.execute(f"SELECT seq FROM {table}")]  # noqa: S608
                     held.update(seqs)
@@ -1497,6 +1798,9 @@ class Outbox:
         self._db_rotations += 1
         self._db_epoch = new
         self._db_acked = 0
+        self._young = _Young()
+        if self._journal is not None:
+            self._journal.start(self.run)
         self._db_states = {p: self._class_state(p) for p in CLASSES}
         base, carried = previous
         lost = sum(
@@ -1531,7 +1835,12 @@ class Outbox:
             self._db_states[priority] = fresh
         self._db_high = max(self._db_high, self._stored_high_db())
         self._db_acked = max(self._db_acked, self._db_meta("acked"))
+        self._young.bytes = self._young_size_db()
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
+
+
+def _journal_bytes(batch: list[Record]) -> int:
+    return sum(HEADER_BYTES + len(r.body) for r in batch)
 
 
 def _group_size(pending: list[Record]) -> int:

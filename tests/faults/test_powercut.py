@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asset_tracker_edge.journal import scan, unfolded
 from faults.campaign import HERE, LONG, ROOT, Consumer, EdgeProcess, FaultResult, Tally
 from mosquitto_broker import Mosquitto
 from powercut import CutReport, Disk
@@ -225,12 +226,23 @@ def store_numbers(folder: Path, scratch: Path) -> set[int] | None:
                 numbers.add(int(json.loads(body)["data"]["n"]))
                 # every row was committed with the high_seq it raised
                 assert seq <= high, f"{folder}: row {seq} above high_seq {high}"
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        numbers |= journal_numbers(folder / "outbox.db-log", meta["epoch"], meta["acked"])
         return numbers
     except sqlite3.DatabaseError:
         return None
     finally:
         db.close()
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def journal_numbers(path: Path, epoch: int, acked: int) -> set[int]:
+    """The event numbers of the journal's newest lap the outbox folds into SQLite on open: its
+    epoch's events above what its records say was acknowledged or moved into SQLite."""
+    if not path.exists():
+        return set()
+    events = unfolded(scan(path.read_bytes()), epoch, acked)[0]
+    return {int(json.loads(e.body)["data"]["n"]) for e in events}
 
 
 @dataclass

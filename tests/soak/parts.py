@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asset_tracker_edge.journal import scan, unfolded
 from e2e.hass_process import HassProcess
 from faults.campaign import faketime_lib
 from faults.proxy import FaultProxy
@@ -134,6 +135,14 @@ def parse_event(body: dict[str, Any]) -> StoredEvent:
     )
 
 
+def journal_bodies(path: Path, epoch: int, acked: int) -> list[bytes]:
+    """The events of the journal's newest lap the outbox folds into its store on open: its
+    epoch's events above what its records say was acknowledged or moved into SQLite."""
+    if not path.exists():
+        return []
+    return [e.body for e in unfolded(scan(path.read_bytes()), epoch, acked)[0]]
+
+
 def read_store(folder: Path, scratch: Path) -> dict[tuple[int, int], StoredEvent] | None:
     """The events in the outbox store of `folder`, by (creator run, seq), read from a copy (opening
     the original would change it); None when the store cannot be read (the edge will move it
@@ -152,10 +161,14 @@ def read_store(folder: Path, scratch: Path) -> dict[tuple[int, int], StoredEvent
             if db.execute("PRAGMA quick_check").fetchone() != ("ok",):
                 return None
             found: dict[tuple[int, int], StoredEvent] = {}
-            for table in ("critical", "routine"):
-                for (body,) in db.execute(f"SELECT body FROM {table}"):
-                    event = parse_event(json.loads(body))
-                    found[(event.run, event.seq)] = event
+            bodies = [
+                b for t in ("critical", "routine") for (b,) in db.execute(f"SELECT body FROM {t}")
+            ]
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            bodies += journal_bodies(folder / "outbox.db-log", meta["epoch"], meta["acked"])
+            for body in bodies:
+                event = parse_event(json.loads(body))
+                found[(event.run, event.seq)] = event
             return found
         except (sqlite3.DatabaseError, ValueError, KeyError, TypeError):
             return None
