@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -931,14 +931,9 @@ class Outbox:
     def _fits_young(self, batch: list[Record]) -> bool:
         """Whether a commit of `batch` stays in the journal's current lap without a spill (as
         far as the loop's view tells: the writer thread decides)."""
-        size = _journal_bytes(batch)
-        stored = sum(s.count for s in self._states.values())
-        stored_bytes = sum(s.bytes for s in self._states.values())
         return (
-            self._young_seen + size <= YOUNG_MAX_BYTES
-            and size + 2 * HEADER_BYTES <= self._journal_room_seen
-            and stored + len(batch) <= self.options.max_events
-            and stored_bytes + sum(len(r.body) for r in batch) <= self.options.max_bytes
+            _fits_young(batch, self._young_seen, self._states, self.options)
+            and _journal_bytes(batch) + 2 * HEADER_BYTES <= self._journal_room_seen
         )
 
     # writer thread -----------------------------------------------------------------------------
@@ -1377,14 +1372,8 @@ class Outbox:
     def _goes_young_db(self, batch: list[Record], states: dict[Priority, ClassState]) -> bool:
         """Whether `batch` is committed to the journal (and the young tables), not to SQLite:
         when it fits beside the young rows and no purge will follow."""
-        if self._journal is None:
-            return False
-        count = sum(s.count for s in states.values()) + len(batch)
-        size = sum(s.bytes for s in states.values()) + sum(len(r.body) for r in batch)
-        return (
-            self._young.bytes + _journal_bytes(batch) <= YOUNG_MAX_BYTES
-            and count <= self.options.max_events
-            and size <= self.options.max_bytes
+        return self._journal is not None and _fits_young(
+            batch, self._young.bytes, states, self.options
         )
 
     def _spill_in_txn(self) -> int:
@@ -1435,6 +1424,7 @@ class Outbox:
         return entries
 
     def _entries(self, batch: list[Record], through: int) -> list[Entry]:
+        """The journal records of `batch`, and of the ack through `through` when it is new."""
         epoch = self._db_epoch
         entries = [Entry(_KIND[r.priority], epoch, r.seq, r.wall_ms, r.body) for r in batch]
         if through > self._young.acked:
@@ -1445,14 +1435,10 @@ class Outbox:
     def _after_main_commit_db(self, spilled: int, through: int) -> None:
         """Tells the journal what a commit to SQLite did to its records: spilled them, and
         acknowledged some (best effort: without it, the fold on open re-reads rows SQLite has)."""
+        entries = self._entries([], through)
         if spilled > self._young.spilled:
             self._young.spilled = spilled
-            entries = [Entry(Kind.SPILLED, self._db_epoch, spilled)]
-        else:
-            entries = []
-        if through > self._young.acked:
-            self._young.acked = through
-            entries.append(Entry(Kind.ACK, self._db_epoch, through))
+            entries.append(Entry(Kind.SPILLED, self._db_epoch, spilled))
         try:
             self._append_journal_db(entries)
         except sqlite3.Error as err:
@@ -1841,6 +1827,22 @@ class Outbox:
 
 def _journal_bytes(batch: list[Record]) -> int:
     return sum(HEADER_BYTES + len(r.body) for r in batch)
+
+
+def _fits_young(
+    batch: list[Record],
+    young_bytes: int,
+    states: Mapping[Priority, ClassState],
+    options: OutboxOptions,
+) -> bool:
+    """Whether `batch` fits beside the young rows, and no purge will follow its commit."""
+    count = sum(s.count for s in states.values()) + len(batch)
+    size = sum(s.bytes for s in states.values()) + sum(len(r.body) for r in batch)
+    return (
+        young_bytes + _journal_bytes(batch) <= YOUNG_MAX_BYTES
+        and count <= options.max_events
+        and size <= options.max_bytes
+    )
 
 
 def _group_size(pending: list[Record]) -> int:

@@ -51,6 +51,19 @@ def _crash_copy(path: Path, to: Path) -> Path:
     return to / path.name
 
 
+async def _open(path: Path, **opts: object) -> Outbox:
+    box = Outbox(path, OutboxOptions(**opts))  # type: ignore[arg-type]
+    await box.open()
+    return box
+
+
+async def _crash_and_reopen(box: Outbox, to: Path) -> Outbox:
+    """The store opened again from its files as they were while `box` was running."""
+    crashed = _crash_copy(box.path, to)
+    await box.close()
+    return await _open(crashed)
+
+
 async def _until(check, what: str, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
@@ -97,8 +110,7 @@ async def test_young_events_reach_the_journal_not_sqlite_and_a_crash_keeps_them(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "o.db"
-    box = Outbox(path, OutboxOptions(commit_window_ms=5))
-    await box.open()
+    box = await _open(path, commit_window_ms=5)
     for i in range(1, 41):
         _append(box, i, C if i % 10 == 0 else R)
         if i % 5 == 0:
@@ -112,18 +124,14 @@ async def test_young_events_reach_the_journal_not_sqlite_and_a_crash_keeps_them(
     # nothing of the 50 events is in SQLite's tables or its log
     assert _sqlite_rows(path) == 0
     assert not wal.exists() or wal.stat().st_size < 64 * 1024
-    crashed = _crash_copy(path, tmp_path / "crash")
-    await box.close()
-
-    again = Outbox(crashed, OutboxOptions())
-    await again.open()
+    again = await _crash_and_reopen(box, tmp_path / "crash")
     assert again.epoch == box.epoch
     assert again.next_seq == 51
     assert again.acked == 15
     assert await _numbers(again) == list(range(16, 51))
     assert again.depth == 35
     # folded into SQLite on open, durably, before anything new is appended
-    assert _sqlite_rows(crashed) == 35
+    assert _sqlite_rows(again.path) == 35
     assert _append(again, 51) == 51
     await again.close()
 
@@ -133,8 +141,7 @@ async def test_young_rows_spill_into_sqlite_once_large_and_nothing_comes_back_tw
 ) -> None:
     monkeypatch.setattr(outbox_module, "YOUNG_MAX_BYTES", 8 * 1024)
     path = tmp_path / "o.db"
-    box = Outbox(path, OutboxOptions(commit_window_ms=5))
-    await box.open()
+    box = await _open(path, commit_window_ms=5)
     for i in range(1, 101):
         _append(box, i, pad=200)
         if i % 10 == 0:
@@ -146,10 +153,7 @@ async def test_young_rows_spill_into_sqlite_once_large_and_nothing_comes_back_tw
     await box.flush()
     await _until(lambda: box.depth == 31, "the ack's delete")
     assert await _numbers(box) == list(range(71, 102))
-    crashed = _crash_copy(path, tmp_path / "crash")
-    await box.close()
-    again = Outbox(crashed, OutboxOptions())
-    await again.open()
+    again = await _crash_and_reopen(box, tmp_path / "crash")
     assert await _numbers(again) == list(range(71, 102))
     assert again.next_seq == 102
     await again.close()
@@ -161,8 +165,7 @@ async def test_a_new_lap_carries_the_unacknowledged_events_forward(
     monkeypatch.setattr(journal_module, "JOURNAL_BYTES", 32 * 1024)
     monkeypatch.setattr(outbox_module, "YOUNG_MAX_BYTES", 8 * 1024)
     path = tmp_path / "o.db"
-    box = Outbox(path, OutboxOptions(commit_window_ms=5))
-    await box.open()
+    box = await _open(path, commit_window_ms=5)
     # acknowledged as they go, always ten behind: many laps, never a spill
     for i in range(1, 601):
         _append(box, i, pad=100)
@@ -173,10 +176,7 @@ async def test_a_new_lap_carries_the_unacknowledged_events_forward(
     await _until(lambda: box.depth == 10, "the acks' deletes")
     assert box._journal is not None and box._journal.laps >= 3
     assert _sqlite_rows(path) == 0
-    crashed = _crash_copy(path, tmp_path / "crash")
-    await box.close()
-    again = Outbox(crashed, OutboxOptions())
-    await again.open()
+    again = await _crash_and_reopen(box, tmp_path / "crash")
     assert await _numbers(again) == list(range(591, 601))
     assert again.acked == 590
     assert again.next_seq == 601
@@ -185,8 +185,7 @@ async def test_a_new_lap_carries_the_unacknowledged_events_forward(
 
 async def test_a_rotation_takes_the_young_events_into_the_new_epoch(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
-    box = Outbox(path, OutboxOptions(commit_window_ms=5))
-    await box.open()
+    box = await _open(path, commit_window_ms=5)
     for i in range(1, 21):
         _append(box, i)
     await box.flush()
@@ -196,10 +195,7 @@ async def test_a_rotation_takes_the_young_events_into_the_new_epoch(tmp_path: Pa
     assert await _numbers(box) == list(range(11, 21))
     _append(box, 21)
     await box.flush()
-    crashed = _crash_copy(path, tmp_path / "crash")
-    await box.close()
-    again = Outbox(crashed, OutboxOptions())
-    await again.open()
+    again = await _crash_and_reopen(box, tmp_path / "crash")
     assert again.epoch == rotation.new_epoch != old
     assert await _numbers(again) == list(range(11, 22))
     await again.close()
@@ -209,8 +205,7 @@ async def test_with_sync_normal_the_journal_is_synced_soon_after_an_append(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(outbox_module, "JOURNAL_SYNC_S", 3600.0)
-    box = Outbox(tmp_path / "o.db", OutboxOptions(commit_window_ms=5, sync="normal"))
-    await box.open()
+    box = await _open(tmp_path / "o.db", commit_window_ms=5, sync="normal")
     journal = box._journal
     assert journal is not None
     _append(box, 1)
@@ -230,8 +225,7 @@ async def test_with_sync_normal_the_journal_is_synced_soon_after_an_append(
 
 
 async def test_with_sync_full_every_commit_is_synced_before_it_completes(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.db", OutboxOptions(commit_window_ms=5, sync="full"))
-    await box.open()
+    box = await _open(tmp_path / "o.db", commit_window_ms=5, sync="full")
     journal = box._journal
     assert journal is not None
     seen: list[bool] = []
