@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -35,6 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .disk_reserve import (
+    RESERVE_BYTES,
+    RESERVE_HEADROOM,
+    VACUUM_EVERY_S,
+    DiskReserve,
+    out_of_space,
+)
 from .events import Priority
 from .hlc import MAX_WALL_MS, Timestamp, wall_clock_ms
 from .journal import HEADER_BYTES, Entry, Journal, Kind, unfolded
@@ -99,36 +105,14 @@ _ACKED_EVERY_S = 30.0
 # commits at most this large may run inline on the event loop (see Outbox._can_inline)
 _INLINE_MAX = 64
 # one transaction takes at most this many bytes of events: with _CHECKPOINT_OVERDUE it bounds
-# what a checkpoint may have to add to the database file (see "A full disk" below)
+# what a checkpoint may have to add to the database file (see disk_reserve.py)
 GROUP_MAX_BYTES = 1024 * 1024
-# A full disk. Space the store itself filled comes back only through its own writes: deleting
-# acknowledged rows is a write transaction (WAL frames appended unless the log can start over)
-# and what frees the log, the checkpoint, first copies its frames into the database file, which
-# grows by every page added since the last checkpoint. On a disk that is full of the store's own
-# data neither can run. So the store keeps a reserve file of allocated space beside it. A commit
-# or checkpoint that meets a full disk stops new commits (events wait in memory up to the high
-# watermark, then the producer waits; nothing is published before it is committed) and commits
-# are only retried as probes, which never touch the reserve. When acknowledgements arrive, one
-# writer job releases the reserve, deletes the acknowledged rows, checkpoints (TRUNCATE: the
-# database takes its new pages, the log file gives its space back) and allocates the reserve
-# again, leaving _RESERVE_HEADROOM free for the log to grow back into; no commit can run between
-# the release and the re-allocation, so none can eat the released space before the delete and
-# checkpoint have used it. When the database kept most of the disk as free pages (new events
-# reuse them, but the file system cannot), it is vacuumed when that is cheap (little left in
-# it), so the reserve can be allocated whole again. The reserve covers the checkpoint because
-# commits stop at the first full-disk error and a commit first checkpoints once
-# _CHECKPOINT_OVERDUE bytes wait: at most _CHECKPOINT_OVERDUE + GROUP_MAX_BYTES of events (their
-# pages) can wait to be added to the database file.
-RESERVE_BYTES = 4 * 1024 * 1024
 # young events (their journal records) held in memory at most: a quarter of the journal, so a new
 # lap always takes them with a commit of the largest size that goes to the journal
 YOUNG_MAX_BYTES = 256 * 1024
 # with `sync: normal` the journal is synced this long after an append at the latest: what a
 # power cut can take back (with `sync: full`, every commit is synced)
 JOURNAL_SYNC_S = 10.0
-_RESERVE_HEADROOM = 1024 * 1024
-# a vacuum to win the reserve back is tried at most this often
-_VACUUM_EVERY_S = 60.0
 
 
 class OutboxCorrupt(Exception):
@@ -258,21 +242,6 @@ class OutboxOptions:
     reserve_bytes: int = RESERVE_BYTES
     # young events go to the journal (see the module's text); without it every commit is SQLite's
     journal: bool = True
-
-
-@dataclass(slots=True)
-class _Disk:
-    """The writer thread's view of the disk the store is on (see RESERVE_BYTES)."""
-
-    reserve_path: Path
-    # a write met a full disk: commits stop until a commit succeeds again
-    full: bool = False
-    reserve: int = 0  # bytes allocated to the reserve file
-    vacuumed_at: float = -_VACUUM_EVERY_S
-    # since start: writes that met a full disk while the store was writable, and deletes of
-    # acknowledged events that freed the store on a full disk
-    full_count: int = 0
-    reclaims: int = 0
 
 
 @dataclass(slots=True)
@@ -419,7 +388,7 @@ class Outbox:
         # SQLite can report a failure (SQLITE_FULL) for a transaction that is partly or fully
         # on disk
         self._db_stale = False
-        self._disk = _Disk(Path(f"{path}-reserve"))
+        self._disk = DiskReserve(Path(f"{path}-reserve"), path.parent)
         self._db_version = 0
         self._applied_version = 0
         self._busy = 0  # operations submitted to the writer thread and not finished
@@ -590,14 +559,14 @@ class Outbox:
                 # the records keep their seqs and are retried; nothing was published from them
                 self.commit_errors += 1
                 failed = True
-                if _out_of_space(err):
+                if out_of_space(err):
                     # the log needs room for the whole part: a smaller one fits sooner
                     size = max(1, size // 4)
                 _LOGGER.warning("outbox commit of %d events failed: %s; retrying", len(part), err)
                 if self.acked > self._deleted_through:
                     self._start_delete()  # on a full disk, the delete is what frees the store
                 # a retry is a probe (space freed by someone else); deletes of acknowledged
-                # events free the store's own space and wake it at once (see RESERVE_BYTES)
+                # events free the store's own space and wake it at once (see disk_reserve.py)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._room.wait()
@@ -958,11 +927,8 @@ class Outbox:
         self._db_dropped = {p: self._db_meta(f"dropped_{p.value}") for p in CLASSES}
         row = db.execute("SELECT value FROM meta WHERE key='rotations'").fetchone()
         self._db_rotations = int(row[0]) if row else 0
-        with contextlib.suppress(OSError):
-            st = self._disk.reserve_path.stat()
-            # what is really allocated: a crash may have left a shorter or sparse file
-            self._disk.reserve = min(st.st_size, st.st_blocks * 512)
-        self._top_up_reserve_db()
+        self._disk.measure()
+        self._disk.top_up(db, self.options.reserve_bytes)
         runs = self._record_run_db()
         if self._journal is not None:
             self._journal.start(self.run)
@@ -1249,100 +1215,21 @@ class Outbox:
         try:
             busy, log, done = self._conn().execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as err:
-            if _out_of_space(err):
+            if out_of_space(err):
                 # the database could not grow: no commit may add to the log until it can
-                # (see RESERVE_BYTES)
-                self._mark_full_db()
+                # (see disk_reserve.py)
+                self._disk.mark_full()
             _LOGGER.warning("outbox checkpoint failed: %s", err)
             return False
         if self._disk.reserve < self.options.reserve_bytes and not self._disk.full:
-            self._top_up_reserve_db()
+            self._disk.top_up(self._conn(), self.options.reserve_bytes)
         return bool(busy == 0 and log == done)
-
-    def _mark_full_db(self) -> None:
-        if not self._disk.full:
-            self._disk.full = True
-            self._disk.full_count += 1
-
-    def _free_bytes(self) -> int:
-        st = os.statvfs(self.path.parent)
-        return int(st.f_bavail * st.f_frsize)
-
-    def _set_reserve_db(self, size: int) -> None:
-        """Allocates (or releases) the reserve file to `size` bytes, as far as there is room."""
-        size = max(size, 0)
-        if size == self._disk.reserve:
-            return
-        try:
-            fd = os.open(self._disk.reserve_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as err:
-            _LOGGER.warning("outbox reserve %s: %s", self._disk.reserve_path, err)
-            return
-        try:
-            if size < self._disk.reserve:
-                os.ftruncate(fd, size)
-            else:
-                _allocate(fd, self._disk.reserve, size - self._disk.reserve)
-            self._disk.reserve = size
-        except OSError as err:
-            # a part may be allocated: back to what it was (never sparse, never counted wrong)
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, self._disk.reserve)
-            _LOGGER.warning("outbox reserve of %d bytes not allocated: %s", size, err)
-        finally:
-            os.close(fd)
-
-    def _top_up_reserve_db(self, headroom: int = _RESERVE_HEADROOM) -> None:
-        """Brings the reserve back to its size from free space, leaving `headroom` free for the
-        log; when the database holds the space as free pages, vacuums it first if that is cheap."""
-        want = self.options.reserve_bytes - self._disk.reserve
-        if want <= 0:
-            return
-        try:
-            free = self._free_bytes()
-        except OSError:
-            return
-        if free - headroom < want:
-            free = self._shrink_db(want + headroom - free, free)
-        grow = min(want, (free - headroom) // 65_536 * 65_536)
-        if grow > 0:
-            self._set_reserve_db(self._disk.reserve + grow)
-
-    def _shrink_db(self, needed: int, free: int) -> int:
-        """Vacuums the database when its free pages give back `needed` bytes and the copy it
-        writes (its live pages, through the log) fits; returns the free space after."""
-        now = time.monotonic()
-        if now - self._disk.vacuumed_at < _VACUUM_EVERY_S:
-            return free
-        db = self._conn()
-        page = int(db.execute("PRAGMA page_size").fetchone()[0])
-        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-        unused = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        live = (pages - unused) * page
-        if unused * page < needed or live + _RESERVE_HEADROOM > free:
-            return free
-        self._disk.vacuumed_at = now
-        try:
-            db.execute("VACUUM")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as err:
-            _LOGGER.warning("outbox vacuum failed: %s", err)
-        else:
-            _LOGGER.warning(
-                "outbox vacuumed: %d of %d pages were free, given back for its reserve",
-                unused,
-                pages,
-            )
-        try:
-            return self._free_bytes()
-        except OSError:
-            return free
 
     def _before_commit_db(self, batch: list[Record]) -> None:
         # critical commits go ahead of queued checkpoints; under a steady stream of them the
         # log would grow without bound, so an overdue checkpoint runs first. On a full disk
         # nothing is added to a log the database cannot take in: what a checkpoint must add to
-        # the database file stays within the reserve (see RESERVE_BYTES)
+        # the database file stays within the reserve (see disk_reserve.py)
         due = self._disk.full or self._bytes_since_checkpoint >= _CHECKPOINT_OVERDUE
         if due and not self._checkpoint_db() and self._disk.full:
             raise sqlite3.OperationalError("database or disk is full (checkpoint pending)")
@@ -1497,8 +1384,8 @@ class Outbox:
                 db.execute("COMMIT")
             except BaseException as err:
                 self._abort_db()
-                if isinstance(err, sqlite3.Error) and _out_of_space(err):
-                    self._mark_full_db()
+                if isinstance(err, sqlite3.Error) and out_of_space(err):
+                    self._disk.mark_full()
                 raise
         if self._journal is not None:
             self._young.bytes = self._young_size_db()
@@ -1628,18 +1515,18 @@ class Outbox:
         """Deletes the acknowledged rows through `through` of `epoch` (nothing once a rotation
         has left it). On a full disk this is what frees the store: the reserve is released for
         the delete and the checkpoint after it, and allocated again before any commit can run
-        (see RESERVE_BYTES)."""
+        (see disk_reserve.py)."""
         if epoch != self._db_epoch:
             return self._snapshot()
         if not self._disk.full:
             try:
                 return self._delete_rows_db(through)
             except sqlite3.Error as err:
-                if _out_of_space(err):
-                    self._mark_full_db()  # the retry releases the reserve
+                if out_of_space(err):
+                    self._disk.mark_full()  # the retry releases the reserve
                 raise
         reserve = self._disk.reserve
-        self._set_reserve_db(0)
+        self._disk.resize(0)
         try:
             snap = self._delete_rows_db(through)
             if self._checkpoint_db("TRUNCATE"):
@@ -1654,8 +1541,10 @@ class Outbox:
         finally:
             # the released space back first, then the rest as room allows (a vacuum may run
             # at once: this is rare, and the moment the database holds the most free pages)
-            self._disk.vacuumed_at = -_VACUUM_EVERY_S
-            self._top_up_reserve_db(0 if self._disk.full else _RESERVE_HEADROOM)
+            self._disk.vacuumed_at = -VACUUM_EVERY_S
+            self._disk.top_up(
+                self._conn(), self.options.reserve_bytes, 0 if self._disk.full else RESERVE_HEADROOM
+            )
             if self._disk.reserve < reserve and self._disk.full:
                 _LOGGER.warning("outbox reserve down to %d bytes", self._disk.reserve)
         return snap
@@ -1853,28 +1742,3 @@ def _group_size(pending: list[Record]) -> int:
         if size > GROUP_MAX_BYTES and n:
             return n
     return min(len(pending), GROUP_MAX)
-
-
-def _allocate(fd: int, offset: int, length: int) -> None:
-    """Allocates file space (without writing data where the file system can)."""
-    fallocate = getattr(os, "posix_fallocate", None)
-    if fallocate is not None:
-        try:
-            fallocate(fd, offset, length)
-        except OSError as err:
-            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-        else:
-            return
-    zeros = bytes(65_536)
-    end = offset + length
-    while offset < end:
-        offset += os.pwrite(fd, zeros[: end - offset], offset)
-
-
-def _out_of_space(err: sqlite3.Error) -> bool:
-    """SQLITE_FULL, or an I/O error (a write that met ENOSPC can surface as one)."""
-    code = getattr(err, "sqlite_errorcode", None)
-    if code is None:
-        return "full" in str(err)
-    return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
