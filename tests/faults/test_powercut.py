@@ -338,12 +338,12 @@ class PowerRig:
                 )
             await asyncio.sleep(0.02)
 
-    async def arm_and_wait(self, op: str, count: int) -> None:
-        """The edge kills itself at the `count`-th next `op` on its WAL (or is killed after
-        POINT_TIMEOUT_S if it never gets there)."""
+    async def arm_and_wait(self, op: str, count: int, suffix: str) -> None:
+        """The edge kills itself at the `count`-th next `op` on its file ending in `suffix`
+        (or is killed after POINT_TIMEOUT_S if it never gets there)."""
         proc = self.edge.proc
         assert proc is not None
-        self.disk.arm(proc.pid, op, "-wal", count, self.rng.choice(["before", "after"]))
+        self.disk.arm(proc.pid, op, suffix, count, self.rng.choice(["before", "after"]))
         if not await self.edge.died(POINT_TIMEOUT_S):
             self.arms_missed += 1
 
@@ -362,7 +362,8 @@ class PowerRig:
         elif point == "commit":
             await self.pause(0.1, 0.8)
             sync_op = self.sync == "full" and self.rng.random() < 0.5
-            await self.arm_and_wait("sync" if sync_op else "write", self.rng.randint(1, 6))
+            # a commit goes to the outbox's journal (SQLite's log only when it spills)
+            await self.arm_and_wait("sync" if sync_op else "write", self.rng.randint(1, 6), "-log")
         elif point == "publish":
             await self.pause(0.1, 0.8)
             seen = consumer.messages
@@ -372,13 +373,15 @@ class PowerRig:
             seen = consumer.acks
             await self.until(lambda: consumer.acks > seen, POINT_TIMEOUT_S, "an ack")
             if self.rng.random() < 0.5:
-                # inside what the ack starts: the deletion (or a rotation after a closing ack)
-                await self.arm_and_wait("write", 1)
+                # inside what the ack starts: the deletion and its record in the journal, or a
+                # rotation after a closing ack (whichever file it writes first)
+                await self.arm_and_wait("write", 1, "*")
         elif point == "purge":
             await consumer.stop()
             before = self.dropped()
             await self.until(lambda: self.dropped() > before, 30, "a purge of the full outbox")
-            await self.arm_and_wait("write", self.rng.randint(1, 4))
+            # a full outbox commits to SQLite, moving the journal's rows there first
+            await self.arm_and_wait("write", self.rng.randint(1, 4), "-wal")
         else:
             raise ValueError(point)
         self.points[point] += 1

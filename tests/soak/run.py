@@ -10,7 +10,7 @@ libfaketime. Node a and c store with `storage.sync: normal`, node b with `full`.
 Faults are drawn at random from a seeded generator, in the counts PER_HOUR gives for an hour and
 scaled linearly with the minutes: kill -9 of an edge, power cuts (kill -9, then the layer takes back
 what was not made durable: all of it, or per 4 KiB sector at random; the kill from outside or at a
-chosen write or sync of the node's own WAL), backups of a data folder copied while the node runs
+chosen write or sync of the node's own journal or WAL), backups of a data folder copied while the node runs
 and put back after it ran on, broker restarts with and without persistence, network partitions of
 one node (the proxy holding bytes while TCP survives, dropping bytes on a half-open connection,
 refusing, or resetting), Home Assistant restarts, a full disk under one node and that node's wall
@@ -433,8 +433,10 @@ class Campaign:
         if armed:
             op = rng.choice(["write", "sync"]) if node.sync == "full" else "write"
             when = rng.choice(["before", "after"])
-            disk.arm(node.proc.pid, op, "-wal", rng.randint(1, 6), when)
-            fault.detail["trigger"] = f"self-kill {when} a WAL {op}"
+            # commits go to the outbox's journal; SQLite's log takes spills and purges
+            suffix, name = rng.choice([("-log", "journal"), ("-log", "journal"), ("-wal", "WAL")])
+            disk.arm(node.proc.pid, op, suffix, rng.randint(1, 6), when)
+            fault.detail["trigger"] = f"self-kill {when} a {name} {op}"
             if not await node.died_by_itself(20):
                 self.notes["arms_missed"] += 1
                 await node.kill()

@@ -64,10 +64,14 @@ class Consumer:
         if announce_offline and client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.host_topic, self._host("offline"), qos=1, retain=True)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        while task is not None and not task.done():
+            # again until it ends: on Python 3.11 aiomqtt's waits (asyncio.wait_for) swallow a
+            # cancellation that arrives with the PUBACK they wait for (docs/root-causes.md, 2)
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled():
+            task.exception()  # (retrieved: it ended by itself)
         self._task = None
         self.connected.clear()
 
