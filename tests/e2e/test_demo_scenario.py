@@ -16,7 +16,6 @@ import contextlib
 import json
 import math
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import aiomqtt
 import pytest
 from asset_tracker_edge.simulator import Simulator
 from mosquitto_broker import Mosquitto
+from outbox_files import read_outbox
 
 from e2e.browser import Page, browser_page, click_at, find_centre, settled_centre
 from e2e.demo_scenario import (
@@ -310,17 +310,8 @@ def _drain(queue: asyncio.Queue[Any]) -> list[dict[str, Any]]:
 
 
 def _edge_high_seq(data: Path) -> int:
-    """The newest seq the node numbered (commits do not write high_seq to meta: the newest row,
-    or meta's when newer)."""
-    uri = f"file:{data / 'outbox.db'}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-        return int(
-            db.execute(
-                "SELECT max((SELECT value FROM meta WHERE key='high_seq'), "
-                "(SELECT coalesce(max(seq), 0) FROM critical), "
-                "(SELECT coalesce(max(seq), 0) FROM routine))"
-            ).fetchone()[0]
-        )
+    """The newest seq the node numbered."""
+    return read_outbox(data).high_seq
 
 
 async def _watermark_at_least(client: HassClient, entry_id: str, node: str, seq: int) -> bool:

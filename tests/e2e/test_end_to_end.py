@@ -7,14 +7,13 @@ The tests run in file order on one stack (see conftest.py); each leaves it runni
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from outbox_files import read_outbox
 
 from e2e.browser import browser_page, on_floor_plan, wait_rendered
 from e2e.conftest import ALERT_EVENT, NODE_AREA, WORK, Stack
@@ -628,29 +627,14 @@ def _edge_data(stack: Stack) -> Path:
     return Path(stack.edge.config["storage"]["path"])
 
 
-def _edge_db(stack: Stack) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{_edge_data(stack) / 'outbox.db'}?mode=ro", uri=True)
-
-
 def _edge_high_seq(stack: Stack) -> int:
-    with contextlib.closing(_edge_db(stack)) as db:
-        # commits do not write high_seq to meta; it is the newest row, or meta's when newer
-        return int(
-            db.execute(
-                "SELECT max((SELECT value FROM meta WHERE key='high_seq'), "
-                "(SELECT coalesce(max(seq), 0) FROM critical), "
-                "(SELECT coalesce(max(seq), 0) FROM routine))"
-            ).fetchone()[0]
-        )
+    return read_outbox(_edge_data(stack)).high_seq
 
 
 def _edge_outbox(stack: Stack) -> tuple[int, set[int], int]:
     """The edge's newest seq, the seqs its outbox still holds, and what it ever dropped."""
-    with contextlib.closing(_edge_db(stack)) as db:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        kept = {r[0] for r in db.execute("SELECT seq FROM critical UNION SELECT seq FROM routine")}
-    high = max(int(meta["high_seq"]), max(kept, default=0))
-    return high, kept, int(meta["dropped_routine"]) + int(meta["dropped_critical"])
+    outbox = read_outbox(_edge_data(stack))
+    return outbox.high_seq, set(outbox.bodies), outbox.dropped
 
 
 def _persisted_seqs(stack: Stack) -> set[int]:
