@@ -84,6 +84,7 @@ class Journal:
         self._lap = 0
         self._offset = 0
         self._dirty = False
+        self._fresh = True
         self.laps = 0  # laps started since open
         self.appended_bytes = 0
 
@@ -92,21 +93,23 @@ class Journal:
         """Bytes the next append can take without starting a lap."""
         return self.size - self._offset
 
-    def open(self) -> list[Entry]:
-        """Reads the newest lap, then makes sure the file is there at its size, durably."""
-        entries: list[Entry] = []
+    def read(self) -> list[Entry]:
+        """The newest lap's records (none when there is no file or it cannot be read)."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            data = b""
+            return []
         except OSError as err:
-            _LOGGER.warning("outbox journal %s unreadable (%s): starting a new one", self.path, err)
-            data = b""
-        entries = scan(data)
-        if len(data) != self.size:
+            _LOGGER.warning("outbox journal %s unreadable: %s", self.path, err)
+            return []
+        self._fresh = len(data) != self.size
+        return scan(data)
+
+    def open(self) -> None:
+        """Makes sure the file is there at its size, durably, and opens it. Raises OSError."""
+        if self._fresh or not self.path.exists():
             self._create()
         self._fd = os.open(self.path, os.O_RDWR)
-        return entries
 
     def start(self, run: int) -> None:
         """The next append starts a new lap of `run` at offset 0 (laps are numbered per run)."""

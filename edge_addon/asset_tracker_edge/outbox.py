@@ -53,7 +53,6 @@ SCHEMA_VERSION = 1
 CLASSES: tuple[Priority, Priority] = (Priority.CRITICAL, Priority.ROUTINE)
 _TABLE = {Priority.CRITICAL: "critical", Priority.ROUTINE: "routine"}
 _KIND = {Priority.CRITICAL: Kind.CRITICAL, Priority.ROUTINE: Kind.ROUTINE}
-_PRIORITY = {k: p for p, k in _KIND.items()}
 _SCHEMAS = ("main", "young")
 # the runs a store remembers (a run's seqs below the oldest one's base have no known creator)
 KEEP_RUNS = 256
@@ -941,17 +940,18 @@ class Outbox:
         journal = self._journal
         if journal is None:
             return
+        events, acked, high = unfolded(journal.read(), self._db_epoch, self._db_meta("acked"))
+        if high:
+            self._fold_db(events, acked, high)
         try:
-            entries = journal.open()
+            journal.open()
         except OSError as err:
             _LOGGER.warning(
                 "outbox journal %s unusable (%s): every commit goes to SQLite", journal.path, err
             )
             self._journal = None
-            return
-        events, acked, high = unfolded(entries, self._db_epoch, self._db_meta("acked"))
-        if not high:
-            return
+
+    def _fold_db(self, events: list[Entry], acked: int, high: int) -> None:
         db = self._conn()
         with self._synchronous_full():
             db.execute("BEGIN")

@@ -74,7 +74,8 @@ def test_a_scan_reads_the_lap_at_offset_zero_up_to_the_first_torn_or_foreign_rec
     tmp_path: Path,
 ) -> None:
     journal = Journal(tmp_path / "j", size=4096)
-    assert journal.open() == []
+    assert journal.read() == []
+    journal.open()
     journal.start(run=7)
     first = [Entry(Kind.ROUTINE, 1, seq, seq, b"event %d" % seq) for seq in range(1, 4)]
     journal.append(first, lambda: first)
@@ -97,6 +98,7 @@ def test_a_scan_reads_the_lap_at_offset_zero_up_to_the_first_torn_or_foreign_rec
     assert [e.seq for e in scan(bytes(torn))] == [1]
     # a new lap of the same run at offset 0: the old lap's records after it are not read
     again = Journal(tmp_path / "j", size=4096)
+    assert len(again.read()) == 4
     again.open()
     again.start(run=7)
     again.append(
