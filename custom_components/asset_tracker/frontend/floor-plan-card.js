@@ -192,6 +192,9 @@ class AssetTrackerFloorPlan extends HTMLElement {
       select.append(group);
     }
     this._editor = root.querySelector(".edit");
+    // a new config (the dashboard generated again, as after every save) rebuilds the card: an
+    // edit under way, and what the last save said, carry over
+    const kept = { mode: this._mode || "", points: this._points || [], note: this._note };
     this._note = root.querySelector(".note");
     this._mode = "";
     this._points = [];
@@ -220,6 +223,16 @@ class AssetTrackerFloorPlan extends HTMLElement {
       });
     });
     plan.addEventListener("click", (ev) => this._clicked(ev)); // on the plan or an asset
+    if (kept.mode && [...select.options].some((o) => o.value === kept.mode)) {
+      select.value = kept.mode;
+      select.dispatchEvent(new Event("change"));
+      this._points = kept.points;
+      this._drawDraft();
+    }
+    if (kept.note) {
+      this._note.textContent = kept.note.textContent;
+      this._note.dataset.saved = kept.note.dataset.saved || "";
+    }
   }
 
   _metres(ev) {
