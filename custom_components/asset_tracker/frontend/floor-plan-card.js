@@ -23,6 +23,12 @@ function svg(tag, attrs) {
   return el;
 }
 
+// an edit under way (the mode picked, the corners clicked) and what the last save said, per plan:
+// every save generates the dashboard again, and the new config builds the card again (or replaces
+// it with a new element), which must not lose them
+const EDITS = new Map();
+const CARDS = new Set(); // the cards on the page, so a save that ends after a rebuild still shows
+
 class AssetTrackerFloorPlan extends HTMLElement {
   setConfig(config) {
     if (!config || !config.image || !(config.width_m > 0) || !(config.height_m > 0)) {
@@ -137,10 +143,12 @@ class AssetTrackerFloorPlan extends HTMLElement {
   }
 
   connectedCallback() {
+    CARDS.add(this);
     this._subscribe();
   }
 
   disconnectedCallback() {
+    CARDS.delete(this);
     this._unsubscribe();
   }
 
@@ -192,9 +200,8 @@ class AssetTrackerFloorPlan extends HTMLElement {
       select.append(group);
     }
     this._editor = root.querySelector(".edit");
-    // a new config (the dashboard generated again, as after every save) rebuilds the card: an
-    // edit under way, and what the last save said, carry over
-    const kept = { mode: this._mode || "", points: this._points || [], note: this._note };
+    this._key = `${c.entry_id || ""}/${c.floor || ""}`;
+    const kept = EDITS.get(this._key);
     this._note = root.querySelector(".note");
     this._mode = "";
     this._points = [];
@@ -211,10 +218,12 @@ class AssetTrackerFloorPlan extends HTMLElement {
         : outlining
           ? "Click the room's corners in order, then save."
           : "Click where the node stands.";
+      this._remember();
     });
     root.querySelector(".undo").addEventListener("click", () => {
       this._points.pop();
       this._drawDraft();
+      this._remember();
     });
     root.querySelector(".save").addEventListener("click", () => {
       this._call("set_room_outline", {
@@ -223,16 +232,25 @@ class AssetTrackerFloorPlan extends HTMLElement {
       });
     });
     plan.addEventListener("click", (ev) => this._clicked(ev)); // on the plan or an asset
+    if (!kept) return;
     if (kept.mode && [...select.options].some((o) => o.value === kept.mode)) {
       select.value = kept.mode;
       select.dispatchEvent(new Event("change"));
-      this._points = kept.points;
+      this._points = [...kept.points];
       this._drawDraft();
     }
-    if (kept.note) {
-      this._note.textContent = kept.note.textContent;
-      this._note.dataset.saved = kept.note.dataset.saved || "";
-    }
+    this._note.textContent = kept.note;
+    this._note.dataset.saved = kept.saved;
+    this._remember();
+  }
+
+  _remember(mode = this._mode) {
+    EDITS.set(this._key, {
+      mode,
+      points: mode ? [...this._points] : [],
+      note: this._note.textContent,
+      saved: this._note.dataset.saved || "",
+    });
   }
 
   _metres(ev) {
@@ -258,6 +276,7 @@ class AssetTrackerFloorPlan extends HTMLElement {
       this._points.push([x, y]);
       this._drawDraft();
       this._note.textContent = `${this._points.length} corners`;
+      this._remember();
     }
   }
 
@@ -276,6 +295,14 @@ class AssetTrackerFloorPlan extends HTMLElement {
     } catch (err) {
       this._note.textContent = err && err.message ? err.message : String(err);
       this._note.dataset.saved = "";
+    }
+    // a save ends the edit: the card built again from the new config shows the plan, editor closed
+    this._remember(this._note.dataset.saved ? "" : this._mode);
+    for (const card of CARDS) {
+      if (card !== this && card._key === this._key && card._note) {
+        card._note.textContent = this._note.textContent;
+        card._note.dataset.saved = this._note.dataset.saved;
+      }
     }
   }
 
