@@ -15,6 +15,8 @@ it is back (the outbox is durable).
 from __future__ import annotations
 
 import heapq
+import json
+import os
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -94,12 +96,15 @@ class TagRadio:
 
 
 def node_config(node: str, assets: list[dict[str, Any]]) -> dict[str, Any]:
+    # ASSET_TRACKER_EDGE_TELEMETRY='{"delta_db": 1, "min_interval_s": 1}' tries other reporting
+    telemetry = json.loads(os.environ.get("ASSET_TRACKER_EDGE_TELEMETRY") or "{}")
     return validate(
         {
             "node": {"id": node},
             "mqtt": {"host": "127.0.0.1", "port": 1},
             # no such folder: presence is kept in memory only
             "storage": {"path": "/nonexistent/asset-tracker-accuracy"},
+            "telemetry": telemetry,
             "assets": assets,
         }
     )

@@ -32,6 +32,11 @@ MIN_SPACING_M = 0.5
 # a spot where the loudest node should hear the tag this much weaker than it did is not fitted
 PLAUSIBLE_DB = 25.0
 EDGE_INSET_M = 0.05
+# A spot's weight in a position is its likelihood tempered by this: the likelihood counts only the
+# report's own noise (`sigma_db`), but between the map and a report there is also the shadowing no
+# map knows, so as sharp a posterior would pull a position to one lucky spot. 2 is as if sigma
+# were sqrt(2) x 4 = 5.7 dB; measured on the harness (docs/accuracy.md, "Positions").
+POSITION_TEMPERATURE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +308,7 @@ class RadioMap:
 
 def _weighted(spots: Array, ll: Array, floor: str, spacing: float) -> Position:
     """The spots' mean weighted by how well each fits, and their spread about it."""
-    weights = np.exp(ll - ll.max())
+    weights = np.exp((ll - ll.max()) / POSITION_TEMPERATURE)
     weights /= weights.sum()
     x, y = (weights[:, None] * spots).sum(axis=0)
     spread = float(np.sqrt((weights * ((spots[:, 0] - x) ** 2 + (spots[:, 1] - y) ** 2)).sum()))

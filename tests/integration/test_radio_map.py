@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from custom_components.asset_tracker.location import Locator, LocatorSettings, Room
@@ -14,6 +15,7 @@ from custom_components.asset_tracker.radio_map import (
     RadioMap,
     RadioModel,
     TagOffset,
+    _weighted,
 )
 
 # a kitchen and a living room side by side, a long hall along both; the kitchen's node sits in
@@ -99,6 +101,16 @@ def test_a_report_fits_the_room_it_came_from(
     assert position.floor == floor
     assert math.dist((position.x, position.y), (x, y)) < 1.5
     assert 0 < position.accuracy_m < 3
+
+
+def test_a_position_weighs_spots_less_sharply_than_the_report_noise_alone_would() -> None:
+    # two spots 2 m apart, the second fitting the report worse by 2 log-units: by the report's
+    # noise alone it would weigh e^-2 (x = 0.24 m); the map's unknown shadowing halves that
+    spots = np.array([[0.0, 0.0], [2.0, 0.0]])
+    position = _weighted(spots, np.array([0.0, -2.0]), "ground", 0.5)
+    share = math.exp(-1) / (1 + math.exp(-1))
+    assert position.x == pytest.approx(2 * share, abs=1e-6)
+    assert position.accuracy_m == pytest.approx(2 * math.sqrt(share * (1 - share)), abs=1e-6)
 
 
 def test_the_kitchen_side_of_the_hall_wall_is_the_kitchen(radio_map: RadioMap) -> None:
