@@ -7,7 +7,8 @@ receive (each node's smoothed RSSI as the edge reported it) and does a Bayesian 
 each room's likelihood is the integration's own fit (`RadioMap.fit`) against the true means,
 and probability moves only to adjacent rooms. What it gets wrong is lost between the radio and the
 reports (fading, bodies, multipath, the edge's smoothing and send-on-delta), not in modelling.
-A ceiling to read the others against, not a locator that could ship.
+Its positions are placed as the integration places them (the floor's fit on the true map, moved
+into the reported room). A ceiling to read the others against, not a locator that could ship.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Estimate:
     confidence: float
     since_ms: int
     settled: bool = True
+    position: Any = None
 
 
 @dataclass(slots=True)
@@ -128,7 +130,16 @@ class OracleLocator:
         if best != state.room:
             state.room, state.since_ms = best, now_ms
         room = self._scenario.rooms[best]
-        return Estimate(best, room.floor, state.belief[best], state.since_ms)
+        position = self._position(best, room.floor, heard)
+        return Estimate(best, room.floor, state.belief[best], state.since_ms, True, position)
+
+    def _position(self, room: str, floor: str, heard: dict[str, float]) -> Any:
+        """Placed as the integration places: the whole floor's fit, moved into the room."""
+        fix = self._map.floor_position(floor, heard, self._online)
+        if fix is None:
+            return None
+        x, y = self._map.within(room, fix.x, fix.y)
+        return type(fix)(x, y, floor, fix.accuracy_m)
 
     def _fresh(self, state: _Asset, now_ms: int) -> dict[str, float]:
         return {

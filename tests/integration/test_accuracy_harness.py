@@ -307,3 +307,13 @@ def test_training_reaches_the_locators() -> None:
     raw["train"] = ["east"]
     result = run(build(raw), seed=2, locators=["nearest"])
     assert result["trained_rooms"]["east"] >= 50
+
+
+def test_the_oracle_places_a_standing_tag_in_its_room_near_where_it_stands() -> None:
+    result = run(build(small()), seed=2, locators=["oracle"])
+    oracle = result["locators"]["oracle"]
+    assert oracle["room_accuracy_pct"] >= 95
+    # the tag stands 0.4 m from the middle node: placed as the integration places, on the true map
+    assert oracle["position_error_median_m"] is not None
+    assert oracle["position_error_median_m"] <= 1.0
+    assert oracle["position_error_p95_m"] <= 2.5
