@@ -338,6 +338,7 @@ def floor_plan_cards(
             "name": a.name,
             "entity": a.roles["tracker"],
             "path": f"/{URL_PATH}/{asset_path(a)}",
+            "device_id": a.device.id,  # what the card's calibration names the asset by
         }
         for a in assets
         if "tracker" in a.roles

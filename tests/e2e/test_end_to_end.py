@@ -404,6 +404,7 @@ async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(sta
             shot = WORK / "floor-plan.png"
             await page.screenshot(shot)
             await _edit_by_clicking(stack, page, plan)
+            await _calibrate_by_clicking(page, _asset_device(devices, trackers[entity]))
             # a tap opens the asset's drill-down
             await page.evaluate(
                 on_floor_plan(
@@ -487,6 +488,43 @@ async def _edit_by_clicking(stack: Stack, page: Any, plan: dict[str, Any]) -> No
         )
 
     await wait_for(outlined, 30, 0.5, "the plan drawn again with the new outline")
+
+
+async def _calibrate_by_clicking(page: Any, device_id: str) -> None:
+    """The card's calibration: an asset picked, the spot clicked, the action's answer shown. One
+    node on this plan, so the integration refuses it and the card says why, the spot still
+    marked."""
+    await page.evaluate(
+        CARD % f"(root) => {{ const s = root.querySelector('select.what'); s.value = "
+        f"'calibrate:{device_id}'; s.dispatchEvent(new Event('change')); }}"
+    )
+    await _click_at(page, 2.0, 2.0)
+
+    seen: list[Any] = []
+
+    async def answered() -> Any:
+        seen[:] = await page.evaluate(
+            CARD % "(root) => [root.querySelector('.note').textContent,"
+            " root.querySelector('polygon.draft').getAttribute('points').split(' ').length]"
+        )
+        return seen if "Calibrating" not in seen[0] and "Hold" not in seen[0] else None
+
+    try:
+        note, corners = await wait_for(answered, 30, 0.2, "the calibration's answer")
+    except TimeoutError as err:
+        raise AssertionError((seen, page.console[-10:])) from err
+    # the action's own translated refusal, as the frontend words a validation error
+    assert "Calibration needs a usable floor plan: at least three placed nodes" in note, note
+    assert corners == 4  # the spot, drawn as a diamond
+    await page.evaluate(
+        CARD % "(root) => { const s = root.querySelector('select.what'); s.value = '';"
+        " s.dispatchEvent(new Event('change')); }"
+    )
+
+
+def _asset_device(devices: list[dict[str, Any]], asset: str) -> str:
+    ident = f"{ROOT}:asset:{asset}"
+    return next(d["id"] for d in devices if any(i[1] == ident for i in d["identifiers"]))
 
 
 def _names(devices: list[dict[str, Any]], asset: str) -> set[str]:

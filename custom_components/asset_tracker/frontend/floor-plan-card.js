@@ -8,6 +8,9 @@
 // An asset with a position is drawn there with its uncertainty as a circle; one without is drawn
 // near its room's centre and the room, its uncertainty, is highlighted. A tap opens the asset's
 // drill-down view.
+// Administrators edit the plan on the card: pick a node and click where it stands, a room and
+// click its corners, or an asset to calibrate with and click the spot where it is held (the
+// integration fits the nodes' offsets there and the card shows the error before and after).
 // Updates stay cheap at a few hundred assets changing every second: the card only notes a new
 // `hass` or moved positions and redraws at most every DRAW_EVERY_MS, in an animation frame, the
 // trackers whose state object or position changed, moving each marker by one transform and
@@ -16,6 +19,7 @@
 // assets").
 const SVG = "http://www.w3.org/2000/svg";
 const DRAW_EVERY_MS = 250;
+const CALIBRATE_S = 60; // how long the asset is held at the spot
 
 function svg(tag, attrs) {
   const el = document.createElementNS(SVG, tag);
@@ -28,6 +32,19 @@ function svg(tag, attrs) {
 // it with a new element), which must not lose them
 const EDITS = new Map();
 const CARDS = new Set(); // the cards on the page, so a save that ends after a rebuild still shows
+
+const SAVED = () => "Saved.";
+
+// what a calibration's response says, in a line
+function fitted(r) {
+  if (!r) return "Calibrated.";
+  const nodes = Object.keys(r.offsets_db || {}).length;
+  const what = r.applied ? "offsets applied" : "offsets not applied (the fit did not help)";
+  return (
+    `Error at the spot: ${r.error_before_m} m before, ${r.error_after_m} m after; ` +
+    `${what} (${nodes} nodes, ${r.samples} samples).`
+  );
+}
 
 class AssetTrackerFloorPlan extends HTMLElement {
   setConfig(config) {
@@ -186,6 +203,7 @@ class AssetTrackerFloorPlan extends HTMLElement {
     const groups = [
       ["Place a node", "node", c.placeable || []],
       ["Outline a room", "room", c.areas || []],
+      ["Calibrate with", "calibrate", (c.assets || []).filter((a) => a.device_id)],
     ];
     for (const [label, kind, items] of groups) {
       if (!items.length) continue;
@@ -193,7 +211,8 @@ class AssetTrackerFloorPlan extends HTMLElement {
       group.label = label;
       for (const item of items) {
         const option = document.createElement("option");
-        option.value = `${kind}:${kind === "node" ? item.node_id : item.area_id}`;
+        const key = { node: item.node_id, room: item.area_id, calibrate: item.device_id }[kind];
+        option.value = `${kind}:${key}`;
         option.textContent = item.name;
         group.append(option);
       }
@@ -217,7 +236,10 @@ class AssetTrackerFloorPlan extends HTMLElement {
         ? ""
         : outlining
           ? "Click the room's corners in order, then save."
-          : "Click where the node stands.";
+          : this._mode.startsWith("calibrate:")
+            ? `Hold ${select.selectedOptions[0].textContent} still at about 1 m, ` +
+              `click where it is, and keep it there for ${CALIBRATE_S} s.`
+            : "Click where the node stands.";
       this._remember();
     });
     root.querySelector(".undo").addEventListener("click", () => {
@@ -263,9 +285,16 @@ class AssetTrackerFloorPlan extends HTMLElement {
   }
 
   _clicked(ev) {
-    if (!this._mode) return;
+    if (!this._mode || this._busy) return;
     const [x, y] = this._metres(ev);
-    if (this._mode.startsWith("node:")) {
+    if (this._mode.startsWith("calibrate:")) {
+      this._points = [[x, y]];
+      this._drawDraft();
+      this._note.textContent = `Calibrating: keep it still for ${CALIBRATE_S} s…`;
+      const asset = this._mode.slice(10);
+      const data = { device_id: asset, floor_id: this._config.floor, x, y, duration: CALIBRATE_S };
+      this._call("calibrate", data, { fleet: false, told: fitted });
+    } else if (this._mode.startsWith("node:")) {
       this._call("set_node_position", {
         node_id: this._mode.slice(5),
         floor_id: this._config.floor,
@@ -281,20 +310,41 @@ class AssetTrackerFloorPlan extends HTMLElement {
   }
 
   _drawDraft() {
-    this._draft.setAttribute("points", this._points.map((p) => p.join(",")).join(" "));
+    // one point (a calibration spot) is drawn as a small diamond round it
+    const u = this._unit / 2;
+    const points =
+      this._points.length === 1 && this._mode.startsWith("calibrate:")
+        ? [[0, -u], [u, 0], [0, u], [-u, 0]].map(([dx, dy]) => [
+            this._points[0][0] + dx,
+            this._points[0][1] + dy,
+          ])
+        : this._points;
+    this._draft.setAttribute("points", points.map((p) => p.join(",")).join(" "));
   }
 
-  async _call(service, data) {
-    const entry = this._config.entry_id ? { config_entry_id: this._config.entry_id } : {};
+  // `fleet`: the action takes the entry (a calibration finds it from the asset); `told`: what
+  // the note says of the action's response (asked for only then)
+  async _call(service, data, { fleet = true, told = SAVED } = {}) {
+    const entry = fleet && this._config.entry_id ? { config_entry_id: this._config.entry_id } : {};
+    this._busy = true;
     try {
-      await this._hass.callService("asset_tracker", service, { ...data, ...entry });
-      this._note.textContent = "Saved.";
+      const result = await this._hass.callService(
+        "asset_tracker",
+        service,
+        { ...data, ...entry },
+        undefined,
+        true,
+        told !== SAVED,
+      );
+      this._note.textContent = told(result && result.response);
       this._note.dataset.saved = service;
       this._points = [];
       this._drawDraft();
     } catch (err) {
       this._note.textContent = err && err.message ? err.message : String(err);
       this._note.dataset.saved = "";
+    } finally {
+      this._busy = false;
     }
     // a save ends the edit: the card built again from the new config shows the plan, editor closed
     this._remember(this._note.dataset.saved ? "" : this._mode);
