@@ -328,3 +328,55 @@ async def click_at(page: Page, spot: tuple[float, float]) -> None:
 async def click(page: Page, tag: str, needle: str, timeout: float = 60.0) -> None:
     """Clicks the `tag` element showing `needle` once it is rendered."""
     await click_at(page, await find_centre(page, tag, needle, timeout))
+
+
+async def click_on_plan(page: Page, x_m: float, y_m: float) -> None:
+    """A real click on the floor-plan card's plan at (x, y), metres from its top-left corner."""
+    box = await page.evaluate(
+        on_floor_plan(
+            "const b = card.shadowRoot.querySelector('svg').getBoundingClientRect();"
+            " return [b.left, b.top, b.width, b.height, card._config.width_m,"
+            " card._config.height_m];"
+        )
+    )
+    left, top, width, height, width_m, height_m = box
+    await click_at(page, (left + width * x_m / width_m, top + height * y_m / height_m))
+
+
+async def calibrate_on_card(
+    page: Page, asset: str, spot: tuple[float, float], timeout: float
+) -> tuple[str, int]:
+    """The card's calibration: `asset` (its device id or name) picked under *Calibrate with*, the
+    spot clicked; the note once it answers, and the corners of the spot's mark then."""
+    pick = (
+        "const s = card.shadowRoot.querySelector('select.what');"
+        " const o = [...s.options].find((o) => o.value.startsWith('calibrate:') &&"
+        f" (o.value === 'calibrate:' + {json.dumps(asset)} || o.textContent === {json.dumps(asset)}));"
+        " if (!o) return null; s.value = o.value; s.dispatchEvent(new Event('change'));"
+        " return o.value;"
+    )
+    if not await page.evaluate(on_floor_plan(pick)):
+        raise AssertionError(f"{asset} is not offered to calibrate with")
+    await click_on_plan(page, *spot)
+    read = on_floor_plan(
+        "return [card.shadowRoot.querySelector('.note').textContent,"
+        " card.shadowRoot.querySelector('polygon.draft').getAttribute('points').split(' ').length];"
+    )
+    deadline = time.monotonic() + timeout
+    seen: list[Any] = []
+    while time.monotonic() < deadline:
+        seen = await page.evaluate(read)
+        if seen and not seen[0].startswith(("Hold", "Calibrating")):
+            return seen[0], seen[1]
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"the calibration's answer not shown within {timeout} s (last: {seen})")
+
+
+async def close_editor(page: Page) -> None:
+    """The card's editor back to no edit (a tap on an asset opens it again)."""
+    await page.evaluate(
+        on_floor_plan(
+            "const s = card.shadowRoot.querySelector('select.what'); s.value = '';"
+            " s.dispatchEvent(new Event('change')); return true;"
+        )
+    )

@@ -15,7 +15,14 @@ from typing import Any
 import aiohttp
 from outbox_files import read_outbox
 
-from e2e.browser import browser_page, on_floor_plan, wait_rendered
+from e2e.browser import (
+    browser_page,
+    calibrate_on_card,
+    click_on_plan,
+    close_editor,
+    on_floor_plan,
+    wait_rendered,
+)
 from e2e.conftest import ALERT_EVENT, NODE_AREA, WORK, Stack
 from e2e.hass_process import HassClient, wait_for, websocket
 from e2e.plan_image import WALL_COLOUR, plan_png
@@ -427,19 +434,6 @@ async def test_floor_plan_view_draws_rooms_nodes_and_assets_live_in_chromium(sta
 CARD = on_floor_plan("return (%s)(card.shadowRoot);")
 
 
-async def _click_at(page: Any, x_m: float, y_m: float) -> None:
-    """A real mouse click on the plan at (x, y) metres."""
-    box = await page.evaluate(
-        CARD % "(root) => { const b = root.querySelector('svg').getBoundingClientRect();"
-        " return [b.left, b.top, b.width, b.height]; }"
-    )
-    x, y = box[0] + box[2] * x_m / 10, box[1] + box[3] * y_m / 6
-    for kind in ("mousePressed", "mouseReleased"):
-        await page.send(
-            "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
-        )
-
-
 def _stored_plans(stack: Stack) -> dict[str, Any]:
     path = stack.hass.config_dir / ".storage" / f"{DOMAIN}.{stack.entry_id}.floor_plans"
     return dict(json.loads(path.read_text())["data"])
@@ -460,7 +454,7 @@ async def _edit_by_clicking(stack: Stack, page: Any, plan: dict[str, Any]) -> No
         )
 
     await choose(f"node:{NODE}")
-    await _click_at(page, 3.0, 2.0)
+    await click_on_plan(page, 3.0, 2.0)
     await wait_for(lambda: saved("set_node_position"), 30, 0.2, "the node placed")
     node = _stored_plans(stack)["nodes"][NODE]
     assert abs(node["x"] - 3.0) < 0.15 and abs(node["y"] - 2.0) < 0.15, node
@@ -475,7 +469,7 @@ async def _edit_by_clicking(stack: Stack, page: Any, plan: dict[str, Any]) -> No
     hallway = plan["hallway"]
     await choose(f"room:{hallway}")
     for x, y in ((7.0, 0.5), (9.5, 0.5), (9.5, 5.5), (7.0, 5.5)):
-        await _click_at(page, x, y)
+        await click_on_plan(page, x, y)
     await page.evaluate(CARD % "(root) => root.querySelector('button.save').click()")
     await wait_for(lambda: saved("set_room_outline"), 30, 0.2, "the outline saved")
     outline = _stored_plans(stack)["floors"][plan["floor"]]["rooms"][hallway]
@@ -494,32 +488,11 @@ async def _calibrate_by_clicking(page: Any, device_id: str) -> None:
     """The card's calibration: an asset picked, the spot clicked, the action's answer shown. One
     node on this plan, so the integration refuses it and the card says why, the spot still
     marked."""
-    await page.evaluate(
-        CARD % f"(root) => {{ const s = root.querySelector('select.what'); s.value = "
-        f"'calibrate:{device_id}'; s.dispatchEvent(new Event('change')); }}"
-    )
-    await _click_at(page, 2.0, 2.0)
-
-    seen: list[Any] = []
-
-    async def answered() -> Any:
-        seen[:] = await page.evaluate(
-            CARD % "(root) => [root.querySelector('.note').textContent,"
-            " root.querySelector('polygon.draft').getAttribute('points').split(' ').length]"
-        )
-        return seen if "Calibrating" not in seen[0] and "Hold" not in seen[0] else None
-
-    try:
-        note, corners = await wait_for(answered, 30, 0.2, "the calibration's answer")
-    except TimeoutError as err:
-        raise AssertionError((seen, page.console[-10:])) from err
+    note, corners = await calibrate_on_card(page, device_id, (2.0, 2.0), 30)
     # the action's own translated refusal, as the frontend words a validation error
     assert "Calibration needs a usable floor plan: at least three placed nodes" in note, note
     assert corners == 4  # the spot, drawn as a diamond
-    await page.evaluate(
-        CARD % "(root) => { const s = root.querySelector('select.what'); s.value = '';"
-        " s.dispatchEvent(new Event('change')); }"
-    )
+    await close_editor(page)
 
 
 def _asset_device(devices: list[dict[str, Any]], asset: str) -> str:

@@ -7,17 +7,19 @@ outlined, and the card in Chromium. Elements are counted, nothing is timed (the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiomqtt
 import pytest
 from mosquitto_broker import Mosquitto
 
-from e2e.browser import browser_page, on_floor_plan
+from e2e.browser import browser_page, calibrate_on_card, close_editor, on_floor_plan
 from e2e.hass_process import (
     REPO,
     HassClient,
@@ -275,5 +277,33 @@ async def test_positions_reach_the_card_live_over_its_subscription(
                     )
                 except TimeoutError as err:
                     raise AssertionError((seen, page.console[-20:])) from err
+                await _calibrated_from_the_card(page, lambda: hear(moved))
     finally:
         await client.close()
+
+
+async def _calibrated_from_the_card(page: Any, hear: Callable[[], Awaitable[None]]) -> None:
+    """A walker held next to the hall node while the card calibrates with it: the three placed
+    nodes heard it, and the card shows the action's fit."""
+
+    async def keep_hearing() -> None:
+        while True:
+            await hear()
+            await asyncio.sleep(2.0)
+
+    hearing = asyncio.create_task(keep_hearing())
+    try:
+        note, corners = await calibrate_on_card(page, "Tag 001", (6.0, 6.0), 180)
+    finally:
+        hearing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hearing
+    fit = re.fullmatch(
+        r"Error at the spot: [0-9.]+ m before, [0-9.]+ m after; offsets "
+        r"(applied|not applied \(the fit did not help\)) \(3 nodes, ([0-9]+) samples\)\.",
+        note,
+    )
+    assert fit is not None, note
+    assert int(fit.group(2)) >= 5
+    assert corners == 1  # done: the spot's mark cleared
+    await close_editor(page)
