@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from asset_tracker_edge.journal import scan, unfolded
+from asset_tracker_edge.journal import Entry, scan, unfolded
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,15 @@ class OutboxFiles:
         return {int(json.loads(body)["data"]["n"]) for body in self.bodies.values()}
 
 
+def journal_unfolded(path: Path, epoch: int, acked: int) -> tuple[list[Entry], int, int]:
+    """The journal's newest lap as the outbox folds it into SQLite on open: its epoch's events
+    above what its records say was acknowledged or moved into SQLite, the ack watermark those
+    records give and the newest seq they name (`journal.unfolded`); none without a journal."""
+    if not path.exists():
+        return [], acked, 0
+    return unfolded(scan(path.read_bytes()), epoch, acked)
+
+
 def read_outbox(folder: Path) -> OutboxFiles:
     """Read-only: the files are not changed (a running node may be writing them)."""
     uri = f"file:{folder / 'outbox.db'}?mode=ro"
@@ -38,10 +47,7 @@ def read_outbox(folder: Path) -> OutboxFiles:
             for seq, body in db.execute(f"SELECT seq, body FROM {table}")
         }
     high = max([meta["high_seq"], *bodies])
-    journal = folder / "outbox.db-log"
-    if journal.exists():
-        events, acked, newest = unfolded(scan(journal.read_bytes()), meta["epoch"], meta["acked"])
-        bodies = {s: b for s, b in bodies.items() if s > acked}
-        bodies.update((e.seq, e.body) for e in events)
-        high = max(high, newest)
-    return OutboxFiles(meta, bodies, high)
+    events, acked, newest = journal_unfolded(folder / "outbox.db-log", meta["epoch"], meta["acked"])
+    bodies = {s: b for s, b in bodies.items() if s > acked}
+    bodies.update((e.seq, e.body) for e in events)
+    return OutboxFiles(meta, bodies, max(high, newest))

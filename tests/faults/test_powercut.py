@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asset_tracker_edge.journal import scan, unfolded
 from faults.campaign import HERE, LONG, ROOT, Consumer, EdgeProcess, FaultResult, Tally
 from mosquitto_broker import Mosquitto
+from outbox_files import journal_unfolded
 from powercut import CutReport, Disk
 
 RATE = 200.0  # events/s from the edge
@@ -237,11 +237,8 @@ def store_numbers(folder: Path, scratch: Path) -> set[int] | None:
 
 
 def journal_numbers(path: Path, epoch: int, acked: int) -> set[int]:
-    """The event numbers of the journal's newest lap the outbox folds into SQLite on open: its
-    epoch's events above what its records say was acknowledged or moved into SQLite."""
-    if not path.exists():
-        return set()
-    events = unfolded(scan(path.read_bytes()), epoch, acked)[0]
+    """The event numbers of the journal's newest lap the outbox folds into SQLite on open."""
+    events = journal_unfolded(path, epoch, acked)[0]
     return {int(json.loads(e.body)["data"]["n"]) for e in events}
 
 

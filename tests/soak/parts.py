@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asset_tracker_edge.journal import scan, unfolded
 from e2e.hass_process import HassProcess
 from faults.campaign import faketime_lib
 from faults.proxy import FaultProxy
 from mosquitto_broker import Mosquitto
+from outbox_files import journal_unfolded
 from powercut import Disk
 
 HERE = Path(__file__).resolve().parent
@@ -136,11 +136,8 @@ def parse_event(body: dict[str, Any]) -> StoredEvent:
 
 
 def journal_bodies(path: Path, epoch: int, acked: int) -> list[bytes]:
-    """The events of the journal's newest lap the outbox folds into its store on open: its
-    epoch's events above what its records say was acknowledged or moved into SQLite."""
-    if not path.exists():
-        return []
-    return [e.body for e in unfolded(scan(path.read_bytes()), epoch, acked)[0]]
+    """The events of the journal's newest lap the outbox folds into its store on open."""
+    return [e.body for e in journal_unfolded(path, epoch, acked)[0]]
 
 
 def read_store(folder: Path, scratch: Path) -> dict[tuple[int, int], StoredEvent] | None:
