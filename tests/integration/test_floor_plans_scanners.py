@@ -31,7 +31,7 @@ from test_rooms import area_state, tracker
 
 from custom_components.asset_tracker.const import DOMAIN
 from custom_components.asset_tracker.dashboard import _placeable
-from custom_components.asset_tracker.device_tracker import POSITION_EVERY_S
+from custom_components.asset_tracker.device_tracker import position_every_s
 
 # 12 x 4 m: the kitchen, the hall and the study side by side
 ROOMS = {
@@ -110,7 +110,7 @@ async def test_a_proxy_placed_on_the_plan_gives_positions_with_the_nodes(
     assert hub.placement.locator.radio_map is not None
     assert area_state(hass, "keys") == "Hall"
     # the tracker shows the newest position once its time is up
-    freezer.tick(timedelta(seconds=POSITION_EVERY_S))
+    freezer.tick(timedelta(seconds=position_every_s("keys")))
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
     attributes = tracker(hass, "keys")

@@ -1,6 +1,6 @@
 """Live positions: the floor-plan card's subscription (`asset_tracker/positions`) gets a floor's
 positions at once and every move within a flush, while the tracker shows a move at most every
-POSITION_EVERY_S (one that appears, goes or changes floor at once)."""
+`position_every_s` (one that appears, goes or changes floor at once)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from test_floor_plans import (  # noqa: F401 (fixtures)
 from test_rooms import tracker
 
 from custom_components.asset_tracker.const import DOMAIN
-from custom_components.asset_tracker.device_tracker import POSITION_EVERY_S
+from custom_components.asset_tracker.device_tracker import position_every_s
 from custom_components.asset_tracker.position_feed import FLUSH_S
 from custom_components.asset_tracker.radio_map import _inside
 
@@ -151,10 +151,18 @@ async def test_the_tracker_shows_a_move_at_most_every_few_seconds(
     # the room moved at once; the position waits for its time
     assert held["area"] == "Living room"
     assert (held["x"], held["y"]) == (first["x"], first["y"])
-    await flushed(hass, freezer, POSITION_EVERY_S + 0.5)
+    await flushed(hass, freezer, position_every_s("cat") + 0.5)
     caught_up = tracker(hass, "cat")
     assert _inside((caught_up["x"], caught_up["y"]), [tuple(p) for p in LIVING])
     # a position that goes shows at once
     await call(hass, "set_node_position", node_id="door", remove=True)
     await hear(hass, house, freezer, IN_LIVING)
     assert tracker(hass, "cat")["x"] is None
+
+
+def test_trackers_moving_together_show_their_moves_apart() -> None:
+    # 200 assets heard in one batch would otherwise all rewrite their trackers in one turn
+    periods = [position_every_s(f"tag-{i:03d}") for i in range(200)]
+    assert all(5.0 <= p < 6.0 for p in periods)
+    assert max(periods) - min(periods) > 0.9
+    assert len({round(p, 3) for p in periods}) > 150
