@@ -35,7 +35,7 @@ EDGE_INSET_M = 0.05
 # A spot's weight in a position is its likelihood tempered by this: the likelihood counts only the
 # report's own noise (`sigma_db`), but between the map and a report there is also the shadowing no
 # map knows, so as sharp a posterior would pull a position to one lucky spot. 2 is as if sigma
-# were sqrt(2) x 4 = 5.7 dB; measured on the harness (docs/accuracy.md, "Positions").
+# were sqrt(2) x 4 = 5.7 dB (docs/accuracy.md, "Positions weigh the spots less sharply").
 POSITION_TEMPERATURE = 2.0
 
 
