@@ -254,6 +254,8 @@ class MqttLink:
                 await self._session()
             except (aiomqtt.MqttError, OSError, ssl.SSLError, ValueError) as err:
                 self._note_error(err)
+            # a cancellation that came with the failed handshake was not raised (Python 3.11)
+            _raise_if_cancelled()
             if len(self.options.servers) > 1:
                 # the next node of the cluster: the one that ended this session may be gone
                 self.server_index = (self.server_index + 1) % len(self.options.servers)

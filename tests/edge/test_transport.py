@@ -11,6 +11,7 @@ import ssl
 import time
 from pathlib import Path
 
+import aiomqtt
 import pytest
 from asset_tracker_edge.config import ConfigError, validate
 from asset_tracker_edge.transport import (
@@ -115,6 +116,50 @@ class Owner(LinkOwner):
     def on_disconnected(self) -> None:
         self.down += 1
         self.ready.clear()
+
+
+class RefusingClient:
+    """A client whose handshake is refused in the very turn its task is cancelled, the way
+    aiomqtt's `asyncio.wait_for` on Python 3.11 answers it: the refusal is raised and the
+    cancellation only counted on the task."""
+
+    handshakes = 0
+
+    def __init__(self, *_args: object, **_kwargs: object) -> None:
+        pass
+
+    async def __aenter__(self) -> RefusingClient:
+        RefusingClient.handshakes += 1
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+        raise aiomqtt.MqttCodeError(135, "Not authorized")
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+
+async def test_a_cancellation_that_comes_with_a_refused_handshake_ends_the_link() -> None:
+    link = MqttLink(
+        LinkOptions(backoff_min_s=0.05, backoff_max_s=0.05),
+        Will("t/status", b"offline"),
+        [],
+        Owner(),
+        client_factory=RefusingClient,  # type: ignore[arg-type]
+    )
+    task = asyncio.create_task(link.run())
+    deadline = time.monotonic() + 30
+    while not task.done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    done = task.done()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    # before: the link slept and tried again, forever, with nothing left to cancel it
+    assert done and RefusingClient.handshakes == 1
+    assert link.last_error is not None and "135" in link.last_error
 
 
 @contextlib.asynccontextmanager
